@@ -1,0 +1,105 @@
+// Package catalog is the product service: products with a SKU, a name, a
+// price and the stock not yet allocated to any sale. Product reads are the
+// hot read path; writes are rare and made by admins.
+package catalog
+
+import (
+	"context"
+	"unicode/utf8"
+
+	"github.com/spikehq/spike"
+)
+
+// Product is a sellable item. Stock is what the product still holds: units
+// allocated to a sale leave it when the sale is created.
+type Product struct {
+	SKU        string `json:"sku"`
+	Name       string `json:"name"`
+	PriceCents int64  `json:"price_cents"`
+	Stock      int64  `json:"stock"`
+}
+
+// ProductUpdate changes the fields that are set.
+type ProductUpdate struct {
+	Name       *string `json:"name"`
+	PriceCents *int64  `json:"price_cents"`
+}
+
+// Errors returned by a Store.
+var (
+	ErrProductNotFound = &spike.Error{Kind: spike.ErrNotFound, Message: "product not found"}
+	ErrProductExists   = &spike.Error{Kind: spike.ErrConflict, Message: "a product with this sku already exists"}
+)
+
+// Store keeps products. Implementations return ErrProductNotFound and
+// ErrProductExists as documented on each method.
+type Store interface {
+	// CreateProduct stores p, or returns ErrProductExists.
+	CreateProduct(ctx context.Context, p Product) error
+	// Product returns the product, or ErrProductNotFound.
+	Product(ctx context.Context, sku string) (Product, error)
+	// UpdateProduct applies u and returns the result, or ErrProductNotFound.
+	UpdateProduct(ctx context.Context, sku string, u ProductUpdate) (Product, error)
+}
+
+// Service applies the catalog's rules in front of a Store.
+// It is safe for concurrent use.
+type Service struct {
+	store Store
+}
+
+// NewService returns a Service over store.
+func NewService(store Store) *Service { return &Service{store: store} }
+
+// Validate reports the first rule p breaks, as an ErrInvalid *spike.Error.
+func (p Product) Validate() error {
+	switch {
+	case !spike.ValidID(p.SKU):
+		return spike.Errorf(spike.ErrInvalid, "sku must be 1-64 characters of [A-Za-z0-9._-]")
+	case !validName(p.Name):
+		return spike.Errorf(spike.ErrInvalid, "name must be 1-200 characters")
+	case p.PriceCents < 0:
+		return spike.Errorf(spike.ErrInvalid, "price_cents must be >= 0")
+	case p.Stock < 0:
+		return spike.Errorf(spike.ErrInvalid, "stock must be >= 0")
+	}
+	return nil
+}
+
+func validName(s string) bool {
+	n := utf8.RuneCountInString(s)
+	return n >= 1 && n <= 200 && utf8.ValidString(s)
+}
+
+// Create validates and stores a new product.
+func (s *Service) Create(ctx context.Context, p Product) (Product, error) {
+	if err := p.Validate(); err != nil {
+		return Product{}, err
+	}
+	if err := s.store.CreateProduct(ctx, p); err != nil {
+		return Product{}, err
+	}
+	return p, nil
+}
+
+// Product returns the product with the given SKU.
+func (s *Service) Product(ctx context.Context, sku string) (Product, error) {
+	if !spike.ValidID(sku) {
+		return Product{}, ErrProductNotFound
+	}
+	return s.store.Product(ctx, sku)
+}
+
+// Update changes a product's name and/or price.
+func (s *Service) Update(ctx context.Context, sku string, u ProductUpdate) (Product, error) {
+	if !spike.ValidID(sku) {
+		return Product{}, ErrProductNotFound
+	}
+	if u.Name != nil && !validName(*u.Name) {
+		return Product{}, spike.Errorf(spike.ErrInvalid, "name must be 1-200 characters")
+	}
+	if u.PriceCents != nil && *u.PriceCents < 0 {
+		return Product{}, spike.Errorf(spike.ErrInvalid, "price_cents must be >= 0")
+	}
+	return s.store.UpdateProduct(ctx, sku, u)
+}

@@ -1,0 +1,74 @@
+package httpapi
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/spikehq/spike"
+)
+
+// errorCodes maps each error kind to its status and API code.
+var errorCodes = []struct {
+	kind   error
+	status int
+	code   string
+}{
+	{spike.ErrInvalid, http.StatusBadRequest, "invalid"},
+	{spike.ErrUnauthenticated, http.StatusUnauthorized, "unauthenticated"},
+	{spike.ErrForbidden, http.StatusForbidden, "forbidden"},
+	{spike.ErrNotFound, http.StatusNotFound, "not_found"},
+	{spike.ErrInsufficient, http.StatusConflict, "insufficient_stock"},
+	{spike.ErrSoldOut, http.StatusConflict, "sold_out"},
+	{spike.ErrLimitExceeded, http.StatusConflict, "limit_exceeded"},
+	{spike.ErrSaleNotActive, http.StatusConflict, "sale_not_active"},
+	{spike.ErrConflict, http.StatusConflict, "conflict"},
+	{spike.ErrTooLarge, http.StatusRequestEntityTooLarge, "too_large"},
+	{spike.ErrRateLimited, http.StatusTooManyRequests, "rate_limited"},
+	{spike.ErrOverloaded, http.StatusServiceUnavailable, "overloaded"},
+	{spike.ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},
+}
+
+func encodeError(code, message string) []byte {
+	b := make([]byte, 0, 64+len(message))
+	b = append(b, `{"error":{"code":"`...)
+	b = append(b, code...)
+	b = append(b, `","message":`...)
+	b = strconv.AppendQuote(b, message)
+	return append(b, "}}\n"...)
+}
+
+// statusOf returns the status and code for err; unknown errors are 500.
+func statusOf(err error) (int, string, string) {
+	var de *spike.Error
+	if errors.As(err, &de) {
+		for _, c := range errorCodes {
+			if errors.Is(de.Kind, c.kind) {
+				return c.status, c.code, de.Message
+			}
+		}
+	}
+	return http.StatusInternalServerError, "internal", "internal error"
+}
+
+// writeError writes err in the API's error shape. Only errors that are not
+// domain errors (bugs, or a dependency failing in a way nobody mapped) are
+// logged, in full.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, code, msg := statusOf(err)
+	if status == http.StatusInternalServerError {
+		s.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	h := w.Header()
+	h["Content-Type"] = jsonContentType
+	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
+		h["Retry-After"] = retryAfterOne
+	}
+	w.WriteHeader(status)
+	w.Write(encodeError(code, msg))
+}
+
+var (
+	jsonContentType = []string{"application/json"}
+	retryAfterOne   = []string{"1"}
+)

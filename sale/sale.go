@@ -1,0 +1,162 @@
+// Package sale holds flash-sale campaigns: a window in time, a number of
+// units allocated from a product, a unit price and a per-user limit.
+//
+// Creating a sale moves its units out of the product's stock in one step,
+// so stock is never counted twice. While the sale runs, its remaining units
+// live in the stock counters (package inventory), not here.
+package sale
+
+import (
+	"context"
+	"time"
+
+	"github.com/spikehq/spike"
+)
+
+// State is where a sale is in its life.
+type State string
+
+// States of a sale.
+const (
+	Scheduled State = "scheduled"
+	Active    State = "active"
+	SoldOut   State = "sold_out"
+	Ended     State = "ended"
+)
+
+// Sale is a flash-sale campaign. A zero EndsAt means open until sold out.
+type Sale struct {
+	ID           string
+	SKU          string
+	Stock        int64 // units allocated from the product
+	PriceCents   int64
+	PerUserLimit int64
+	StartsAt     time.Time
+	EndsAt       time.Time
+}
+
+// ActiveAt reports whether t is inside the sale's window.
+func (s *Sale) ActiveAt(t time.Time) bool {
+	return !t.Before(s.StartsAt) && (s.EndsAt.IsZero() || t.Before(s.EndsAt))
+}
+
+// StateAt returns the sale's state at t given its remaining units.
+func (s *Sale) StateAt(t time.Time, remaining int64) State {
+	switch {
+	case t.Before(s.StartsAt):
+		return Scheduled
+	case !s.EndsAt.IsZero() && !t.Before(s.EndsAt):
+		return Ended
+	case remaining <= 0:
+		return SoldOut
+	}
+	return Active
+}
+
+// Validate reports the first rule s breaks, as an ErrInvalid *spike.Error.
+func (s *Sale) Validate() error {
+	switch {
+	case !spike.ValidID(s.ID):
+		return spike.Errorf(spike.ErrInvalid, "id must be 1-64 characters of [A-Za-z0-9._-]")
+	case !spike.ValidID(s.SKU):
+		return spike.Errorf(spike.ErrInvalid, "sku must be 1-64 characters of [A-Za-z0-9._-]")
+	case s.Stock <= 0:
+		return spike.Errorf(spike.ErrInvalid, "stock must be > 0")
+	case s.PriceCents < 0:
+		return spike.Errorf(spike.ErrInvalid, "price_cents must be >= 0")
+	case s.PerUserLimit < 1:
+		return spike.Errorf(spike.ErrInvalid, "per_user_limit must be >= 1")
+	case s.PerUserLimit > 1_000_000:
+		return spike.Errorf(spike.ErrInvalid, "per_user_limit must be <= 1000000")
+	case !s.EndsAt.IsZero() && !s.EndsAt.After(s.StartsAt):
+		return spike.Errorf(spike.ErrInvalid, "ends_at must be after starts_at")
+	}
+	return nil
+}
+
+// Errors returned by a Store.
+var (
+	ErrSaleNotFound      = &spike.Error{Kind: spike.ErrNotFound, Message: "sale not found"}
+	ErrSaleExists        = &spike.Error{Kind: spike.ErrConflict, Message: "a sale with this id already exists"}
+	ErrProductNotFound   = &spike.Error{Kind: spike.ErrNotFound, Message: "product not found"}
+	ErrInsufficientStock = &spike.Error{Kind: spike.ErrInsufficient, Message: "the product has less stock than the sale asks for"}
+)
+
+// Store keeps sales.
+type Store interface {
+	// CreateSale stores s and takes s.Stock units from its product's stock in
+	// one transaction. Returns ErrSaleExists, ErrProductNotFound or
+	// ErrInsufficientStock.
+	CreateSale(ctx context.Context, s Sale) error
+	// Sale returns the sale, or ErrSaleNotFound.
+	Sale(ctx context.Context, id string) (Sale, error)
+	// Sales returns every sale.
+	Sales(ctx context.Context) ([]Sale, error)
+}
+
+// Counters is the part of the stock counters a sale needs: opening a new
+// sale's counters and reading how many units remain.
+type Counters interface {
+	Open(s Sale)
+	Remaining(saleID string) (remaining int64, ok bool)
+}
+
+// View is a sale as clients see it.
+type View struct {
+	Sale
+	Remaining int64
+	Sold      int64
+	State     State
+}
+
+// Service applies the sale rules. It is safe for concurrent use.
+type Service struct {
+	store    Store
+	counters Counters
+	now      func() time.Time
+}
+
+// NewService returns a Service over store whose stock lives in counters.
+func NewService(store Store, counters Counters) *Service {
+	return &Service{store: store, counters: counters, now: time.Now}
+}
+
+// Create validates s, stores it (taking its stock from the product) and
+// opens its stock counters. A zero StartsAt means now; a zero PerUserLimit
+// means 1.
+func (s *Service) Create(ctx context.Context, sl Sale) (Sale, error) {
+	if sl.StartsAt.IsZero() {
+		sl.StartsAt = s.now()
+	}
+	if sl.PerUserLimit == 0 {
+		sl.PerUserLimit = 1
+	}
+	sl.StartsAt = sl.StartsAt.UTC().Truncate(time.Millisecond)
+	if !sl.EndsAt.IsZero() {
+		sl.EndsAt = sl.EndsAt.UTC().Truncate(time.Millisecond)
+	}
+	if err := sl.Validate(); err != nil {
+		return Sale{}, err
+	}
+	if err := s.store.CreateSale(ctx, sl); err != nil {
+		return Sale{}, err
+	}
+	s.counters.Open(sl)
+	return sl, nil
+}
+
+// View returns the sale with its live remaining and sold units.
+func (s *Service) View(ctx context.Context, id string) (View, error) {
+	if !spike.ValidID(id) {
+		return View{}, ErrSaleNotFound
+	}
+	sl, err := s.store.Sale(ctx, id)
+	if err != nil {
+		return View{}, err
+	}
+	remaining, ok := s.counters.Remaining(id)
+	if !ok {
+		return View{}, spike.Errorf(spike.ErrUnavailable, "the sale's stock counters are being rebuilt")
+	}
+	return View{Sale: sl, Remaining: remaining, Sold: sl.Stock - remaining, State: sl.StateAt(s.now(), remaining)}, nil
+}

@@ -1,0 +1,363 @@
+// Package sqlitestore keeps catalog, sales and orders in SQLite
+// (modernc.org/sqlite, no cgo) for Spike's embedded mode. It uses WAL with
+// synchronous=NORMAL: a committed transaction survives a crash of the
+// process (not necessarily of the machine), and readers never block the
+// writer. All writes go through one connection, as SQLite allows only one
+// writer at a time anyway; reads use a small pool.
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strings"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/spikehq/spike/catalog"
+	"github.com/spikehq/spike/order"
+	"github.com/spikehq/spike/sale"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Store implements catalog.Store, sale.Store and order.Store.
+type Store struct {
+	w *sql.DB // the single writer
+	r *sql.DB // readers
+}
+
+var (
+	_ catalog.Store = (*Store)(nil)
+	_ sale.Store    = (*Store)(nil)
+	_ order.Store   = (*Store)(nil)
+)
+
+// Open opens (creating if needed) the database at path and applies any
+// pending migrations. path ":memory:" opens a private in-memory database.
+func Open(ctx context.Context, path string) (*Store, error) {
+	memory := path == ":memory:"
+	if memory {
+		// A shared-cache in-memory database, so that reader and writer see the same data.
+		path = fmt.Sprintf("file:mem%d?mode=memory&cache=shared", time.Now().UnixNano())
+	} else {
+		path = "file:" + path + "?"
+	}
+	pragmas := "&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate"
+	if !memory {
+		pragmas += "&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)"
+	}
+	w, err := sql.Open("sqlite", path+pragmas)
+	if err != nil {
+		return nil, err
+	}
+	w.SetMaxOpenConns(1)
+	w.SetConnMaxIdleTime(0)
+	w.SetConnMaxLifetime(0)
+	r, err := sql.Open("sqlite", path+pragmas)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	r.SetMaxOpenConns(4)
+	s := &Store{w: w, r: r}
+	if err := s.migrate(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	return s, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error {
+	return errors.Join(s.r.Close(), s.w.Close())
+}
+
+// Ping reports whether the database answers.
+func (s *Store) Ping(ctx context.Context) error { return s.r.PingContext(ctx) }
+
+func (s *Store) migrate(ctx context.Context) error {
+	if _, err := s.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY)`); err != nil {
+		return err
+	}
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		var n int
+		if err := s.w.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE name = ?`, name).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			continue
+		}
+		body, err := migrations.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		tx, err := s.w.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		for _, stmt := range strings.Split(string(body), ";\n") {
+			if strings.TrimSpace(stmt) == "" {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				tx.Rollback()
+				return fmt.Errorf("%s: %w", name, err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (name) VALUES (?)`, name); err != nil {
+			tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func isUniqueViolation(err error) bool {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY || se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE
+	}
+	return false
+}
+
+// CreateProduct implements catalog.Store.
+func (s *Store) CreateProduct(ctx context.Context, p catalog.Product) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO products (sku, name, price_cents, stock) VALUES (?, ?, ?, ?)`,
+		p.SKU, p.Name, p.PriceCents, p.Stock)
+	if isUniqueViolation(err) {
+		return catalog.ErrProductExists
+	}
+	if err != nil {
+		return fmt.Errorf("create product %s: %w", p.SKU, err)
+	}
+	return nil
+}
+
+// Product implements catalog.Store.
+func (s *Store) Product(ctx context.Context, sku string) (catalog.Product, error) {
+	return scanProduct(s.r.QueryRowContext(ctx, `SELECT sku, name, price_cents, stock FROM products WHERE sku = ?`, sku))
+}
+
+func scanProduct(row *sql.Row) (catalog.Product, error) {
+	var p catalog.Product
+	err := row.Scan(&p.SKU, &p.Name, &p.PriceCents, &p.Stock)
+	if errors.Is(err, sql.ErrNoRows) {
+		return catalog.Product{}, catalog.ErrProductNotFound
+	}
+	if err != nil {
+		return catalog.Product{}, fmt.Errorf("read product: %w", err)
+	}
+	return p, nil
+}
+
+// UpdateProduct implements catalog.Store.
+func (s *Store) UpdateProduct(ctx context.Context, sku string, u catalog.ProductUpdate) (catalog.Product, error) {
+	return scanProduct(s.w.QueryRowContext(ctx, `
+		UPDATE products SET name = coalesce(?, name), price_cents = coalesce(?, price_cents)
+		WHERE sku = ? RETURNING sku, name, price_cents, stock`, u.Name, u.PriceCents, sku))
+}
+
+// CreateSale implements sale.Store.
+func (s *Store) CreateSale(ctx context.Context, sl sale.Sale) (err error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("create sale %s: %w", sl.ID, err)
+	}
+	defer func() {
+		if err != nil {
+			tx.Rollback()
+		}
+	}()
+	var stock int64
+	switch err := tx.QueryRowContext(ctx, `SELECT stock FROM products WHERE sku = ?`, sl.SKU).Scan(&stock); {
+	case errors.Is(err, sql.ErrNoRows):
+		return sale.ErrProductNotFound
+	case err != nil:
+		return fmt.Errorf("create sale %s: %w", sl.ID, err)
+	case stock < sl.Stock:
+		return sale.ErrInsufficientStock
+	}
+	var ends any
+	if !sl.EndsAt.IsZero() {
+		ends = sl.EndsAt.UnixMilli()
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO sales (id, sku, stock, price_cents, per_user_limit, starts_at, ends_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		sl.ID, sl.SKU, sl.Stock, sl.PriceCents, sl.PerUserLimit, sl.StartsAt.UnixMilli(), ends)
+	if isUniqueViolation(err) {
+		return sale.ErrSaleExists
+	}
+	if err != nil {
+		return fmt.Errorf("create sale %s: %w", sl.ID, err)
+	}
+	if _, err = tx.ExecContext(ctx, `UPDATE products SET stock = stock - ? WHERE sku = ?`, sl.Stock, sl.SKU); err != nil {
+		return fmt.Errorf("create sale %s: %w", sl.ID, err)
+	}
+	return tx.Commit()
+}
+
+const saleColumns = `id, sku, stock, price_cents, per_user_limit, starts_at, ends_at`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanSale(row scanner) (sale.Sale, error) {
+	var (
+		sl     sale.Sale
+		starts int64
+		ends   sql.NullInt64
+	)
+	if err := row.Scan(&sl.ID, &sl.SKU, &sl.Stock, &sl.PriceCents, &sl.PerUserLimit, &starts, &ends); err != nil {
+		return sale.Sale{}, err
+	}
+	sl.StartsAt = time.UnixMilli(starts).UTC()
+	if ends.Valid {
+		sl.EndsAt = time.UnixMilli(ends.Int64).UTC()
+	}
+	return sl, nil
+}
+
+// Sale implements sale.Store.
+func (s *Store) Sale(ctx context.Context, id string) (sale.Sale, error) {
+	sl, err := scanSale(s.r.QueryRowContext(ctx, `SELECT `+saleColumns+` FROM sales WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return sale.Sale{}, sale.ErrSaleNotFound
+	}
+	if err != nil {
+		return sale.Sale{}, fmt.Errorf("read sale %s: %w", id, err)
+	}
+	return sl, nil
+}
+
+// Sales implements sale.Store.
+func (s *Store) Sales(ctx context.Context) ([]sale.Sale, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+saleColumns+` FROM sales ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("list sales: %w", err)
+	}
+	defer rows.Close()
+	var out []sale.Sale
+	for rows.Next() {
+		sl, err := scanSale(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list sales: %w", err)
+		}
+		out = append(out, sl)
+	}
+	return out, rows.Err()
+}
+
+// InsertOrders implements order.Store: one transaction, one multi-row
+// statement per chunk, duplicates ignored.
+func (s *Store) InsertOrders(ctx context.Context, orders []order.Order) error {
+	if len(orders) == 0 {
+		return nil
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("insert orders: %w", err)
+	}
+	defer tx.Rollback()
+	const perStmt = 100 // 9 parameters each, well under SQLite's limit
+	for start := 0; start < len(orders); start += perStmt {
+		chunk := orders[start:min(start+perStmt, len(orders))]
+		var b strings.Builder
+		b.WriteString(`INSERT INTO orders (order_id, sale_id, sku, user_id, quantity, price_cents, status, idempotency_key, created_at) VALUES `)
+		args := make([]any, 0, 9*len(chunk))
+		for i, o := range chunk {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString("(?,?,?,?,?,?,?,?,?)")
+			args = append(args, o.ID, o.SaleID, o.SKU, o.UserID, o.Quantity, o.PriceCents, string(o.Status), o.IdempotencyKey, o.CreatedAt.UnixMicro())
+		}
+		b.WriteString(` ON CONFLICT DO NOTHING`)
+		if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
+			return fmt.Errorf("insert orders: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("insert orders: %w", err)
+	}
+	return nil
+}
+
+const orderColumns = `order_id, sale_id, sku, user_id, quantity, price_cents, status, idempotency_key, created_at`
+
+func scanOrder(row scanner) (order.Order, error) {
+	var (
+		o       order.Order
+		status  string
+		created int64
+	)
+	if err := row.Scan(&o.ID, &o.SaleID, &o.SKU, &o.UserID, &o.Quantity, &o.PriceCents, &status, &o.IdempotencyKey, &created); err != nil {
+		return order.Order{}, err
+	}
+	o.Status = order.Status(status)
+	o.CreatedAt = time.UnixMicro(created).UTC()
+	return o, nil
+}
+
+// Order implements order.Store.
+func (s *Store) Order(ctx context.Context, id string) (order.Order, error) {
+	o, err := scanOrder(s.r.QueryRowContext(ctx, `SELECT `+orderColumns+` FROM orders WHERE order_id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return order.Order{}, order.ErrOrderNotFound
+	}
+	if err != nil {
+		return order.Order{}, fmt.Errorf("read order: %w", err)
+	}
+	return o, nil
+}
+
+// ListOrders implements order.Store.
+func (s *Store) ListOrders(ctx context.Context, userID int64, after order.Cursor, limit int) ([]order.Order, error) {
+	var rows *sql.Rows
+	var err error
+	if after.IsZero() {
+		rows, err = s.r.QueryContext(ctx, `SELECT `+orderColumns+` FROM orders WHERE user_id = ?
+			ORDER BY created_at DESC, order_id DESC LIMIT ?`, userID, limit)
+	} else {
+		ts := after.CreatedAt.UnixMicro()
+		rows, err = s.r.QueryContext(ctx, `SELECT `+orderColumns+` FROM orders WHERE user_id = ?
+			AND (created_at < ? OR (created_at = ? AND order_id < ?))
+			ORDER BY created_at DESC, order_id DESC LIMIT ?`, userID, ts, ts, after.ID, limit)
+	}
+	return collectOrders(rows, err)
+}
+
+// SaleOrders implements order.Store.
+func (s *Store) SaleOrders(ctx context.Context, saleID string) ([]order.Order, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+orderColumns+` FROM orders WHERE sale_id = ?`, saleID)
+	return collectOrders(rows, err)
+}
+
+func collectOrders(rows *sql.Rows, err error) ([]order.Order, error) {
+	if err != nil {
+		return nil, fmt.Errorf("list orders: %w", err)
+	}
+	defer rows.Close()
+	var out []order.Order
+	for rows.Next() {
+		o, err := scanOrder(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list orders: %w", err)
+		}
+		out = append(out, o)
+	}
+	return out, rows.Err()
+}
