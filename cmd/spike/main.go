@@ -1,0 +1,60 @@
+// Command spike is the Spike server and its tools: serve, token, audit,
+// bench and version. This package only wires the others together.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, errSilent) {
+			fmt.Fprintln(os.Stderr, "spike:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+// errSilent ends a command with status 1 after it already said why.
+var errSilent = errors.New("failed")
+
+const usage = `usage: spike <command> [flags]
+
+commands:
+  serve     run the server (embedded mode unless --config names backends)
+  token     print a signed token: spike token --user 42 [--admin] [--ttl 24h]
+  audit     check the invariants I1-I5 on a running server
+  bench     drive load against a server and report
+  version   print the version`
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, usage)
+		return errSilent
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], getenv, stdout, stderr)
+	case "token":
+		return token(args[1:], getenv, stdout)
+	case "audit":
+		return audit(ctx, args[1:], getenv, stdout)
+	case "bench":
+		return bench(ctx, args[1:], getenv, stdout)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, versionString())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	}
+	return fmt.Errorf("unknown command %q\n%s", args[0], usage)
+}
