@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// startApp runs an embedded Spike on a loopback port for the test.
+func startApp(t *testing.T, dir string) *app {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.Data = dir
+	a, err := start(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func stopApp(t *testing.T, a *app) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := a.shutdown(ctx); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+}
+
+// TestFlashSaleConcurrentBuyers runs 500 buyers sending 20,000 placements,
+// with replays and conflicting retries, at a sale whose stock is a small
+// fraction of the demand, and then checks I1–I5 from outside.
+func TestFlashSaleConcurrentBuyers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("load test")
+	}
+	const (
+		buyers   = 500
+		requests = 20_000
+		stock    = 300
+		perUser  = 2
+		saleID   = "flash-1"
+	)
+	a := startApp(t, t.TempDir())
+	defer stopApp(t, a)
+	c := newClient(t, a.addr, a.secret)
+	c.setupSale("sku-flash-1", saleID, stock, perUser)
+
+	l := newLedger()
+	var sent, accepted, replays, soldOut, limited, conflicts atomic.Int64
+	var g errgroup.Group
+	for b := range buyers {
+		user := int64(1000 + b)
+		g.Go(func() error {
+			rng := rand.New(rand.NewPCG(uint64(user), 7))
+			tok := c.token(user, false)
+			type sentKey struct {
+				key string
+				qty int64
+			}
+			var keys []sentKey
+			for i := 0; sent.Add(1) <= requests; i++ {
+				var k sentKey
+				switch r := rng.IntN(10); {
+				case r < 3 && len(keys) > 0: // replay an earlier request exactly
+					k = keys[rng.IntN(len(keys))]
+				case r == 3 && len(keys) > 0: // same key, other quantity: must not place
+					k = keys[rng.IntN(len(keys))]
+					k.qty = 3 - k.qty
+				default:
+					k = sentKey{userKey(user, i), int64(1 + rng.IntN(perUser))}
+					keys = append(keys, k)
+				}
+				resp, p, err := c.place(context.Background(), user, tok, saleID, k.key, k.qty)
+				if err != nil {
+					t.Errorf("transport error: %v", err)
+					return nil
+				}
+				switch resp.status {
+				case 202:
+					if prev, ok := l.orderOf(user, k.key); ok {
+						replays.Add(1)
+						if prev != p.OrderID {
+							t.Errorf("replay of %s: order %s, first was %s", k.key, p.OrderID, prev)
+						}
+					} else {
+						accepted.Add(1)
+					}
+					l.record(user, k.key, k.qty, p)
+				case 409:
+					switch resp.code() {
+					case "sold_out":
+						soldOut.Add(1)
+					case "limit_exceeded":
+						limited.Add(1)
+					case "conflict":
+						conflicts.Add(1)
+					default:
+						t.Errorf("409 with code %q", resp.code())
+					}
+				default:
+					t.Errorf("unexpected %d: %s", resp.status, resp.body)
+				}
+			}
+			return nil
+		})
+	}
+	g.Wait()
+	t.Logf("requests %d: accepted %d, replays %d, sold_out %d, limit_exceeded %d, conflict %d",
+		requests, accepted.Load(), replays.Load(), soldOut.Load(), limited.Load(), conflicts.Load())
+	if replays.Load() == 0 || soldOut.Load() == 0 || limited.Load() == 0 || conflicts.Load() == 0 {
+		t.Errorf("the load did not exercise every path")
+	}
+	verifyInvariants(t, c, saleID, stock, perUser, l, true)
+}
