@@ -108,3 +108,25 @@ func BenchmarkBreaker(b *testing.B) {
 		})
 	})
 }
+
+func BenchmarkAdaptive(b *testing.B) {
+	a := resilience.NewAdaptive(resilience.AdaptiveConfig{InitialLimit: 1000, MaxLimit: 1000})
+	b.Run("Acquire-Success", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if t, ok := a.Acquire(resilience.Normal); ok {
+				t.Success()
+			}
+		}
+	})
+	b.Run("Acquire-Success/parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if t, ok := a.Acquire(resilience.Normal); ok {
+					t.Success()
+				}
+			}
+		})
+	})
+}
