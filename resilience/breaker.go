@@ -82,7 +82,8 @@ type BreakerConfig struct {
 	OpenTimeout time.Duration
 	// HalfOpenCalls is the number of trial calls allowed in half-open; the
 	// breaker closes if their failure and slow rates are below the
-	// thresholds and opens again otherwise. Default 5.
+	// thresholds and opens again otherwise. If the trials have not all
+	// reported back within OpenTimeout, new trials are allowed. Default 5.
 	HalfOpenCalls int
 	// IsFailure classifies a call's error. Errors for which it returns false
 	// are not recorded at all. The default treats every non-nil error except
@@ -230,6 +231,11 @@ func (b *Breaker) acquireSlow() (Permit, error) {
 	case ForcedClosed:
 		return Permit{}, nil
 	case HalfOpen:
+		if b.trialsIssued >= b.cfg.HalfOpenCalls && now >= b.openUntil.Load() {
+			// Trial calls never reported back (lost permits); start over
+			// rather than stay half-open forever.
+			b.restartTrials(now)
+		}
 		if b.trialsIssued < b.cfg.HalfOpenCalls {
 			b.trialsIssued++
 			return Permit{b: b, start: now, generation: b.generation()}, nil
@@ -252,7 +258,7 @@ func (p Permit) Record(err error) {
 	if b.cfg.SlowCallDuration > 0 {
 		elapsed = b.clock.nanos() - p.start
 	}
-	failed := b.cfg.IsFailure(err)
+	failed := err != nil && b.cfg.IsFailure(err)
 	ignored := err != nil && !failed
 	var change stateChange
 	b.mu.Lock()
@@ -344,11 +350,20 @@ func (b *Breaker) transition(to State) stateChange {
 	b.window.reset()
 	b.trialsIssued = 0
 	b.trials = windowTotals{}
-	if to == Open {
+	if to == Open || to == HalfOpen {
+		// Open: when to probe. HalfOpen: when to give up on lost trials.
 		b.openUntil.Store(b.clock.nanos() + int64(b.cfg.OpenTimeout))
 	}
 	b.status.Store((b.generation()+1)<<8 | uint64(to))
 	return stateChange{from: from, to: to, changed: true}
+}
+
+// restartTrials forgets outstanding half-open trials; b.mu must be held.
+func (b *Breaker) restartTrials(now int64) {
+	b.trialsIssued = 0
+	b.trials = windowTotals{}
+	b.openUntil.Store(now + int64(b.cfg.OpenTimeout))
+	b.status.Store((b.generation()+1)<<8 | uint64(HalfOpen))
 }
 
 func (b *Breaker) force(to State) {

@@ -231,3 +231,26 @@ func TestBreakerManualControls(t *testing.T) {
 		t.Errorf("Counts().Rejected = %d, want 1", c.Rejected)
 	}
 }
+
+func TestBreakerLostTrialsAreReplaced(t *testing.T) {
+	clk := newFakeClock()
+	b := resilience.NewBreaker(resilience.BreakerConfig{MinimumCalls: 1, HalfOpenCalls: 1, OpenTimeout: time.Second, Now: clk.Now})
+	p, _ := b.Acquire()
+	p.Record(errBoom)
+	clk.Advance(time.Second)
+	if _, err := b.Acquire(); err != nil { // trial permit, never recorded
+		t.Fatalf("Acquire() trial = %v", err)
+	}
+	if _, err := b.Acquire(); !errors.Is(err, resilience.ErrBreakerOpen) {
+		t.Fatalf("Acquire() with the trial outstanding = %v, want ErrBreakerOpen", err)
+	}
+	clk.Advance(time.Second)
+	trial, err := b.Acquire()
+	if err != nil {
+		t.Fatalf("Acquire() after the lost trial timed out = %v, want nil", err)
+	}
+	trial.Record(nil)
+	if s := b.State(); s != resilience.Closed {
+		t.Errorf("State() = %v, want closed", s)
+	}
+}
