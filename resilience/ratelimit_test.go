@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -320,5 +321,37 @@ func TestKeyedIsolatesKeys(t *testing.T) {
 	want := map[string]int{"noisy": 3, "alice": 3, "bob": 3}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("allowed per key mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// TestLimitersConcurrentExact checks that concurrent callers never get more
+// than the limit: with a frozen clock exactly Limit events are allowed.
+func TestLimitersConcurrentExact(t *testing.T) {
+	clk := newFakeClock()
+	limiters := map[string]resilience.Limiter{
+		"token":   resilience.NewTokenBucket(resilience.TokenBucketConfig{Rate: 1, Burst: 100, Now: clk.Now}),
+		"fixed":   resilience.NewFixedWindow(resilience.WindowConfig{Limit: 100, Now: clk.Now}),
+		"log":     resilience.NewSlidingLog(resilience.WindowConfig{Limit: 100, Now: clk.Now}),
+		"sliding": resilience.NewSlidingWindow(resilience.WindowConfig{Limit: 100, Now: clk.Now}),
+		"keyed": resilience.NewKeyed(resilience.KeyedConfig{}, func(string) resilience.Limiter {
+			return resilience.NewTokenBucket(resilience.TokenBucketConfig{Rate: 1, Burst: 100, Now: clk.Now})
+		}).Limiter("sale-1"),
+	}
+	for name, l := range limiters {
+		var allowed atomic.Int64
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for range 1000 {
+					if l.Allow() {
+						allowed.Add(1)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if got := allowed.Load(); got != 100 {
+			t.Errorf("%s: %d allowed by 8 goroutines, want exactly 100", name, got)
+		}
 	}
 }
