@@ -5,6 +5,7 @@ import (
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // KeyedConfig configures a [Keyed] limiter.
@@ -92,6 +93,10 @@ func (k *Keyed) Allow(key string) bool { return k.Limiter(key).Allow() }
 
 // AllowN reports whether n events for key may happen now.
 func (k *Keyed) AllowN(key string, n int) bool { return k.Limiter(key).AllowN(n) }
+
+// Delay returns how long until an event for key would be allowed; see
+// [Limiter].
+func (k *Keyed) Delay(key string) time.Duration { return k.Limiter(key).Delay() }
 
 // Wait blocks until an event for key may happen; see [Limiter].
 func (k *Keyed) Wait(ctx context.Context, key string) error { return k.Limiter(key).Wait(ctx) }

@@ -15,6 +15,10 @@ type Limiter interface {
 	Allow() bool
 	// AllowN reports whether n events may happen now, consuming them if so.
 	AllowN(n int) bool
+	// Delay returns how long until one more event would be allowed: zero
+	// if now, negative if never. It consumes nothing; use it for
+	// Retry-After headers.
+	Delay() time.Duration
 	// Wait blocks until one event may happen. It fails fast, returning an
 	// error wrapping ErrRateLimited without waiting, if the wait would pass
 	// ctx's deadline or can never succeed; it returns ctx.Err() if ctx is
@@ -151,6 +155,19 @@ func (b *TokenBucket) Tokens() float64 {
 	now := b.clock.nanos()
 	ahead := max(b.tat.Load(), now) - now
 	return float64(p.tolerance-ahead) / float64(p.interval)
+}
+
+// Delay returns how long until one token is available; see [Limiter].
+func (b *TokenBucket) Delay() time.Duration {
+	p := b.params.Load()
+	switch {
+	case p.unlimited:
+		return 0
+	case p.deny:
+		return -1
+	}
+	now := b.clock.nanos()
+	return time.Duration(max(max(b.tat.Load(), now)+p.interval-p.tolerance-now, 0))
 }
 
 // Wait blocks until one token is available; see [Limiter].
@@ -290,6 +307,19 @@ func (b *LeakyBucket) AllowN(n int) bool {
 			return true
 		}
 	}
+}
+
+// Delay returns how long until the next free slot; see [Limiter].
+func (b *LeakyBucket) Delay() time.Duration {
+	p := b.params.Load()
+	switch {
+	case p.unlimited:
+		return 0
+	case p.deny:
+		return -1
+	}
+	now := b.clock.nanos()
+	return time.Duration(max(b.next.Load()-now, 0))
 }
 
 // Wait blocks until the caller's slot comes; see [Limiter]. It returns an

@@ -355,3 +355,50 @@ func TestLimitersConcurrentExact(t *testing.T) {
 		}
 	}
 }
+
+func TestLimiterDelay(t *testing.T) {
+	ms := time.Millisecond
+	tests := []struct {
+		name string
+		new  func(now func() time.Time) resilience.Limiter
+		want time.Duration // Delay() 300ms after the only allowed event
+	}{
+		{"token", func(now func() time.Time) resilience.Limiter {
+			return resilience.NewTokenBucket(resilience.TokenBucketConfig{Rate: 1, Burst: 1, Now: now})
+		}, 700 * ms},
+		{"leaky", func(now func() time.Time) resilience.Limiter {
+			return resilience.NewLeakyBucket(resilience.LeakyBucketConfig{Rate: 1, Now: now})
+		}, 700 * ms},
+		{"fixed", func(now func() time.Time) resilience.Limiter {
+			return resilience.NewFixedWindow(resilience.WindowConfig{Limit: 1, Now: now})
+		}, 700 * ms},
+		{"log", func(now func() time.Time) resilience.Limiter {
+			return resilience.NewSlidingLog(resilience.WindowConfig{Limit: 1, Now: now})
+		}, 700 * ms},
+		{"sliding", func(now func() time.Time) resilience.Limiter {
+			return resilience.NewSlidingWindow(resilience.WindowConfig{Limit: 1, Now: now})
+		}, 1700 * ms},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newFakeClock()
+			l := tt.new(clk.Now)
+			if d := l.Delay(); d != 0 {
+				t.Errorf("Delay() before any event = %v, want 0", d)
+			}
+			l.Allow()
+			clk.Advance(300 * ms)
+			if d := l.Delay(); d != tt.want {
+				t.Errorf("Delay() = %v, want %v", d, tt.want)
+			}
+			clk.Advance(tt.want - 1)
+			if l.Allow() {
+				t.Errorf("Allow() just before Delay() elapsed = true, want false")
+			}
+			clk.Advance(1)
+			if !l.Allow() {
+				t.Errorf("Allow() after Delay() = false, want true")
+			}
+		})
+	}
+}

@@ -2,6 +2,7 @@ package resilience
 
 import (
 	"context"
+	"math"
 	"sync"
 	"time"
 )
@@ -27,7 +28,7 @@ func (c WindowConfig) window() int64 {
 
 // tryFunc either consumes n events and returns ok, or returns how long to wait
 // before trying again; a negative delay means it can never succeed.
-type tryFunc func(n int) (ok bool, delay int64)
+type tryFunc func(n int, consume bool) (ok bool, delay int64)
 
 // waitWindow implements Wait for the window limiters: retry after the delay
 // the limiter reports. Unlike the buckets it does not reserve, so waiters are
@@ -37,7 +38,7 @@ func waitWindow(ctx context.Context, try tryFunc) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		ok, delay := try(1)
+		ok, delay := try(1, true)
 		if ok {
 			return nil
 		}
@@ -51,6 +52,13 @@ func waitWindow(ctx context.Context, try tryFunc) error {
 			return err
 		}
 	}
+}
+
+func delayOf(try tryFunc) time.Duration {
+	if ok, delay := try(1, false); !ok {
+		return time.Duration(delay)
+	}
+	return 0
 }
 
 // FixedWindow is a fixed-window counter: at most Limit events per aligned
@@ -82,14 +90,19 @@ func (w *FixedWindow) Allow() bool { return w.AllowN(1) }
 
 // AllowN reports whether n events may happen now, counting them if so.
 func (w *FixedWindow) AllowN(n int) bool {
-	ok, _ := w.try(n)
+	ok, _ := w.try(n, true)
 	return ok
 }
+
+// Delay returns how long until one more event would be allowed (zero if
+// now, negative if never), without consuming anything: use it for
+// Retry-After.
+func (w *FixedWindow) Delay() time.Duration { return delayOf(w.try) }
 
 // Wait blocks until an event may happen; see [Limiter].
 func (w *FixedWindow) Wait(ctx context.Context) error { return waitWindow(ctx, w.try) }
 
-func (w *FixedWindow) try(n int) (bool, int64) {
+func (w *FixedWindow) try(n int, consume bool) (bool, int64) {
 	now := w.clock.nanos()
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -103,7 +116,9 @@ func (w *FixedWindow) try(n int) (bool, int64) {
 	if w.count+n > w.limit {
 		return false, w.start + w.window - now
 	}
-	w.count += n
+	if consume {
+		w.count += n
+	}
 	return true, 0
 }
 
@@ -143,14 +158,19 @@ func (l *SlidingLog) Allow() bool { return l.AllowN(1) }
 
 // AllowN reports whether n events may happen now, logging them if so.
 func (l *SlidingLog) AllowN(n int) bool {
-	ok, _ := l.try(n)
+	ok, _ := l.try(n, true)
 	return ok
 }
+
+// Delay returns how long until one more event would be allowed (zero if
+// now, negative if never), without consuming anything: use it for
+// Retry-After.
+func (l *SlidingLog) Delay() time.Duration { return delayOf(l.try) }
 
 // Wait blocks until an event may happen; see [Limiter].
 func (l *SlidingLog) Wait(ctx context.Context) error { return waitWindow(ctx, l.try) }
 
-func (l *SlidingLog) try(n int) (bool, int64) {
+func (l *SlidingLog) try(n int, consume bool) (bool, int64) {
 	now := l.clock.nanos()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -166,9 +186,9 @@ func (l *SlidingLog) try(n int) (bool, int64) {
 	if l.size+n > limit {
 		// The event that must expire before n more fit.
 		oldest := l.times[(l.head+l.size+n-limit-1)%limit]
-		return false, oldest + l.window - now + 1
+		return false, oldest + l.window - now
 	}
-	for range n {
+	for i := 0; consume && i < n; i++ {
 		l.times[(l.head+l.size)%limit] = now
 		l.size++
 	}
@@ -206,14 +226,19 @@ func (w *SlidingWindow) Allow() bool { return w.AllowN(1) }
 
 // AllowN reports whether n events may happen now, counting them if so.
 func (w *SlidingWindow) AllowN(n int) bool {
-	ok, _ := w.try(n)
+	ok, _ := w.try(n, true)
 	return ok
 }
+
+// Delay returns how long until one more event would be allowed (zero if
+// now, negative if never), without consuming anything: use it for
+// Retry-After.
+func (w *SlidingWindow) Delay() time.Duration { return delayOf(w.try) }
 
 // Wait blocks until an event may happen; see [Limiter].
 func (w *SlidingWindow) Wait(ctx context.Context) error { return waitWindow(ctx, w.try) }
 
-func (w *SlidingWindow) try(n int) (bool, int64) {
+func (w *SlidingWindow) try(n int, consume bool) (bool, int64) {
 	now := w.clock.nanos()
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -233,16 +258,18 @@ func (w *SlidingWindow) try(n int) (bool, int64) {
 	// sliding window ending now.
 	weighted := float64(w.prev) * float64(w.window-elapsed) / float64(w.window)
 	if weighted+float64(w.curr+n) <= float64(w.limit) {
-		w.curr += n
+		if consume {
+			w.curr += n
+		}
 		return true, 0
 	}
 	// Solve prev*(window-e)/window <= limit-curr-n for the elapsed time e,
 	// in this window if curr leaves room, else in the next one (prev=curr).
 	free := float64(w.limit - w.curr - n)
 	if free >= 0 {
-		e := float64(w.window) * (1 - free/float64(w.prev))
-		return false, int64(e) - elapsed + 1
+		e := math.Ceil(float64(w.window) * (1 - free/float64(w.prev)))
+		return false, int64(e) - elapsed
 	}
-	e := float64(w.window) * (1 - float64(w.limit-n)/float64(w.curr))
-	return false, w.start + w.window - now + int64(e) + 1
+	e := math.Ceil(float64(w.window) * (1 - float64(w.limit-n)/float64(w.curr)))
+	return false, w.start + w.window - now + int64(e)
 }
