@@ -1,0 +1,301 @@
+package resilience
+
+import (
+	"context"
+	"errors"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Priority ranks requests for the adaptive limiter: lower-priority requests
+// are shed first, so critical traffic keeps headroom during overload.
+type Priority int
+
+// Priorities, from most to least protected. The zero value is Normal.
+const (
+	// Normal is ordinary traffic (buyers placing orders); it may use
+	// NormalShare of the limit.
+	Normal Priority = iota
+	// Critical is traffic that must get through (health checks, admin,
+	// payment callbacks); it may use the whole limit.
+	Critical
+	// Sheddable is traffic that can wait (recommendations, prefetches); it
+	// may use SheddableShare of the limit.
+	Sheddable
+	numPriorities
+)
+
+// String returns the priority's name.
+func (p Priority) String() string {
+	switch p {
+	case Normal:
+		return "normal"
+	case Critical:
+		return "critical"
+	case Sheddable:
+		return "sheddable"
+	}
+	return "unknown"
+}
+
+// AdaptiveConfig configures an [Adaptive] limiter. The zero value is valid.
+type AdaptiveConfig struct {
+	// InitialLimit is the starting concurrency limit; default 20.
+	InitialLimit int
+	// MinLimit and MaxLimit bound the limit; defaults 2 and 1000.
+	MinLimit, MaxLimit int
+	// Tolerance is how much the recent latency may exceed the long-term
+	// latency before the limit shrinks; default 1.5.
+	Tolerance float64
+	// Smoothing is how far each update moves the limit toward its new
+	// estimate, in (0,1]; default 0.2.
+	Smoothing float64
+	// LongWindow is the number of updates the long-term latency averages
+	// over; default 600.
+	LongWindow int
+	// WindowSamples and WindowDuration set how often the limit is updated:
+	// after at least WindowSamples completed calls (default 10) and at least
+	// WindowDuration (default 100ms).
+	WindowSamples  int
+	WindowDuration time.Duration
+	// NormalShare and SheddableShare are the fractions of the limit that
+	// Normal and Sheddable requests may occupy; the rest is reserved for
+	// higher priorities. Defaults 0.9 and 0.5.
+	NormalShare, SheddableShare float64
+	// OnLimitChange, if set, is called (outside locks) when the limit
+	// changes, for metrics.
+	OnLimitChange func(limit int)
+	// Now returns the current time; nil means the real monotonic clock.
+	Now func() time.Time
+}
+
+// Adaptive is an adaptive concurrency limiter and load shedder, after
+// Netflix's gradient2 limiter: it measures the latency of completed calls and
+// the number in flight, grows the concurrency limit while latency stays near
+// its long-term level, and shrinks it when latency rises (requests are
+// queueing) or calls are dropped. Requests beyond the limit are rejected at
+// once, so excess load costs almost nothing and nobody tunes a QPS number.
+// It is safe for concurrent use; Acquire and the Ticket methods do not
+// allocate.
+type Adaptive struct {
+	inflight atomic.Int64
+	caps     [numPriorities]atomic.Int64 // in-flight cap per priority
+	shed     atomic.Uint64
+
+	mu        sync.Mutex
+	cfg       AdaptiveConfig
+	clock     clock
+	limit     float64
+	longRTT   float64 // ns, exponential moving average
+	winStart  int64
+	winCount  int
+	winSum    int64 // ns
+	winMaxIn  int64 // most in flight seen in the window
+	winDrops  int
+	alphaLong float64
+}
+
+// Ticket is an admitted request, returned by [Adaptive.Acquire]. Call exactly
+// one of Success, Dropped or Ignore when the request finishes.
+type Ticket struct {
+	a        *Adaptive
+	start    int64
+	inflight int64
+}
+
+// NewAdaptive returns an adaptive limiter; see [AdaptiveConfig] for defaults.
+func NewAdaptive(cfg AdaptiveConfig) *Adaptive {
+	if cfg.MinLimit <= 0 {
+		cfg.MinLimit = 2
+	}
+	if cfg.MaxLimit <= 0 {
+		cfg.MaxLimit = 1000
+	}
+	cfg.MaxLimit = max(cfg.MaxLimit, cfg.MinLimit)
+	if cfg.InitialLimit <= 0 {
+		cfg.InitialLimit = 20
+	}
+	if cfg.Tolerance < 1 {
+		cfg.Tolerance = 1.5
+	}
+	if cfg.Smoothing <= 0 || cfg.Smoothing > 1 {
+		cfg.Smoothing = 0.2
+	}
+	if cfg.LongWindow <= 0 {
+		cfg.LongWindow = 600
+	}
+	if cfg.WindowSamples <= 0 {
+		cfg.WindowSamples = 10
+	}
+	if cfg.WindowDuration == 0 {
+		cfg.WindowDuration = 100 * time.Millisecond
+	}
+	if cfg.NormalShare <= 0 || cfg.NormalShare > 1 {
+		cfg.NormalShare = 0.9
+	}
+	if cfg.SheddableShare <= 0 || cfg.SheddableShare > 1 {
+		cfg.SheddableShare = 0.5
+	}
+	a := &Adaptive{cfg: cfg, clock: newClock(cfg.Now), alphaLong: 2 / float64(cfg.LongWindow+1)}
+	a.setLimit(float64(min(max(cfg.InitialLimit, cfg.MinLimit), cfg.MaxLimit)))
+	return a
+}
+
+// setLimit stores the limit and the per-priority caps derived from it.
+func (a *Adaptive) setLimit(limit float64) {
+	a.limit = limit
+	n := int64(limit)
+	a.caps[Critical].Store(n)
+	a.caps[Normal].Store(max(1, int64(limit*a.cfg.NormalShare)))
+	a.caps[Sheddable].Store(max(1, int64(limit*a.cfg.SheddableShare)))
+}
+
+// Acquire admits a request of priority p if the in-flight count is below
+// p's share of the limit. If ok, the caller must finish the ticket; if not,
+// the request should be rejected at once (429/503 with Retry-After).
+func (a *Adaptive) Acquire(p Priority) (t Ticket, ok bool) {
+	if p < 0 || p >= numPriorities {
+		p = Normal
+	}
+	n := a.inflight.Add(1)
+	if n > a.caps[p].Load() {
+		a.inflight.Add(-1)
+		a.shed.Add(1)
+		return Ticket{}, false
+	}
+	return Ticket{a: a, start: a.clock.nanos(), inflight: n}, true
+}
+
+// Success finishes a request that completed (even with an application
+// error): its latency is a valid sample.
+func (t Ticket) Success() {
+	if t.a != nil {
+		t.a.finish(t, finishSample)
+	}
+}
+
+// Dropped finishes a request that timed out or was rejected downstream for
+// overload; the limit backs off.
+func (t Ticket) Dropped() {
+	if t.a != nil {
+		t.a.finish(t, finishDrop)
+	}
+}
+
+// Ignore finishes a request whose latency says nothing about capacity (for
+// example the client cancelled it).
+func (t Ticket) Ignore() {
+	if t.a != nil {
+		t.a.finish(t, finishIgnore)
+	}
+}
+
+// How a ticket finished.
+const (
+	finishSample = iota
+	finishDrop
+	finishIgnore
+)
+
+func (a *Adaptive) finish(t Ticket, outcome int) {
+	a.inflight.Add(-1)
+	if outcome == finishIgnore {
+		return
+	}
+	now := a.clock.nanos()
+	a.mu.Lock()
+	if outcome == finishDrop {
+		a.winDrops++
+	} else {
+		a.winCount++
+		a.winSum += now - t.start
+	}
+	a.winMaxIn = max(a.winMaxIn, t.inflight)
+	changed, limit := false, 0
+	if (a.winCount >= a.cfg.WindowSamples || a.winDrops > 0) && now-a.winStart >= int64(a.cfg.WindowDuration) {
+		changed, limit = a.update()
+	}
+	a.mu.Unlock()
+	if changed && a.cfg.OnLimitChange != nil {
+		a.cfg.OnLimitChange(limit)
+	}
+}
+
+// update closes the window and computes the new limit; a.mu must be held.
+func (a *Adaptive) update() (changed bool, limit int) {
+	old := a.limit
+	newLimit := old
+	if a.winDrops > 0 {
+		newLimit = old * 0.9 // multiplicative decrease on drops, as AIMD
+	} else if a.winCount > 0 {
+		shortRTT := float64(a.winSum) / float64(a.winCount)
+		if a.longRTT == 0 {
+			a.longRTT = shortRTT
+		} else {
+			a.longRTT += (shortRTT - a.longRTT) * a.alphaLong
+		}
+		// After an overload the long average is high; let it fall faster
+		// so the limit does not grow on stale history.
+		if a.longRTT/shortRTT > 2 {
+			a.longRTT *= 0.95
+		}
+		// Grow only if the limit was actually used: an idle server's low
+		// latency says nothing about a bigger limit.
+		if float64(a.winMaxIn) >= old/2 {
+			gradient := max(0.5, min(1, a.cfg.Tolerance*a.longRTT/shortRTT))
+			queue := math.Sqrt(old) // allowance for requests waiting
+			newLimit = old*(1-a.cfg.Smoothing) + (old*gradient+queue)*a.cfg.Smoothing
+		}
+	}
+	newLimit = min(max(newLimit, float64(a.cfg.MinLimit)), float64(a.cfg.MaxLimit))
+	a.winCount, a.winSum, a.winMaxIn, a.winDrops = 0, 0, 0, 0
+	a.winStart = a.clock.nanos()
+	if int(newLimit) == int(old) {
+		a.limit = newLimit
+		return false, int(newLimit)
+	}
+	a.setLimit(newLimit)
+	return true, int(newLimit)
+}
+
+// Limit returns the current concurrency limit.
+func (a *Adaptive) Limit() int { return int(a.caps[Critical].Load()) }
+
+// InFlight returns the number of admitted requests not yet finished.
+func (a *Adaptive) InFlight() int { return int(a.inflight.Load()) }
+
+// Shed returns how many requests have been rejected.
+func (a *Adaptive) Shed() uint64 { return a.shed.Load() }
+
+// Policy returns a [Policy] that admits calls at priority p, returning
+// ErrShed when the limiter rejects them. Errors matching ErrTimeout (and so
+// context.DeadlineExceeded), ErrShed, ErrBulkheadFull or ErrRateLimited
+// count as drops; context.Canceled is ignored; anything else is a sample.
+func (a *Adaptive) Policy(p Priority) Policy { return adaptivePolicy{a, p} }
+
+type adaptivePolicy struct {
+	a *Adaptive
+	p Priority
+}
+
+func (ap adaptivePolicy) Do(ctx context.Context, fn func(context.Context) error) error {
+	t, ok := ap.a.Acquire(ap.p)
+	if !ok {
+		return ErrShed
+	}
+	err := fn(ctx)
+	switch {
+	case err == nil:
+		t.Success()
+	case errors.Is(err, context.Canceled):
+		t.Ignore()
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrShed),
+		errors.Is(err, ErrBulkheadFull), errors.Is(err, ErrRateLimited):
+		t.Dropped()
+	default:
+		t.Success()
+	}
+	return err
+}
