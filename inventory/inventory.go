@@ -9,6 +9,7 @@
 package inventory
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -194,7 +195,7 @@ func (c *Counters) sale(id string) *saleStock {
 // and changes nothing. Returns ErrSaleNotFound, ErrKeyReused, ErrInProgress,
 // ErrNotActive, ErrLimit, ErrSoldOut, or an ErrInvalid error when the
 // quantity is out of range.
-func (c *Counters) Reserve(r Request) (res Reservation, replay bool, err error) {
+func (c *Counters) Reserve(_ context.Context, r Request) (res Reservation, replay bool, err error) {
 	st := c.sale(r.SaleID)
 	if st == nil {
 		return Reservation{}, false, ErrSaleNotFound
@@ -270,32 +271,33 @@ func (st *saleStock) reservation(r Request, h hold) Reservation {
 
 // Confirm marks a reservation as durably recorded, so that replays of its
 // key are answered with it.
-func (c *Counters) Confirm(res Reservation) {
+func (c *Counters) Confirm(_ context.Context, res Reservation) error {
 	st := c.sale(res.SaleID)
 	if st == nil {
-		return
+		return nil
 	}
 	st.mu.Lock()
 	if h := st.keys[holdKey{res.UserID, res.Key}]; h != nil && h.orderID == res.OrderID {
 		h.confirmed = true
 	}
 	st.mu.Unlock()
+	return nil
 }
 
 // Release gives a reservation's units back to the sale and forgets its key,
 // as if the request had never been made. It is for reservations that were
 // never durably recorded; releasing twice changes nothing.
-func (c *Counters) Release(res Reservation) {
+func (c *Counters) Release(_ context.Context, res Reservation) error {
 	st := c.sale(res.SaleID)
 	if st == nil {
-		return
+		return nil
 	}
 	k := holdKey{res.UserID, res.Key}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	h := st.keys[k]
 	if h == nil || h.orderID != res.OrderID {
-		return
+		return nil
 	}
 	delete(st.keys, k)
 	st.users[res.UserID] -= h.quantity
@@ -306,4 +308,5 @@ func (c *Counters) Release(res Reservation) {
 	if st.remaining > 0 {
 		st.soldOut.Store(false)
 	}
+	return nil
 }

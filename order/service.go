@@ -14,9 +14,13 @@ import (
 
 // Reserver holds and releases stock; *inventory.Counters is one.
 type Reserver interface {
-	Reserve(r inventory.Request) (res inventory.Reservation, replay bool, err error)
-	Confirm(res inventory.Reservation)
-	Release(res inventory.Reservation)
+	// Reserve takes stock atomically (see inventory.Counters.Reserve).
+	Reserve(ctx context.Context, r inventory.Request) (res inventory.Reservation, replay bool, err error)
+	// Confirm marks a reservation durably enqueued, so replays of its key
+	// are answered with it.
+	Confirm(ctx context.Context, res inventory.Reservation) error
+	// Release undoes a reservation that was never enqueued.
+	Release(ctx context.Context, res inventory.Reservation) error
 }
 
 // Service places, persists and reads orders. It is safe for concurrent use.
@@ -59,7 +63,7 @@ func (s *Service) Place(ctx context.Context, r PlaceRequest) (Order, error) {
 	if !spike.ValidIdempotencyKey(r.Key) {
 		return Order{}, spike.Errorf(spike.ErrInvalid, "Idempotency-Key must be 1-128 printable ASCII characters")
 	}
-	res, replay, err := s.reserver.Reserve(inventory.Request{SaleID: r.SaleID, UserID: r.UserID, Key: r.Key, Quantity: r.Quantity})
+	res, replay, err := s.reserver.Reserve(ctx, inventory.Request{SaleID: r.SaleID, UserID: r.UserID, Key: r.Key, Quantity: r.Quantity})
 	if err != nil {
 		return Order{}, err
 	}
@@ -74,11 +78,17 @@ func (s *Service) Place(ctx context.Context, r PlaceRequest) (Order, error) {
 	err = s.enqueue(ctx, ev)
 	switch {
 	case err == nil:
-		s.reserver.Confirm(res)
+		if err := s.reserver.Confirm(ctx, res); err != nil {
+			// The order is on the stream; only replays wait for the confirmation.
+			s.log.Warn("confirm reservation", "order_id", o.ID, "err", err)
+		}
 		return o, nil
 	case errors.Is(err, ErrNotEnqueued):
 		s.pending.remove(o)
-		s.reserver.Release(res)
+		if err := s.reserver.Release(context.WithoutCancel(ctx), res); err != nil {
+			// The units stay held until the counters are rebuilt: no oversell, a late sale.
+			s.log.Error("release reservation", "order_id", o.ID, "err", err)
+		}
 		return Order{}, ErrStreamDown
 	default:
 		// The event may or may not be stored. Releasing the stock now could
@@ -131,7 +141,9 @@ func (s *Service) resolve(ctx context.Context, res inventory.Reservation) {
 	backoff := 50 * time.Millisecond
 	for {
 		if err := s.enqueue(ctx, ev); err == nil {
-			s.reserver.Confirm(res)
+			if err := s.reserver.Confirm(ctx, res); err != nil {
+				s.log.Warn("confirm reservation", "order_id", res.OrderID, "err", err)
+			}
 			return
 		}
 		select {
