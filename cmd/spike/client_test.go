@@ -184,4 +184,6 @@ func (c *client) setupSale(sku, saleID string, stock, perUser int64) {
 	c.must("POST", "/v1/sales", admin, map[string]any{"id": saleID, "sku": sku, "stock": stock, "price_cents": 999, "per_user_limit": perUser}, 201)
 }
 
-func userKey(user int64, n int) string { return "u" + strconv.FormatInt(user, 10) + "-k" + strconv.Itoa(n) }
+func userKey(user int64, n int) string {
+	return "u" + strconv.FormatInt(user, 10) + "-k" + strconv.Itoa(n)
+}
