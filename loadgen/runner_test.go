@@ -114,9 +114,10 @@ func TestOpenLoopShowsStallNoCoordinatedOmission(t *testing.T) {
 
 func TestOpenLoopQueueingCountsFromIntendedTime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		// Capacity 1 op in flight taking 15ms, offered one op every 10 ms: a
-		// generator measuring from the actual send would report 15ms for all;
-		// here the ones that found the slot busy are dropped and counted.
+		// An in-flight bound of 1, ops taking 15 ms, one due every 10 ms: a
+		// closed-loop generator would quietly send late (and report 15 ms for
+		// everything); here every op that finds the slot busy is not delayed
+		// but dropped and counted as client_overload.
 		st, err := loadgen.Run(context.Background(), loadgen.Plan{
 			Rate: 100, Duration: time.Second, Concurrency: 1,
 			Op: func(ctx context.Context, i int) string { time.Sleep(15 * time.Millisecond); return loadgen.OutcomeOK },

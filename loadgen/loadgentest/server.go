@@ -30,6 +30,7 @@ type Server struct {
 	products map[string]*product
 	sales    map[string]*sale
 	orders   map[string]*order
+	reads    map[string]int
 	nextID   int64
 }
 
@@ -63,7 +64,7 @@ type order struct {
 // NewServer starts a fake that accepts tokens signed with secret. Close it
 // when done.
 func NewServer(secret []byte) *Server {
-	s := &Server{secret: secret, products: map[string]*product{}, sales: map[string]*sale{}, orders: map[string]*order{}}
+	s := &Server{secret: secret, products: map[string]*product{}, sales: map[string]*sale{}, orders: map[string]*order{}, reads: map[string]int{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/products", s.createProduct)
 	mux.HandleFunc("GET /v1/products/{sku}", s.getProduct)
@@ -80,6 +81,17 @@ func (s *Server) Accepted() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.orders)
+}
+
+// ProductReads returns how many times each SKU was read.
+func (s *Server) ProductReads() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := make(map[string]int, len(s.reads))
+	for k, v := range s.reads {
+		m[k] = v
+	}
+	return m
 }
 
 func writeErr(w http.ResponseWriter, status int, code string) {
@@ -151,6 +163,7 @@ func (s *Server) createProduct(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) getProduct(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
+	s.reads[r.PathValue("sku")]++
 	p := s.products[r.PathValue("sku")]
 	var cp product
 	if p != nil {
