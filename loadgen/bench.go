@@ -195,8 +195,9 @@ type workload interface {
 // Bench runs one benchmark: scenario setup against cfg.Target, an optional
 // baseline run against an in-process trivial handler with the same load
 // shape, the timed run, and the scenario's checks.
-// It returns an error when setup fails or ctx is cancelled; failed checks
-// are reported in the Report, not as an error.
+// It returns an error when setup fails or ctx is cancelled (with the
+// partial Report when the timed run had started); failed checks are
+// reported in the Report, not as an error.
 func Bench(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
@@ -250,10 +251,16 @@ func Bench(ctx context.Context, cfg Config) (*Report, error) {
 	plan.OnTick = cfg.ticker("run")
 	rep.Run, err = Run(ctx, plan)
 	cfg.endProgress()
-	if err != nil {
+	if rep.Run == nil {
 		return nil, fmt.Errorf("run: %w", err)
 	}
 	rep.Run.Target = cfg.Target
+	if err != nil { // interrupted: report what was measured, skip the checks
+		if rep.Baseline != nil {
+			rep.Ratios = ratios(rep.Run, rep.Baseline)
+		}
+		return rep, fmt.Errorf("run: %w", err)
+	}
 	if rep.Baseline != nil {
 		rep.Ratios = ratios(rep.Run, rep.Baseline)
 	}

