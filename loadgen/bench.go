@@ -49,6 +49,9 @@ type Config struct {
 	// after a flash sale; default 30 s.
 	DrainTimeout time.Duration
 	Seed         uint64 // seeds Zipf and shuffles; 0: time-based
+	// Interval is the width of each time-series point; default 100 ms for
+	// flash-sale (a spike is often over in a second), 1 s otherwise.
+	Interval time.Duration
 	// Progress, if set, receives a progress line about once a second; when
 	// TTY is true the line is rewritten in place with \r.
 	Progress io.Writer
@@ -97,6 +100,12 @@ func (c *Config) defaults() error {
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 30 * time.Second
+	}
+	if c.Interval <= 0 {
+		c.Interval = time.Second
+		if c.Scenario == ScenarioFlashSale {
+			c.Interval = 100 * time.Millisecond
+		}
 	}
 	if c.Seed == 0 {
 		c.Seed = uint64(time.Now().UnixNano())
@@ -223,7 +232,7 @@ func Bench(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, fmt.Errorf("setup %s: %w", cfg.Scenario, err)
 	}
 
-	plan := Plan{Rate: cfg.Rate, Concurrency: cfg.Concurrency, Total: w.total()}
+	plan := Plan{Rate: cfg.Rate, Concurrency: cfg.Concurrency, Total: w.total(), Interval: cfg.Interval}
 	if plan.Total == 0 {
 		plan.Duration = cfg.Duration
 	}

@@ -77,12 +77,12 @@ func newSection(title string, s *Stats, ra *Ratios) section {
 	p50, p90, p99, pmax := make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	for i, p := range s.Series {
-		xs[i] = float64(p.T)
+		xs[i] = p.T
 		thr[i] = p.Throughput
 		p50[i], p90[i], p99[i], pmax[i] = ms(p.Latency.P50), ms(p.Latency.P90), ms(p.Latency.P99), ms(p.Latency.Max)
 	}
 	sec.Charts = append(sec.Charts,
-		newChart("Throughput (responses/s)", "s", xs, false, []series{{"responses/s", thr}}),
+		newChart("Throughput (responses/s, per "+s.Interval.String()+" interval)", "s", xs, false, []series{{"responses/s", thr}}),
 		newChart("Latency from intended send time (ms, log scale)", "s", xs, true,
 			[]series{{"p50", p50}, {"p90", p90}, {"p99", p99}, {"max", pmax}}))
 	var oc []series
@@ -93,7 +93,7 @@ func newSection(title string, s *Stats, ra *Ratios) section {
 		}
 		oc = append(oc, series{o.Name, v})
 	}
-	sec.Charts = append(sec.Charts, newChart("Outcomes per second", "s", xs, false, oc))
+	sec.Charts = append(sec.Charts, newChart("Outcomes per "+s.Interval.String()+" interval", "s", xs, false, oc))
 	return sec
 }
 
@@ -121,6 +121,11 @@ type chart struct {
 type chartLine struct {
 	Name, Color, Points  string
 	LegendY, LegendRectY int
+	Dots                 []dot // markers, drawn when there are few points
+}
+
+type dot struct {
+	X, Y string
 }
 
 type tick struct {
@@ -137,6 +142,7 @@ const (
 	plotW, plotH       = chartW - padL - padR, chartH - padT - padB
 	logFloor           = 0.001 // ms; log charts clamp below this
 	maxLegend          = 10
+	maxDots            = 40
 	yTicksLinearTarget = 5
 )
 
@@ -195,10 +201,15 @@ func newChart(title, xunit string, xs []float64, logY bool, ss []series) chart {
 			break
 		}
 		var pts strings.Builder
+		var dots []dot
 		for j, y := range s.Y {
-			fmt.Fprintf(&pts, "%.1f,%.1f ", tx(xs[j]), ty(y))
+			x, y := strconv.FormatFloat(tx(xs[j]), 'f', 1, 64), strconv.FormatFloat(ty(y), 'f', 1, 64)
+			fmt.Fprintf(&pts, "%s,%s ", x, y)
+			if len(s.Y) <= maxDots {
+				dots = append(dots, dot{x, y})
+			}
 		}
-		c.Lines = append(c.Lines, chartLine{Name: s.Name, Color: palette[i%len(palette)],
+		c.Lines = append(c.Lines, chartLine{Name: s.Name, Color: palette[i%len(palette)], Dots: dots,
 			Points: strings.TrimSpace(pts.String()), LegendY: padT + 14 + i*18, LegendRectY: padT + 10 + i*18})
 	}
 	return c
@@ -268,6 +279,7 @@ throughput <b>{{printf "%.1f" .S.Throughput}}</b> responses/s{{if .Ratios}} (<b>
 {{end}}<line class="axis" x1="{{.Left}}" x2="{{.Right}}" y1="{{.Bottom}}" y2="{{.Bottom}}"/>
 <line class="axis" x1="{{.Left}}" x2="{{.Left}}" y1="{{.Top}}" y2="{{.Bottom}}"/>
 {{range .Lines}}<polyline fill="none" stroke="{{.Color}}" stroke-width="1.5" points="{{.Points}}"/>
+{{$l := .}}{{range .Dots}}<circle cx="{{.X}}" cy="{{.Y}}" r="2.5" fill="{{$l.Color}}"/>{{end}}
 <rect x="{{$c.LegendX}}" y="{{.LegendRectY}}" width="12" height="3" fill="{{.Color}}"/><text x="{{$c.LegendTextX}}" y="{{.LegendY}}">{{.Name}}</text>
 {{end}}</svg>{{end}}
 {{end}}

@@ -21,7 +21,8 @@ type Recorder struct {
 	latency   *Histogram
 	service   *Histogram
 	outcomes  map[string]*outcomeStats
-	seconds   []*second
+	interval  time.Duration
+	buckets   []*bucket
 	responses int64
 	dropped   int64
 	sent      int64
@@ -32,16 +33,21 @@ type outcomeStats struct {
 	hist  *Histogram
 }
 
-type second struct {
+type bucket struct {
 	responses int64
 	hist      *Histogram
 	outcomes  map[string]int64
 }
 
-// NewRecorder returns a recorder whose per-second series starts at start.
-func NewRecorder(start time.Time) *Recorder {
+// NewRecorder returns a recorder whose time series starts at start and has
+// one point per interval (if zero, one second).
+func NewRecorder(start time.Time, interval time.Duration) *Recorder {
+	if interval <= 0 {
+		interval = time.Second
+	}
 	return &Recorder{
 		start:    start,
+		interval: interval,
 		last:     start,
 		latency:  NewHistogram(),
 		service:  NewHistogram(),
@@ -49,15 +55,15 @@ func NewRecorder(start time.Time) *Recorder {
 	}
 }
 
-func (r *Recorder) secondAt(t time.Time) *second {
-	i := int(t.Sub(r.start) / time.Second)
+func (r *Recorder) bucketAt(t time.Time) *bucket {
+	i := int(t.Sub(r.start) / r.interval)
 	if i < 0 {
 		i = 0
 	}
-	for len(r.seconds) <= i {
-		r.seconds = append(r.seconds, &second{hist: newHistogram(2), outcomes: make(map[string]int64)})
+	for len(r.buckets) <= i {
+		r.buckets = append(r.buckets, &bucket{hist: newHistogram(2), outcomes: make(map[string]int64)})
 	}
-	return r.seconds[i]
+	return r.buckets[i]
 }
 
 func (r *Recorder) outcome(name string) *outcomeStats {
@@ -79,7 +85,7 @@ func (r *Recorder) Record(intended, sent, done time.Time, outcome string) {
 	if done.After(r.last) {
 		r.last = done
 	}
-	s := r.secondAt(done)
+	s := r.bucketAt(done)
 	s.outcomes[outcome]++
 	o := r.outcome(outcome)
 	o.count++
@@ -100,7 +106,7 @@ func (r *Recorder) Drop(intended time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.dropped++
-	r.secondAt(intended).outcomes[OutcomeClientOverload]++
+	r.bucketAt(intended).outcomes[OutcomeClientOverload]++
 	r.outcome(OutcomeClientOverload).count++
 }
 
@@ -110,7 +116,7 @@ type Progress struct {
 	Sent      int64
 	Responses int64
 	Dropped   int64
-	LastRate  float64       // responses per second in the last full second
+	LastRate  float64       // responses per second in the last full interval
 	P99       time.Duration // over the run so far
 	Errors    int64         // transport errors so far
 }
@@ -126,8 +132,8 @@ func (r *Recorder) Progress(now time.Time) Progress {
 		Dropped:   r.dropped,
 		P99:       r.latency.Quantile(0.99),
 	}
-	if i := int(now.Sub(r.start)/time.Second) - 1; i >= 0 && i < len(r.seconds) {
-		p.LastRate = float64(r.seconds[i].responses)
+	if i := int(now.Sub(r.start)/r.interval) - 1; i >= 0 && i < len(r.buckets) {
+		p.LastRate = float64(r.buckets[i].responses) / r.interval.Seconds()
 	}
 	p.Errors = r.countLocked(OutcomeTimeout) + r.countLocked(OutcomeTransport)
 	return p
@@ -154,7 +160,8 @@ type Stats struct {
 	Latency     Percentiles   `json:"latency"`      // from intended send time
 	Service     Percentiles   `json:"service_time"` // from actual send time
 	Outcomes    []Outcome     `json:"outcomes"`
-	Series      []Second      `json:"series"`
+	Interval    time.Duration `json:"interval_ns"` // width of each Series point
+	Series      []Point       `json:"series"`
 }
 
 // Outcome is the count, rate and latency of one outcome.
@@ -165,12 +172,12 @@ type Outcome struct {
 	Latency Percentiles `json:"latency"`
 }
 
-// Second is one second of the time series, by completion time.
-type Second struct {
-	T          int              `json:"t"` // seconds since the start
-	Throughput float64          `json:"throughput"`
+// Point is one interval of the time series, by completion time.
+type Point struct {
+	T          float64          `json:"t"`          // start of the interval, seconds since the start of the run
+	Throughput float64          `json:"throughput"` // responses per second during the interval
 	Latency    Percentiles      `json:"latency"`
-	Outcomes   map[string]int64 `json:"outcomes"`
+	Outcomes   map[string]int64 `json:"outcomes"` // counts during the interval (not per second)
 }
 
 // Count returns the count of the named outcome in s (0 if absent).
@@ -221,12 +228,18 @@ func (r *Recorder) Stats() *Stats {
 		}
 		return st.Outcomes[i].Name < st.Outcomes[j].Name
 	})
-	for i, s := range r.seconds {
+	st.Interval = r.interval
+	for i, s := range r.buckets {
 		oc := make(map[string]int64, len(s.outcomes))
 		for k, v := range s.outcomes {
 			oc[k] = v
 		}
-		st.Series = append(st.Series, Second{T: i, Throughput: float64(s.responses), Latency: s.hist.Summary(), Outcomes: oc})
+		st.Series = append(st.Series, Point{
+			T:          (time.Duration(i) * r.interval).Seconds(),
+			Throughput: float64(s.responses) / r.interval.Seconds(),
+			Latency:    s.hist.Summary(),
+			Outcomes:   oc,
+		})
 	}
 	return st
 }

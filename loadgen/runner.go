@@ -33,6 +33,9 @@ type Plan struct {
 	Duration time.Duration
 	// Op performs one operation.
 	Op Op
+	// Interval is the width of each point of the time series; if zero, one
+	// second.
+	Interval time.Duration
 	// OnTick, if set, is called about once a second with the recorder.
 	OnTick func(*Recorder)
 }
@@ -65,7 +68,7 @@ func Run(ctx context.Context, p Plan) (*Stats, error) {
 		return nil, errors.New("loadgen: plan needs a total or a duration")
 	}
 	start := time.Now()
-	rec := NewRecorder(start)
+	rec := NewRecorder(start, p.Interval)
 
 	stopTick := make(chan struct{})
 	var tickWG sync.WaitGroup

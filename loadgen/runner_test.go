@@ -155,6 +155,26 @@ func TestClosedLoopHidesStall(t *testing.T) {
 	})
 }
 
+func TestSeriesInterval(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st, err := loadgen.Run(context.Background(), loadgen.Plan{
+			Rate: 100, Duration: time.Second, Concurrency: 4, Interval: 100 * time.Millisecond,
+			Op: func(context.Context, int) string { time.Sleep(time.Millisecond); return loadgen.OutcomeAccepted },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Series) != 10 || st.Interval != 100*time.Millisecond {
+			t.Fatalf("%d points of %v, want 10 of 100ms", len(st.Series), st.Interval)
+		}
+		for i, p := range st.Series {
+			if p.Throughput != 100 || p.Outcomes["accepted"] != 10 || p.T != float64(i)/10 {
+				t.Errorf("point %d = %+v, want t=%v, 100/s, 10 accepted", i, p, float64(i)/10)
+			}
+		}
+	})
+}
+
 func TestClosedLoopTotal(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		seen := make([]atomic.Int32, 123)

@@ -240,7 +240,7 @@ func (f *flashSale) verify(ctx context.Context, c *Client, rep *Report) {
 		Check{Name: "unique_order_ids", OK: dupIDs == 0 && missingIDs == 0,
 			Detail: fmt.Sprintf("%d order ids returned for different keys, %d 202s without order_id", dupIDs, missingIDs)},
 		Check{Name: OutcomeIdempotencyFail, OK: violations == 0,
-			Detail: fmt.Sprintf("%d retries answered differently from their first 202 %s", violations, strings.Join(violationDetail, "; "))},
+			Detail: strings.TrimSpace(fmt.Sprintf("%d retries answered differently from their first 202 %s", violations, strings.Join(violationDetail, "; ")))},
 	)
 
 	// Server-side audit, once the stream has drained.

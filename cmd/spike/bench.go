@@ -54,6 +54,7 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 	fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "per-request timeout")
 	fs.IntVar(&cfg.VerifyOrders, "verify-orders", 0, "flash-sale: accepted orders to read back (0 = all, negative = none)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "flash-sale: how long to wait for the audit to pass after the spike")
+	fs.DurationVar(&cfg.Interval, "interval", 0, "width of each time-series point in reports (0 = 100ms for flash-sale, 1s otherwise)")
 	fs.Uint64Var(&cfg.Seed, "seed", 0, "seed for Zipf draws and shuffles (0 = time-based)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
