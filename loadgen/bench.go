@@ -274,7 +274,25 @@ func Bench(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Ratios = ratios(rep.Run, rep.Baseline)
 	}
 	w.verify(ctx, client, rep)
+	rep.Checks = append(rep.Checks, contractChecks(rep.Run, client)...)
 	return rep, ctx.Err()
+}
+
+// contractChecks are API.md rules every scenario checks: no 500s (a 5xx
+// other than 503 is a bug) and Retry-After on every 429 and 503.
+func contractChecks(st *Stats, c *Client) []Check {
+	var bugs int64
+	var names []string
+	for _, o := range st.Outcomes {
+		if o.Name == "internal" || (strings.HasPrefix(o.Name, "http_5") && o.Name != "http_503") {
+			bugs += o.Count
+			names = append(names, fmt.Sprintf("%s=%d", o.Name, o.Count))
+		}
+	}
+	return []Check{
+		{Name: "no_internal_errors", OK: bugs == 0, Detail: strings.TrimSpace(fmt.Sprintf("%d answers were 5xx other than 503 %s", bugs, strings.Join(names, " ")))},
+		{Name: "retry_after", OK: c.MissingRetryAfter() == 0, Detail: fmt.Sprintf("%d 429/503 answers without Retry-After", c.MissingRetryAfter())},
+	}
 }
 
 func (c *Config) params() map[string]any {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -68,7 +69,13 @@ type Client struct {
 	base    string
 	hc      *http.Client
 	timeout time.Duration
+
+	noRetryAfter atomic.Int64 // 429 and 503 answers without Retry-After
 }
+
+// MissingRetryAfter returns how many 429 or 503 answers lacked the
+// Retry-After header that API.md requires.
+func (c *Client) MissingRetryAfter() int64 { return c.noRetryAfter.Load() }
 
 // NewClient returns a client for base (such as "http://127.0.0.1:8080").
 // concurrency sizes the idle connection pool; timeout bounds each request
@@ -131,6 +138,10 @@ func (c *Client) Do(ctx context.Context, method, path, auth, idemKey string, bod
 		return Response{Outcome: classifyErr(err)}, err
 	}
 	defer resp.Body.Close()
+	if (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) &&
+		resp.Header.Get("Retry-After") == "" {
+		c.noRetryAfter.Add(1)
+	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
 		return Response{Status: resp.StatusCode, Outcome: classifyErr(err)}, err

@@ -115,6 +115,9 @@ func TestOutcomeAccounting(t *testing.T) {
 	if st.Responses != int64(rounds*(len(answers)-1)) {
 		t.Errorf("responses %d, want %d (transport errors are not responses)", st.Responses, rounds*(len(answers)-1))
 	}
+	if got := c.MissingRetryAfter(); got != 0 {
+		t.Errorf("MissingRetryAfter() = %d, want 0", got)
+	}
 	// The per-second series carries the same counts.
 	var sum int64
 	for _, s := range st.Series {
@@ -122,6 +125,24 @@ func TestOutcomeAccounting(t *testing.T) {
 	}
 	if sum != rounds {
 		t.Errorf("series sold_out total %d, want %d", sum, rounds)
+	}
+}
+
+func TestClientCountsMissingRetryAfter(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprint(w, `{"error":{"code":"overloaded","message":"x"}}`)
+	}))
+	defer srv.Close()
+	c := loadgen.NewClient(srv.URL, 1, time.Second)
+	defer c.Close()
+	for range 3 {
+		if r, err := c.Do(context.Background(), http.MethodGet, "/", "", "", nil); err != nil || r.Outcome != "overloaded" {
+			t.Fatalf("Do() = %+v, %v", r, err)
+		}
+	}
+	if got := c.MissingRetryAfter(); got != 3 {
+		t.Errorf("MissingRetryAfter() = %d, want 3", got)
 	}
 }
 
