@@ -59,6 +59,9 @@ func newSection(title string, s *Stats, ra *Ratios) section {
 		return latRow{name, fmtDur(p.P50), fmtDur(p.P90), fmtDur(p.P99), fmtDur(p.P999), fmtDur(p.Max)}
 	}
 	sec.Rows = []latRow{row("from intended send time", s.Latency), row("service time", s.Service)}
+	if s.Mode == "open" {
+		sec.Rows = append(sec.Rows, row("send lag (actual − intended send)", s.SendLag))
+	}
 	if ra != nil {
 		f := func(x float64) string { return strconv.FormatFloat(x, 'f', 2, 64) + "×" }
 		sec.Rows = append(sec.Rows, latRow{"ratio to baseline", f(ra.P50), f(ra.P90), f(ra.P99), f(ra.P999), f(ra.Max)})

@@ -20,6 +20,7 @@ type Recorder struct {
 	last      time.Time
 	latency   *Histogram
 	service   *Histogram
+	lag       *Histogram
 	outcomes  map[string]*outcomeStats
 	interval  time.Duration
 	buckets   []*bucket
@@ -51,6 +52,7 @@ func NewRecorder(start time.Time, interval time.Duration) *Recorder {
 		last:     start,
 		latency:  NewHistogram(),
 		service:  NewHistogram(),
+		lag:      NewHistogram(),
 		outcomes: make(map[string]*outcomeStats),
 	}
 }
@@ -82,6 +84,7 @@ func (r *Recorder) Record(intended, sent, done time.Time, outcome string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.sent++
+	r.lag.Record(sent.Sub(intended))
 	if done.After(r.last) {
 		r.last = done
 	}
@@ -159,9 +162,12 @@ type Stats struct {
 	Throughput  float64       `json:"throughput"`
 	Latency     Percentiles   `json:"latency"`      // from intended send time
 	Service     Percentiles   `json:"service_time"` // from actual send time
-	Outcomes    []Outcome     `json:"outcomes"`
-	Interval    time.Duration `json:"interval_ns"` // width of each Series point
-	Series      []Point       `json:"series"`
+	// SendLag is actual minus intended send time: how late the generator
+	// sent (open loop). Large values mean the client, not the server, was slow.
+	SendLag  Percentiles   `json:"send_lag"`
+	Outcomes []Outcome     `json:"outcomes"`
+	Interval time.Duration `json:"interval_ns"` // width of each Series point
+	Series   []Point       `json:"series"`
 }
 
 // Outcome is the count, rate and latency of one outcome.
@@ -218,6 +224,7 @@ func (r *Recorder) Stats() *Stats {
 		Throughput: float64(r.responses) / secs,
 		Latency:    r.latency.Summary(),
 		Service:    r.service.Summary(),
+		SendLag:    r.lag.Summary(),
 	}
 	for name, o := range r.outcomes {
 		st.Outcomes = append(st.Outcomes, Outcome{Name: name, Count: o.count, Rate: float64(o.count) / secs, Latency: o.hist.Summary()})

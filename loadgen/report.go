@@ -85,6 +85,9 @@ func writeStats(b *strings.Builder, title string, s *Stats, ra *Ratios) {
 	}
 	row("from intended", s.Latency)
 	row("service time", s.Service)
+	if s.Mode == "open" {
+		row("send lag", s.SendLag)
+	}
 	if ra != nil {
 		fmt.Fprintf(tw, "  ×baseline\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t\n", ra.P50, ra.P90, ra.P99, ra.P999, ra.Max)
 	}

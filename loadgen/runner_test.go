@@ -69,6 +69,9 @@ func TestOpenLoopSendsExactlyRateTimesDuration(t *testing.T) {
 		if st.Latency.P50 != 2*time.Millisecond || st.Latency.Max != 2*time.Millisecond {
 			t.Errorf("latency %+v, want exactly 2ms", st.Latency)
 		}
+		if st.SendLag.Max > time.Microsecond {
+			t.Errorf("send lag %+v, want none with fake time", st.SendLag)
+		}
 		if len(st.Series) != 2 || st.Series[0].Throughput != 250 {
 			t.Errorf("series %+v, want 2 seconds of 250/s", st.Series)
 		}

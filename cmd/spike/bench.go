@@ -31,7 +31,7 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 	fs.SetOutput(stdout)
 	var (
 		cfg      loadgen.Config
-		secret   = fs.String("secret", getenv("SPIKE_JWT_SECRET"), "JWT `secret` the server verifies tokens with (default $SPIKE_JWT_SECRET, else DIR/jwt.secret of --data)")
+		secret   = fs.String("secret", "", "JWT `secret` the server verifies tokens with (default $SPIKE_JWT_SECRET, else DIR/jwt.secret of --data)")
 		dataDir  = fs.String("data", "", "server data `DIR` to read jwt.secret from when no secret is given")
 		embedded = fs.Bool("embedded", false, "start an in-process Spike with a temporary data folder and drive it")
 		jsonOut  = fs.Bool("json", false, "write the report as JSON")
@@ -70,6 +70,9 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 
 	cfg.Secret = []byte(*secret)
+	if len(cfg.Secret) == 0 {
+		cfg.Secret = []byte(getenv("SPIKE_JWT_SECRET")) // not the flag's default: -h would print it
+	}
 	if *embedded {
 		if startEmbedded == nil {
 			return errors.New("bench --embedded: this build has no embedded server (startEmbedded is not wired)")

@@ -152,8 +152,13 @@ func TestBenchFlagErrors(t *testing.T) {
 			t.Errorf("bench(%q) = nil, want an error", args)
 		}
 	}
-	if err := bench(context.Background(), []string{"-h"}, noEnv, &bytes.Buffer{}); err != nil {
+	var help bytes.Buffer
+	env := func(string) string { return "top-secret-value" }
+	if err := bench(context.Background(), []string{"-h"}, env, &help); err != nil {
 		t.Errorf("bench(-h) = %v, want nil", err)
+	}
+	if !strings.Contains(help.String(), "-scenario") || strings.Contains(help.String(), "top-secret-value") {
+		t.Errorf("help output wrong or leaks the secret:\n%s", help.String())
 	}
 }
 
