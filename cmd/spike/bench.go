@@ -18,9 +18,9 @@ import (
 // startEmbedded, when set by serve wiring, starts an in-process Spike on a loopback port and returns its base URL, the JWT secret and a stop func.
 var startEmbedded func(ctx context.Context, dataDir string) (baseURL string, secret []byte, stop func() error, err error)
 
-// errChecksFailed is returned, after the report is written, when a
+// errBenchChecksFailed is returned, after the report is written, when a
 // client-side check or the server's audit failed.
-var errChecksFailed = errors.New("bench: checks failed")
+var errBenchChecksFailed = errors.New("bench: checks failed")
 
 // bench runs `spike bench`: it drives a Spike server (or an embedded one)
 // with one scenario and writes a text or JSON report to stdout, and an HTML
@@ -107,7 +107,7 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 		return errors.New("bench: no JWT secret: pass --secret, set SPIKE_JWT_SECRET, or pass --data DIR holding jwt.secret")
 	}
 
-	tty := isTerminal(stdout)
+	tty := benchIsTerminal(stdout)
 	if !*jsonOut || tty {
 		cfg.Progress, cfg.TTY = stdout, tty
 	}
@@ -125,7 +125,7 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	if *htmlFile != "" {
-		if err := writeHTML(*htmlFile, rep); err != nil {
+		if err := benchWriteHTML(*htmlFile, rep); err != nil {
 			return err
 		}
 		if !*jsonOut {
@@ -136,12 +136,12 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 		return fmt.Errorf("bench: %w", runErr)
 	}
 	if !rep.OK() {
-		return errChecksFailed
+		return errBenchChecksFailed
 	}
 	return nil
 }
 
-func writeHTML(name string, rep *loadgen.Report) error {
+func benchWriteHTML(name string, rep *loadgen.Report) error {
 	f, err := os.Create(name)
 	if err != nil {
 		return fmt.Errorf("bench --html: %w", err)
@@ -153,9 +153,9 @@ func writeHTML(name string, rep *loadgen.Report) error {
 	return f.Close()
 }
 
-// isTerminal reports whether w is a character device (a terminal), where a
+// benchIsTerminal reports whether w is a character device (a terminal), where a
 // progress line can be rewritten in place.
-func isTerminal(w io.Writer) bool {
+func benchIsTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	if !ok {
 		return false

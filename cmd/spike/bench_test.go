@@ -15,7 +15,7 @@ import (
 
 var benchSecret = []byte("bench-test-secret")
 
-func noEnv(string) string { return "" }
+func benchNoEnv(string) string { return "" }
 
 func TestBenchFlashSaleJSON(t *testing.T) {
 	fake := loadgentest.NewServer(benchSecret)
@@ -24,7 +24,7 @@ func TestBenchFlashSaleJSON(t *testing.T) {
 	err := bench(context.Background(), []string{
 		"--target", fake.URL, "--secret", string(benchSecret), "--buyers", "60", "--stock", "20",
 		"--concurrency", "4", "--repeat-fraction", "0.2", "--retry-fraction", "0.2", "--json",
-	}, noEnv, &out)
+	}, benchNoEnv, &out)
 	if err != nil {
 		t.Fatalf("bench() = %v\n%s", err, out.String())
 	}
@@ -73,10 +73,10 @@ func TestBenchSecretSources(t *testing.T) {
 		wantErr string
 	}{
 		{"env", nil, env, ""},
-		{"data dir", []string{"--data", dir}, noEnv, ""},
+		{"data dir", []string{"--data", dir}, benchNoEnv, ""},
 		{"flag beats env", []string{"--secret", "wrong"}, env, "unauthenticated"},
-		{"none", nil, noEnv, "no JWT secret"},
-		{"missing file", []string{"--data", t.TempDir()}, noEnv, "read secret"},
+		{"none", nil, benchNoEnv, "no JWT secret"},
+		{"missing file", []string{"--data", t.TempDir()}, benchNoEnv, "read secret"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -100,7 +100,7 @@ func TestBenchEmbedded(t *testing.T) {
 	t.Cleanup(func() { startEmbedded = old })
 
 	startEmbedded = nil
-	err := bench(context.Background(), []string{"--embedded"}, noEnv, &bytes.Buffer{})
+	err := bench(context.Background(), []string{"--embedded"}, benchNoEnv, &bytes.Buffer{})
 	if err == nil || !strings.Contains(err.Error(), "startEmbedded is not wired") {
 		t.Fatalf("bench(--embedded) with nil startEmbedded = %v", err)
 	}
@@ -115,7 +115,7 @@ func TestBenchEmbedded(t *testing.T) {
 	html := filepath.Join(t.TempDir(), "report.html")
 	var out bytes.Buffer
 	err = bench(context.Background(), []string{"--embedded", "--scenario", "reads", "--skus", "10",
-		"--rate", "200", "--duration", "300ms", "--concurrency", "4", "--baseline", "--html", html}, noEnv, &out)
+		"--rate", "200", "--duration", "300ms", "--concurrency", "4", "--baseline", "--html", html}, benchNoEnv, &out)
 	if err != nil {
 		t.Fatalf("bench() = %v\n%s", err, out.String())
 	}
@@ -148,7 +148,7 @@ func TestBenchFlagErrors(t *testing.T) {
 		{"--secret", "x", "--scenario", "bogus"},
 		{"--secret", "x", "--rate", "-5"},
 	} {
-		if err := bench(context.Background(), args, noEnv, &bytes.Buffer{}); err == nil {
+		if err := bench(context.Background(), args, benchNoEnv, &bytes.Buffer{}); err == nil {
 			t.Errorf("bench(%q) = nil, want an error", args)
 		}
 	}
@@ -168,9 +168,9 @@ func TestBenchFailedChecksReturnError(t *testing.T) {
 	defer fake.Close()
 	var out bytes.Buffer
 	err := bench(context.Background(), []string{"--target", fake.URL, "--secret", string(benchSecret),
-		"--buyers", "10", "--stock", "100", "--retry-fraction", "1", "--drain-timeout", "100ms", "--concurrency", "2"}, noEnv, &out)
-	if !errors.Is(err, errChecksFailed) {
-		t.Fatalf("bench() = %v, want errChecksFailed", err)
+		"--buyers", "10", "--stock", "100", "--retry-fraction", "1", "--drain-timeout", "100ms", "--concurrency", "2"}, benchNoEnv, &out)
+	if !errors.Is(err, errBenchChecksFailed) {
+		t.Fatalf("bench() = %v, want errBenchChecksFailed", err)
 	}
 	if !strings.Contains(out.String(), "FAIL idempotency_violation") {
 		t.Errorf("report:\n%s", out.String())
