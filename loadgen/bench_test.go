@@ -7,8 +7,11 @@ import (
 	"encoding/xml"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -278,5 +281,68 @@ func TestZipfSkew(t *testing.T) {
 	// Zipf(s=1.5) over 100 SKUs gives rank 0 about 40% of reads; uniform would be 1%.
 	if total := rep.Run.Count("ok"); total < 50 || !strings.HasSuffix(hot, "-0") || float64(hottest) < 0.25*float64(total) {
 		t.Errorf("hottest SKU %s with %d of %d reads, want the rank-0 SKU with ≥ 25%%", hot, hottest, total)
+	}
+}
+
+func TestContractChecksFlagServerBugs(t *testing.T) {
+	fake := loadgentest.NewServer(testSecret)
+	defer fake.Close()
+	// Product reads answer 500 (a bug) or 503 without Retry-After (a contract breach).
+	var n atomic.Int64
+	wrap := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			if n.Add(1)%2 == 0 {
+				w.WriteHeader(http.StatusInternalServerError)
+				io.WriteString(w, `{"error":{"code":"internal","message":"x"}}`)
+				return
+			}
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, `{"error":{"code":"unavailable","message":"x"}}`)
+			return
+		}
+		fake.Config.Handler.ServeHTTP(w, r)
+	}))
+	defer wrap.Close()
+	rep, err := loadgen.Bench(context.Background(), loadgen.Config{
+		Scenario: loadgen.ScenarioReads, Target: wrap.URL, Secret: testSecret,
+		Rate: 200, Duration: 200 * time.Millisecond, Concurrency: 8, SKUs: 5,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := checkByName(t, rep, "no_internal_errors"); c.OK || !strings.Contains(c.Detail, "internal=") {
+		t.Errorf("no_internal_errors = %+v, want a failure naming internal", c)
+	}
+	if c := checkByName(t, rep, "retry_after"); c.OK {
+		t.Errorf("retry_after = %+v, want a failure", c)
+	}
+	if rep.OK() {
+		t.Error("report OK despite server bugs")
+	}
+}
+
+func TestHTMLReportEmptyRun(t *testing.T) {
+	// A run where nothing answered: no latencies, charts with no data points.
+	rep := &loadgen.Report{
+		Scenario: "orders", Target: "http://127.0.0.1:1", Started: time.Unix(0, 0).UTC(),
+		Run: &loadgen.Stats{Mode: "closed", Concurrency: 1, Interval: time.Second,
+			Outcomes: []loadgen.Outcome{{Name: "transport_error", Count: 3}},
+			Series:   []loadgen.Point{{T: 0, Outcomes: map[string]int64{"transport_error": 3}}}},
+	}
+	var b bytes.Buffer
+	if err := rep.WriteHTML(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "transport_error") {
+		t.Error("report lacks the outcome")
+	}
+	d := xml.NewDecoder(&b)
+	d.Strict, d.Entity = true, xml.HTMLEntity
+	for {
+		if _, err := d.Token(); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("not well-formed: %v", err)
+		}
 	}
 }
