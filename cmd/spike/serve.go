@@ -224,3 +224,22 @@ func (s saleCounters) Open(sl sale.Sale) { s.c.Open(flashsale.Campaign(sl)) }
 func (s saleCounters) Remaining(id string) (int64, bool) {
 	return s.c.Remaining(id)
 }
+
+// startEmbedded lets `spike bench --embedded` run a server in-process.
+func init() {
+	startEmbedded = func(ctx context.Context, dataDir string) (string, []byte, func() error, error) {
+		cfg := DefaultConfig()
+		cfg.Addr = "127.0.0.1:0"
+		cfg.Data = dataDir
+		a, err := start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			return "", nil, nil, err
+		}
+		stop := func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			return a.shutdown(ctx)
+		}
+		return "http://" + a.addr, a.secret, stop, nil
+	}
+}
