@@ -44,7 +44,7 @@ func TestFlashSaleConcurrentBuyers(t *testing.T) {
 	const (
 		buyers   = 500
 		requests = 20_000
-		stock    = 300
+		stock    = 800 // demand: 500 buyers × 2 units and 20,000 requests
 		perUser  = 2
 		saleID   = "flash-1"
 	)
