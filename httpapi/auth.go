@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/maypok86/otter/v2"
 
 	"github.com/spikehq/spike"
 )
@@ -31,10 +32,20 @@ var (
 	errForbidden = &spike.Error{Kind: spike.ErrForbidden, Message: "this endpoint needs an admin token"}
 )
 
-// Authenticator verifies HS256 bearer tokens.
+// Authenticator verifies HS256 bearer tokens. Verified tokens are cached
+// (bounded, keyed by the token itself, expiry rechecked on every use): in a
+// flash sale the same buyer retries with the same token many times, and
+// verifying costs more than everything else a rejection does.
 type Authenticator struct {
 	secret []byte
 	parser *jwt.Parser
+	cache  *otter.Cache[string, verified]
+	now    func() time.Time
+}
+
+type verified struct {
+	id  Identity
+	exp time.Time
 }
 
 // NewAuthenticator returns an Authenticator for tokens signed with secret.
@@ -44,10 +55,14 @@ func NewAuthenticator(secret []byte) *Authenticator {
 		parser: jwt.NewParser(
 			jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 			jwt.WithExpirationRequired(),
-			jwt.WithLeeway(5*time.Second),
+			jwt.WithLeeway(leeway),
 		),
+		cache: otter.Must(&otter.Options[string, verified]{MaximumSize: 100_000}),
+		now:   time.Now,
 	}
 }
+
+const leeway = 5 * time.Second
 
 func (a *Authenticator) key(*jwt.Token) (any, error) { return a.secret, nil }
 
@@ -66,6 +81,13 @@ func (a *Authenticator) Verify(tok string) (Identity, error) {
 	if len(tok) > 4096 {
 		return Identity{}, errBadToken
 	}
+	if v, ok := a.cache.GetIfPresent(tok); ok {
+		if a.now().Before(v.exp.Add(leeway)) {
+			return v.id, nil
+		}
+		a.cache.Invalidate(tok)
+		return Identity{}, errBadToken
+	}
 	var c claims
 	if _, err := a.parser.ParseWithClaims(tok, &c, a.key); err != nil {
 		return Identity{}, errBadToken
@@ -74,7 +96,9 @@ func (a *Authenticator) Verify(tok string) (Identity, error) {
 	if !ok {
 		return Identity{}, errBadUser
 	}
-	return Identity{UserID: uid, Admin: c.Role == "admin"}, nil
+	id := Identity{UserID: uid, Admin: c.Role == "admin"}
+	a.cache.Set(tok, verified{id: id, exp: c.ExpiresAt.Time})
+	return id, nil
 }
 
 // Sign returns a token for user, valid for ttl; admin adds the admin role.

@@ -4,12 +4,14 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -147,20 +149,34 @@ var (
 
 // decode reads a JSON object from the body into v. Malformed JSON, wrong
 // types and trailing data are ErrInvalid; an oversized body is ErrTooLarge.
+// An empty body leaves v untouched if allowEmpty.
 func decode(r *http.Request, v any, allowEmpty bool) error {
-	dec := json.NewDecoder(r.Body)
-	if err := dec.Decode(v); err != nil {
+	buf := bodyBuffers.Get().(*bytes.Buffer)
+	defer bodyBuffers.Put(buf)
+	buf.Reset()
+	if _, err := buf.ReadFrom(r.Body); err != nil {
+		if errors.As(err, new(*http.MaxBytesError)) {
+			return errTooLarge
+		}
+		return spike.Errorf(spike.ErrInvalid, "could not read the request body")
+	}
+	body := bytes.TrimSpace(buf.Bytes())
+	if len(body) == 0 {
+		if allowEmpty {
+			return nil
+		}
+		return errEmptyBody
+	}
+	if body[0] != '{' {
+		return errEmptyBody
+	}
+	if err := json.Unmarshal(body, v); err != nil {
 		return decodeError(err, allowEmpty)
 	}
-	var extra json.RawMessage
-	switch err := dec.Decode(&extra); {
-	case errors.Is(err, io.EOF):
-		return nil
-	case errors.As(err, new(*http.MaxBytesError)):
-		return errTooLarge
-	}
-	return spike.Errorf(spike.ErrInvalid, "request body must hold exactly one JSON object")
+	return nil
 }
+
+var bodyBuffers = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, 512)) }}
 
 func decodeError(err error, allowEmpty bool) error {
 	var (
@@ -182,7 +198,7 @@ func decodeError(err error, allowEmpty bool) error {
 		}
 		return errEmptyBody
 	case errors.As(err, &se):
-		return spike.Errorf(spike.ErrInvalid, "malformed JSON at byte %d", se.Offset)
+		return spike.Errorf(spike.ErrInvalid, "malformed JSON at byte %d: %s", se.Offset, se.Error())
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return spike.Errorf(spike.ErrInvalid, "malformed JSON: unexpected end")
 	}

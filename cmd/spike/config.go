@@ -29,6 +29,7 @@ type Config struct {
 	NATSListen string // if set, the embedded NATS server also listens here
 	SyncAlways bool   // fsync every stream write (survives power loss, slower)
 	LogFormat  string // text or json
+	PprofAddr  string // if set, net/http/pprof is served here (keep it on loopback)
 }
 
 // DefaultConfig returns the defaults.
@@ -44,7 +45,7 @@ func commonFlags(name string, cfg *Config, getenv func(string) string) *flag.Fla
 		dst *string
 	}{
 		{"SPIKE_ADDR", &cfg.Addr}, {"SPIKE_DATA", &cfg.Data}, {"SPIKE_CONFIG", &cfg.ConfigFile},
-		{"SPIKE_NATS_LISTEN", &cfg.NATSListen}, {"SPIKE_LOG_FORMAT", &cfg.LogFormat},
+		{"SPIKE_NATS_LISTEN", &cfg.NATSListen}, {"SPIKE_LOG_FORMAT", &cfg.LogFormat}, {"SPIKE_PPROF", &cfg.PprofAddr},
 	} {
 		if v := getenv(e.env); v != "" {
 			*e.dst = v

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"path/filepath"
 	"sync"
@@ -32,6 +33,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	cfg := DefaultConfig()
 	fs := commonFlags("serve", &cfg, getenv)
 	fs.StringVar(&cfg.NATSListen, "nats-listen", cfg.NATSListen, "also expose the embedded NATS server on this address (env SPIKE_NATS_LISTEN)")
+	fs.StringVar(&cfg.PprofAddr, "pprof", cfg.PprofAddr, "serve net/http/pprof on this address, e.g. 127.0.0.1:6060 (env SPIKE_PPROF)")
 	fs.BoolVar(&cfg.SyncAlways, "sync-always", cfg.SyncAlways, "fsync every stream write: survives power loss, slower (env SPIKE_SYNC_ALWAYS)")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
@@ -46,6 +48,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	a, err := start(ctx, cfg, log)
 	if err != nil {
 		return err
+	}
+	if cfg.PprofAddr != "" {
+		// http.DefaultServeMux holds the net/http/pprof handlers; the API never uses it.
+		go func() { log.Warn("pprof server stopped", "err", http.ListenAndServe(cfg.PprofAddr, nil)) }()
 	}
 	fmt.Fprintf(stdout, "spike: serving on http://%s (embedded mode; data in %s)\n", a.addr, cfg.Data)
 	fmt.Fprintf(stdout, "spike: get a token with: spike token --user 42   (an admin token: spike token --user 1 --admin)\n")
