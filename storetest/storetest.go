@@ -46,6 +46,7 @@ func Run(t *testing.T, open func(t *testing.T) Stores) {
 		{"ConcurrentSales", testConcurrentSales},
 		{"Sales", testSales},
 		{"InsertOrdersIdempotent", testInsertOrdersIdempotent},
+		{"InsertOrdersConcurrent", testInsertOrdersConcurrent},
 		{"Order", testOrder},
 		{"ListOrders", testListOrders},
 		{"SaleOrders", testSaleOrders},
@@ -59,7 +60,7 @@ func ptr[T any](v T) *T { return &v }
 
 func testProducts(t *testing.T, s Stores) {
 	ctx := context.Background()
-	p := catalog.Product{SKU: "sku-1", Name: "Tea pot ☕", PriceCents: 1299, Stock: 40}
+	p := catalog.Product{SKU: "sku-1", Name: "Tea pot ☕🫖", PriceCents: 1299, Stock: 40}
 	if err := s.Catalog.CreateProduct(ctx, p); err != nil {
 		t.Fatalf("CreateProduct() = %v", err)
 	}
@@ -356,6 +357,34 @@ func testInsertOrdersIdempotent(t *testing.T, s Stores) {
 		if diff := cmp.Diff(o, got); diff != "" {
 			t.Errorf("Order(%s) mismatch (-want +got):\n%s", o.ID, diff)
 		}
+	}
+}
+
+// testInsertOrdersConcurrent inserts overlapping batches at once, as
+// order workers do when a batch is redelivered while its first delivery is
+// still being written.
+func testInsertOrdersConcurrent(t *testing.T, s Stores) {
+	var all []order.Order
+	for i := range 200 {
+		all = append(all, newOrder(fmt.Sprintf("c%03d", i), "s", int64(1+i%50), base.Add(time.Duration(i)*time.Microsecond)))
+	}
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			// Worker w inserts orders [20w, 20w+60), half of them reversed.
+			batch := slices.Clone(all[20*w : min(20*w+60, len(all))])
+			if w%2 == 1 {
+				slices.Reverse(batch)
+			}
+			if err := s.Orders.InsertOrders(context.Background(), batch); err != nil {
+				t.Errorf("InsertOrders(batch %d) = %v", w, err)
+			}
+		})
+	}
+	wg.Wait()
+	want := all[:min(20*7+60, len(all))]
+	if diff := cmp.Diff(sortByID(want), saleOrders(t, s, "s")); diff != "" {
+		t.Errorf("after concurrent overlapping batches, SaleOrders() mismatch (-want +got):\n%s", diff)
 	}
 }
 
