@@ -30,7 +30,9 @@ import (
 )
 
 // Config says where the databases are. DSNs are go-sql-driver/mysql DSNs
-// ("user:password@tcp(host:3306)/dbname"); each must name a database.
+// ("user:password@tcp(host:3306)/dbname"); each must name a database. A DSN
+// without a timeout parameter gets a 5 s dial timeout, so that a database
+// that is down fails calls quickly instead of after the OS's TCP timeout.
 type Config struct {
 	// Primary holds products and sales (and orders, if OrderShards is empty).
 	Primary string
@@ -70,6 +72,7 @@ type Store struct {
 	shards []*node
 	bucket [NumBuckets]int // bucket → index in shards
 	dbs    []*sql.DB       // every distinct database, for Ping and Close
+	names  []string        // what each of dbs is, for errors
 	ryw    *recentWriters
 }
 
@@ -130,6 +133,9 @@ func Open(cfg Config) (*Store, error) {
 		if mc.DBName == "" {
 			return nil, "", fmt.Errorf("mysqlstore: %s: the DSN names no database", what)
 		}
+		if mc.Timeout == 0 {
+			mc.Timeout = 5 * time.Second
+		}
 		key := mc.FormatDSN()
 		if db, ok := opened[key]; ok {
 			return db, key, nil
@@ -145,6 +151,7 @@ func Open(cfg Config) (*Store, error) {
 		db.SetConnMaxIdleTime(5 * time.Minute)
 		opened[key] = db
 		s.dbs = append(s.dbs, db)
+		s.names = append(s.names, what+" ("+mc.DBName+")")
 		return db, key, nil
 	}
 	newNode := func(name, primary string, replicas []string) (*node, string, error) {
@@ -209,7 +216,9 @@ func (s *Store) Ping(ctx context.Context) error {
 	var g errgroup.Group
 	for i, db := range s.dbs {
 		g.Go(func() error {
-			errs[i] = db.PingContext(ctx)
+			if err := db.PingContext(ctx); err != nil {
+				errs[i] = fmt.Errorf("ping %s: %w", s.names[i], err)
+			}
 			return nil
 		})
 	}
