@@ -24,7 +24,7 @@ import (
 
 // mustMySQL returns an admin connection to the test server named by
 // SPIKE_TEST_MYSQL_DSN, and the parsed DSN to derive databases' DSNs from.
-func mustMySQL(t *testing.T) (*sql.DB, *mysql.Config) {
+func mustMySQL(t testing.TB) (*sql.DB, *mysql.Config) {
 	t.Helper()
 	dsn := os.Getenv("SPIKE_TEST_MYSQL_DSN")
 	if dsn == "" {
@@ -52,7 +52,7 @@ func mustMySQL(t *testing.T) (*sql.DB, *mysql.Config) {
 
 // mustDatabases creates n empty databases spike_test_<random>_<i>, dropped
 // in t.Cleanup, and returns their DSNs.
-func mustDatabases(t *testing.T, n int) []string {
+func mustDatabases(t testing.TB, n int) []string {
 	t.Helper()
 	admin, cfg := mustMySQL(t)
 	var b [4]byte
@@ -78,7 +78,7 @@ func mustDatabases(t *testing.T, n int) []string {
 
 // layout returns a Config over fresh databases: the primary and n order
 // shards (n = 0: orders on the primary).
-func layout(t *testing.T, n int) mysqlstore.Config {
+func layout(t testing.TB, n int) mysqlstore.Config {
 	t.Helper()
 	dsns := mustDatabases(t, 1+n)
 	cfg := mysqlstore.Config{Primary: dsns[0]}
@@ -88,7 +88,7 @@ func layout(t *testing.T, n int) mysqlstore.Config {
 	return cfg
 }
 
-func mustOpen(t *testing.T, cfg mysqlstore.Config) *mysqlstore.Store {
+func mustOpen(t testing.TB, cfg mysqlstore.Config) *mysqlstore.Store {
 	t.Helper()
 	s, err := mysqlstore.Open(cfg)
 	if err != nil {
@@ -420,5 +420,30 @@ func TestReplicaRouting(t *testing.T) {
 	// SaleOrders reads primaries only.
 	if got, err := s.SaleOrders(ctx, "s"); err != nil || len(got) != 1 || got[0].ID != "real" {
 		t.Errorf("SaleOrders(s) = %v, %v; want only the primary's order", got, err)
+	}
+}
+
+// BenchmarkInsertOrders inserts batches of 100 orders of distinct users,
+// as an order worker does, over 1 and 3 shards.
+func BenchmarkInsertOrders(b *testing.B) {
+	for _, shards := range []int{1, 3} {
+		b.Run(fmt.Sprintf("shards=%d", shards), func(b *testing.B) {
+			s := mustOpen(b, layout(b, shards))
+			ctx := context.Background()
+			var n int64
+			b.ReportAllocs()
+			for b.Loop() {
+				batch := make([]order.Order, 100)
+				for i := range batch {
+					n++
+					batch[i] = order.Order{ID: fmt.Sprintf("o%012d", n), SaleID: "s", SKU: "p", UserID: n, Quantity: 1,
+						Status: order.Created, IdempotencyKey: "k", CreatedAt: time.Now()}
+				}
+				if err := s.InsertOrders(ctx, batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "orders/s")
+		})
 	}
 }
