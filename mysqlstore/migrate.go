@@ -1,0 +1,113 @@
+package mysqlstore
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strings"
+)
+
+// Migrations are plain SQL files, applied in name order and recorded by
+// name in each database's schema_migrations table. They must only add
+// (tables, nullable or defaulted columns, indexes) so that instances of
+// the previous version keep working during a rolling upgrade
+// (expand/contract); removing anything is a later migration, once no
+// running version uses it. MySQL commits DDL implicitly, so each statement
+// must be safe to run again (IF NOT EXISTS), in case a migration stopped
+// halfway.
+//
+//go:embed migrations/primary/*.sql migrations/orders/*.sql
+var migrations embed.FS
+
+// Migrate creates or upgrades the schema: the catalog tables on the
+// primary and the orders table on every order shard's primary (replicas
+// get it by replication). It is idempotent, and concurrent calls (several
+// instances starting at once) are serialised per database by a named lock.
+func (s *Store) Migrate(ctx context.Context) error {
+	if err := migrate(ctx, s.main.primary, "primary"); err != nil {
+		return fmt.Errorf("migrate %s: %w", s.main.name, err)
+	}
+	for _, sh := range s.shards {
+		if err := migrate(ctx, sh.primary, "orders"); err != nil {
+			return fmt.Errorf("migrate %s: %w", sh.name, err)
+		}
+	}
+	return nil
+}
+
+// migrate applies the migrations of one set ("primary" or "orders").
+func migrate(ctx context.Context, db *sql.DB, set string) (err error) {
+	conn, err := db.Conn(ctx) // GET_LOCK belongs to a session: keep one
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	var got sql.NullInt64
+	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(CONCAT('spike_migrate.', DATABASE()), 60)`).Scan(&got); err != nil {
+		return err
+	}
+	if got.Int64 != 1 {
+		return fmt.Errorf("another migration holds the lock")
+	}
+	defer func() {
+		// A fresh context: release the lock even if ctx is done.
+		if _, rerr := conn.ExecContext(context.Background(), `SELECT RELEASE_LOCK(CONCAT('spike_migrate.', DATABASE()))`); rerr != nil && err == nil {
+			err = rerr
+		}
+	}()
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		name       VARBINARY(255) NOT NULL PRIMARY KEY,
+		applied_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
+	) ENGINE = InnoDB`); err != nil {
+		return err
+	}
+	names, err := fs.Glob(migrations, "migrations/"+set+"/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	for _, path := range names {
+		name := strings.TrimPrefix(path, "migrations/")
+		var n int
+		if err := conn.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE name = ?`, name).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			continue
+		}
+		body, err := migrations.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, stmt := range splitStatements(string(body)) {
+			if _, err := conn.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+		}
+		if _, err := conn.ExecContext(ctx, `INSERT INTO schema_migrations (name) VALUES (?)`, name); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// splitStatements splits a migration at semicolons that end a line,
+// dropping comment-only lines.
+func splitStatements(body string) []string {
+	var out []string
+	for _, stmt := range strings.Split(body, ";\n") {
+		var lines []string
+		for _, l := range strings.Split(stmt, "\n") {
+			if t := strings.TrimSpace(l); t != "" && !strings.HasPrefix(t, "--") {
+				lines = append(lines, l)
+			}
+		}
+		if len(lines) > 0 {
+			out = append(out, strings.Join(lines, "\n"))
+		}
+	}
+	return out
+}
