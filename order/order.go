@@ -73,7 +73,7 @@ func (e *Placed) Order() Order {
 // Validate reports whether the event is well formed; the consumer drops
 // (and counts) events that are not.
 func (e *Placed) Validate() error {
-	if e.V < 1 || e.OrderID == "" || !spike.ValidID(e.SaleID) || !spike.ValidID(e.SKU) ||
+	if e.V < 1 || e.OrderID == "" || len(e.OrderID) > 64 || !spike.ValidID(e.SaleID) || !spike.ValidID(e.SKU) ||
 		e.UserID <= 0 || e.Quantity < 1 || e.PriceCents < 0 || !spike.ValidIdempotencyKey(e.Key) || e.PlacedAt.IsZero() {
 		return spike.Errorf(spike.ErrInvalid, "malformed OrderPlaced event %q", e.OrderID)
 	}

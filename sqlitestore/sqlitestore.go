@@ -52,7 +52,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		// A shared-cache in-memory database, so that reader and writer see the same data.
 		path = fmt.Sprintf("file:mem%d?mode=memory&cache=shared", time.Now().UnixNano())
 	} else {
-		path = "file:" + path + "?"
+		// A URI filename: escape what SQLite's URI parser would read as syntax.
+		path = "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path) + "?"
 	}
 	// temp_store: the statement journal of multi-row inserts stays in memory;
 	// cache_size: 64 MiB of pages per connection instead of 2.
@@ -92,7 +93,9 @@ func (s *Store) Close() error {
 }
 
 // Ping reports whether the database answers.
-func (s *Store) Ping(ctx context.Context) error { return s.r.PingContext(ctx) }
+func (s *Store) Ping(ctx context.Context) error {
+	return errors.Join(s.r.PingContext(ctx), s.w.PingContext(ctx))
+}
 
 func (s *Store) migrate(ctx context.Context) error {
 	if _, err := s.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY)`); err != nil {
