@@ -1,14 +1,19 @@
 package httpapi
 
 import (
+	"bytes"
+	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spikehq/spike"
 	"github.com/spikehq/spike/catalog"
+	"github.com/spikehq/spike/inventory"
 	"github.com/spikehq/spike/order"
 	"github.com/spikehq/spike/sale"
+	"github.com/spikehq/spike/switches"
 )
 
 // ---- products
@@ -142,6 +147,10 @@ type placeRequest struct {
 
 // placeOrder is the hot path: the cheapest checks come first.
 func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request) error {
+	if g := s.Guards; g != nil && !g.accepting() {
+		s.guard.reject("orders_accept_switch")
+		return errNotAccepted
+	}
 	saleID := r.PathValue("id")
 	if !spike.ValidID(saleID) {
 		return sale.ErrSaleNotFound
@@ -153,6 +162,23 @@ func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request) error {
 	key := r.Header.Get("Idempotency-Key")
 	if !spike.ValidIdempotencyKey(key) {
 		return errKeyMissing
+	}
+	if g := s.Guards; g != nil {
+		if !g.allowUser(id.UserID) {
+			s.guard.reject("user_rate")
+			return errUserRate
+		}
+		if !g.allowSale(saleID) {
+			s.guard.reject("sale_rate")
+			return errSaleRate
+		}
+	}
+	// A sold-out sale rejects a new key before the body is even read; a
+	// key that holds an order goes on, so its replay is answered.
+	if s.Orders.SoldOut(saleID, id.UserID, key) {
+		s.guard.reject("sold_out_flag")
+		s.metrics.placement(inventory.ErrSoldOut)
+		return inventory.ErrSoldOut
 	}
 	var req placeRequest
 	if err := decode(r, &req, true); err != nil {
@@ -249,6 +275,40 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request) error {
 		return spike.Errorf(spike.ErrUnavailable, "audit could not read the record: %v", err)
 	}
 	return writeJSON(w, http.StatusOK, rep)
+}
+
+func (s *Server) getSwitches(w http.ResponseWriter, r *http.Request, _ Identity) error {
+	if s.Guards == nil || s.Guards.Switches == nil {
+		return writeJSON(w, http.StatusOK, map[string]any{"switches": []switches.State{}})
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"switches": s.Guards.Switches.Snapshot()})
+}
+
+func (s *Server) putSwitch(w http.ResponseWriter, r *http.Request, _ Identity) error {
+	if s.SwitchStore == nil || s.Guards == nil || s.Guards.Switches == nil {
+		return spike.Errorf(spike.ErrUnavailable, "switches have no config centre here")
+	}
+	var req struct {
+		Value json.RawMessage `json:"value"`
+	}
+	if err := decode(r, &req, false); err != nil {
+		return err
+	}
+	// Accept "value": false, 20 or "false", "20".
+	value := strings.Trim(string(bytes.TrimSpace(req.Value)), `"`)
+	if value == "" {
+		return spike.Errorf(spike.ErrInvalid, `body must be {"value": ...}`)
+	}
+	name := r.PathValue("name")
+	if err := s.SwitchStore.Set(r.Context(), name, value); err != nil {
+		return err
+	}
+	for _, st := range s.Guards.Switches.Snapshot() {
+		if st.Name == name {
+			return writeJSON(w, http.StatusOK, st)
+		}
+	}
+	return switches.ErrUnknown
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {

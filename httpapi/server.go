@@ -43,6 +43,16 @@ type Config struct {
 	Probes   []Probe
 	Registry *prometheus.Registry // metrics are registered here and served on /metrics
 	Logger   *slog.Logger
+	// Guards protect the placement path; nil means none.
+	Guards *Guards
+	// SwitchStore persists switch changes made through the admin API (the
+	// config centre); nil means the switch endpoints are read-only.
+	SwitchStore SwitchStore
+}
+
+// SwitchStore stores a switch in the config centre and applies it.
+type SwitchStore interface {
+	Set(ctx context.Context, name, value string) error
 }
 
 // Server is the API's http.Handler.
@@ -51,6 +61,7 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	metrics *metrics
+	guard   *guardMetrics
 }
 
 // New returns a Server.
@@ -62,7 +73,12 @@ func New(cfg Config) *Server {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
+	s.Registry = cfg.Registry
 	s.metrics = newMetrics(cfg.Registry)
+	if s.Guards != nil {
+		s.Guards.init()
+	}
+	s.guard = newGuardMetrics(cfg.Registry, s.Guards)
 	s.routes()
 	return s
 }
@@ -81,6 +97,8 @@ func (s *Server) routes() {
 		return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	s.handle("GET /readyz", "readyz", s.readyz)
+	s.handle("GET /v1/admin/switches", "get_switches", s.admin(s.getSwitches))
+	s.handle("PUT /v1/admin/switches/{name}", "put_switch", s.admin(s.putSwitch))
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
 	// Anything else gets the API's error shape, not the mux's plain text.
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -93,9 +111,19 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 func (s *Server) handle(pattern, route string, h handlerFunc) {
 	m := s.metrics.route(route)
+	priority := routePriority(route)
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rw := statusWriter{ResponseWriter: w, status: http.StatusOK}
+		// Shed first: a rejection must cost a small part of a placement.
+		ticket, ok := s.Guards.admit(priority)
+		if !ok {
+			s.guard.reject("admission")
+			s.writeError(&rw, r, errOverloaded)
+			m.observe(rw.status, time.Since(start))
+			return
+		}
+		defer func() { s.Guards.finish(ticket, rw.status) }()
 		if r.ContentLength > MaxBodyBytes {
 			s.writeError(&rw, r, errTooLarge)
 		} else {

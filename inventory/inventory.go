@@ -246,6 +246,19 @@ func (c *Counters) Reserve(_ context.Context, r Request) (res Reservation, repla
 	return st.reservation(r, *h), false, nil
 }
 
+// SoldOut reports whether the sale is sold out and the key holds no
+// reservation, so a placement with it can only be answered ErrSoldOut.
+func (c *Counters) SoldOut(saleID string, userID int64, key string) bool {
+	st := c.sale(saleID)
+	if st == nil || !st.soldOut.Load() {
+		return false
+	}
+	st.mu.RLock()
+	_, held := st.keys[holdKey{userID, key}]
+	st.mu.RUnlock()
+	return !held
+}
+
 func (st *saleStock) replay(r Request, h hold) (Reservation, bool, error) {
 	switch {
 	case h.quantity != r.Quantity:

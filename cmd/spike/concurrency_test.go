@@ -54,7 +54,7 @@ func TestFlashSaleConcurrentBuyers(t *testing.T) {
 	c.setupSale("sku-flash-1", saleID, stock, perUser)
 
 	l := newLedger()
-	var sent, accepted, replays, soldOut, limited, conflicts atomic.Int64
+	var sent, accepted, replays, soldOut, limited, conflicts, shed atomic.Int64
 	var g errgroup.Group
 	for b := range buyers {
 		user := int64(1000 + b)
@@ -79,6 +79,16 @@ func TestFlashSaleConcurrentBuyers(t *testing.T) {
 					keys = append(keys, k)
 				}
 				resp, p, err := c.place(context.Background(), user, tok, saleID, k.key, k.qty)
+				// Shed by a guard (429/503 with Retry-After): not remembered,
+				// so the same request is retried, as a client would.
+				for tries := 0; err == nil && (resp.status == 429 || resp.status == 503) && tries < 100; tries++ {
+					shed.Add(1)
+					if resp.header.Get("Retry-After") == "" {
+						t.Errorf("%d without Retry-After", resp.status)
+					}
+					time.Sleep(time.Duration(20+rng.IntN(30)) * time.Millisecond)
+					resp, p, err = c.place(context.Background(), user, tok, saleID, k.key, k.qty)
+				}
 				if err != nil {
 					t.Errorf("transport error: %v", err)
 					return nil
@@ -113,8 +123,8 @@ func TestFlashSaleConcurrentBuyers(t *testing.T) {
 		})
 	}
 	g.Wait()
-	t.Logf("requests %d: accepted %d, replays %d, sold_out %d, limit_exceeded %d, conflict %d",
-		requests, accepted.Load(), replays.Load(), soldOut.Load(), limited.Load(), conflicts.Load())
+	t.Logf("requests %d: accepted %d, replays %d, sold_out %d, limit_exceeded %d, conflict %d; shed and retried %d",
+		requests, accepted.Load(), replays.Load(), soldOut.Load(), limited.Load(), conflicts.Load(), shed.Load())
 	if replays.Load() == 0 || soldOut.Load() == 0 || limited.Load() == 0 || conflicts.Load() == 0 {
 		t.Errorf("the load did not exercise every path")
 	}

@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/spikehq/spike/order"
 )
 
 // Secret is a string that never shows in logs.
@@ -30,6 +32,8 @@ type Config struct {
 	SyncAlways bool   // fsync every stream write (survives power loss, slower)
 	LogFormat  string // text or json
 	PprofAddr  string // if set, net/http/pprof is served here (keep it on loopback)
+
+	wrapStream func(order.Stream) order.Stream // tests: inject faults in front of the stream
 }
 
 // DefaultConfig returns the defaults.

@@ -145,7 +145,7 @@ func buyerLoad(t *testing.T, c *client, saleID string, firstUser int64, buyers i
 				case resp.status == 202:
 					accepted.Add(1)
 					l.record(user, req.key, req.qty, p)
-				case resp.status == 409:
+				case resp.status == 409, resp.status == 429: // clean rejections
 				default:
 					t.Errorf("unexpected %d: %s", resp.status, resp.body)
 				}

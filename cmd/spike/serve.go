@@ -25,8 +25,10 @@ import (
 	"github.com/spikehq/spike/inventory"
 	"github.com/spikehq/spike/natsbus"
 	"github.com/spikehq/spike/order"
+	"github.com/spikehq/spike/resilience"
 	"github.com/spikehq/spike/sale"
 	"github.com/spikehq/spike/sqlitestore"
+	"github.com/spikehq/spike/switches"
 )
 
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -121,10 +123,23 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		return nil, err
 	}
 
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	board := switches.New(switches.Defs)
+	sw, err := natsbus.NewSwitches(ctx, a.bus, board, log.With("component", "switches"))
+	if err != nil {
+		return nil, err
+	}
+
 	counters := inventory.New(spike.NewIDGenerator())
 	catalogSvc := catalog.NewService(a.store)
 	salesSvc := sale.NewService(a.store, saleCounters{counters})
-	a.orders = order.NewService(counters, a.bus, a.store, log.With("component", "order"))
+	var stream order.Stream = newGuardedStream(a.bus, reg, log)
+	if cfg.wrapStream != nil {
+		stream = cfg.wrapStream(stream)
+	}
+	a.orders = order.NewService(counters, stream, a.store, log.With("component", "order"))
 
 	began := time.Now()
 	queued, err := flashsale.Rebuild(ctx, a.store, a.store, a.bus, counters)
@@ -138,9 +153,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	a.stopWork = stopWork
 	a.goWork(func() error { return a.bus.RunWorker(workCtx, a.orders.Persist) })
 	a.goWork(func() error { return a.orders.RunResolver(workCtx) })
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.goWork(func() error { return sw.Run(workCtx) })
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "spike_orders_pending", Help: "Orders acknowledged by this instance and not yet persisted.",
 	}, func() float64 { return float64(a.orders.PendingCount()) }))
@@ -157,6 +170,15 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		},
 		Registry: reg,
 		Logger:   log.With("component", "httpapi"),
+		Guards: &httpapi.Guards{
+			Admission: resilience.NewAdaptive(resilience.AdaptiveConfig{
+				// Generous bounds: the limit adapts between them by latency, and
+				// the floor keeps a burst of honest buyers from being shed.
+				InitialLimit: 1000, MinLimit: 256, MaxLimit: 20000,
+			}),
+			Switches: board,
+		},
+		SwitchStore: sw,
 	})
 
 	ln, err := net.Listen("tcp", cfg.Addr)
