@@ -10,14 +10,23 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/spikehq/spike/order"
 )
 
 // startApp runs an embedded Spike on a loopback port for the test.
 func startApp(t *testing.T, dir string) *app {
 	t.Helper()
+	return startAppWith(t, dir, nil)
+}
+
+// startAppWith is startApp with a fault injected in front of the stream.
+func startAppWith(t *testing.T, dir string, wrapStream func(order.Stream) order.Stream) *app {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.Data = dir
+	cfg.wrapStream = wrapStream
 	a, err := start(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

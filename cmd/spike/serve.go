@@ -79,6 +79,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 // app is a running embedded Spike.
 type app struct {
 	addr    string
+	data    string
 	secret  []byte
 	log     *slog.Logger
 	http    *http.Server
@@ -103,7 +104,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	if err != nil {
 		return nil, fmt.Errorf("jwt secret: %w", err)
 	}
-	a = &app{secret: secret, log: log, httpErr: make(chan error, 1)}
+	a = &app{data: cfg.Data, secret: secret, log: log, httpErr: make(chan error, 1)}
 	defer func() {
 		if err != nil {
 			a.close()
@@ -135,11 +136,11 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	counters := inventory.New(spike.NewIDGenerator())
 	catalogSvc := catalog.NewService(a.store)
 	salesSvc := sale.NewService(a.store, saleCounters{counters})
-	var stream order.Stream = newGuardedStream(a.bus, reg, log)
+	var stream order.Stream = a.bus
 	if cfg.wrapStream != nil {
-		stream = cfg.wrapStream(stream)
+		stream = cfg.wrapStream(stream) // tests: faults in front of the stream, inside the guards
 	}
-	a.orders = order.NewService(counters, stream, a.store, log.With("component", "order"))
+	a.orders = order.NewService(counters, newGuardedStream(stream, reg, log), a.store, log.With("component", "order"))
 
 	began := time.Now()
 	queued, err := flashsale.Rebuild(ctx, a.store, a.store, a.bus, counters)

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spikehq/spike/order"
+)
+
+func TestSwitchesAdminAPI(t *testing.T) {
+	a := startApp(t, t.TempDir())
+	defer func() { stopApp(t, a) }() // a is replaced by a restart below
+	c := newClient(t, a.addr, a.secret)
+	c.setupSale("sku-sw", "sw-sale", 100, 5)
+	admin, buyer := c.token(1, true), c.token(7, false)
+
+	var list struct {
+		Switches []struct{ Name, Value, Default string } `json:"switches"`
+	}
+	c.must("GET", "/v1/admin/switches", admin, nil, 200).decode(t, &list)
+	names := map[string]string{}
+	for _, s := range list.Switches {
+		names[s.Name] = s.Value
+	}
+	for _, n := range []string{"orders.accept", "notifications", "reads.cache_only", "ratelimit.user_rps"} {
+		if _, ok := names[n]; !ok {
+			t.Errorf("switch %s missing from %v", n, names)
+		}
+	}
+	c.must("GET", "/v1/admin/switches", buyer, nil, 403)
+	c.must("PUT", "/v1/admin/switches/orders.accept", buyer, `{"value":false}`, 403)
+	c.must("PUT", "/v1/admin/switches/no.such", admin, `{"value":false}`, 404)
+	c.must("PUT", "/v1/admin/switches/orders.accept", admin, `{"value":"maybe"}`, 400)
+	c.must("PUT", "/v1/admin/switches/ratelimit.user_rps", admin, `{"value":-3}`, 400)
+
+	// Off: placements are refused with 503 and Retry-After, nothing is reserved.
+	c.must("PUT", "/v1/admin/switches/orders.accept", admin, `{"value":false}`, 200)
+	r, _, err := c.place(context.Background(), 7, buyer, "sw-sale", "k1", 1)
+	if err != nil || r.status != 503 || r.code() != "unavailable" || r.header.Get("Retry-After") == "" {
+		t.Fatalf("placement with orders.accept off: %v %d %s", err, r.status, r.body)
+	}
+	var sv saleView
+	c.must("GET", "/v1/sales/sw-sale", "", nil, 200).decode(t, &sv)
+	if sv.Remaining != 100 {
+		t.Errorf("a refused placement took stock: %+v", sv)
+	}
+	// On again: the same key now places.
+	c.must("PUT", "/v1/admin/switches/orders.accept", admin, `{"value":"true"}`, 200)
+	if r, _, _ := c.place(context.Background(), 7, buyer, "sw-sale", "k1", 1); r.status != 202 {
+		t.Fatalf("placement after orders.accept on: %d %s", r.status, r.body)
+	}
+
+	// Per-buyer rate limit, adjustable at runtime.
+	c.must("PUT", "/v1/admin/switches/ratelimit.user_rps", admin, `{"value":0.001}`, 200)
+	c.must("PUT", "/v1/admin/switches/ratelimit.user_burst", admin, `{"value":1}`, 200)
+	var statuses []int
+	for i := range 3 {
+		r, _, _ := c.place(context.Background(), 7, buyer, "sw-sale", fmt.Sprintf("rl-%d", i), 1)
+		statuses = append(statuses, r.status)
+		if r.status == 429 && (r.code() != "rate_limited" || r.header.Get("Retry-After") == "") {
+			t.Errorf("429 without rate_limited code or Retry-After: %s", r.body)
+		}
+	}
+	if statuses[0] != 202 || statuses[1] != 429 || statuses[2] != 429 {
+		t.Errorf("with 1 placement allowed, statuses %v, want [202 429 429]", statuses)
+	}
+	// Another buyer is not affected.
+	if r, _, _ := c.place(context.Background(), 8, c.token(8, false), "sw-sale", "other", 1); r.status != 202 {
+		t.Errorf("another buyer: %d %s", r.status, r.body)
+	}
+	// The switch survives a restart: it lives in the config centre.
+	stopApp(t, a)
+	a = startApp(t, a.data)
+	c = newClient(t, a.addr, a.secret)
+	c.must("GET", "/v1/admin/switches", admin, nil, 200).decode(t, &list)
+	for _, s := range list.Switches {
+		if s.Name == "ratelimit.user_rps" && s.Value != "0.001" {
+			t.Errorf("after restart ratelimit.user_rps = %s, want 0.001", s.Value)
+		}
+	}
+}
+
+// slowStream injects latency in front of the order stream.
+type slowStream struct {
+	inner order.Stream
+	delay atomic.Int64 // nanoseconds
+}
+
+func (s *slowStream) Enqueue(ctx context.Context, e order.Placed) error {
+	if d := time.Duration(s.delay.Load()); d > 0 {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return s.inner.Enqueue(ctx, e)
+}
+
+// TestSlowStreamOpensBreaker slows the stream down until the breaker
+// opens, checks that placements then fail fast without taking stock, and
+// that the breaker closes again once the stream heals.
+func TestSlowStreamOpensBreaker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault test")
+	}
+	slow := &slowStream{}
+	a := startAppWith(t, t.TempDir(), func(s order.Stream) order.Stream { slow.inner = s; return slow })
+	defer stopApp(t, a)
+	c := newClient(t, a.addr, a.secret)
+	const stock = 100_000
+	c.setupSale("sku-slow", "slow-sale", stock, 1000)
+	admin := c.token(1, true)
+	c.must("PUT", "/v1/admin/switches/ratelimit.user_rps", admin, `{"value":0}`, 200)
+	l := newLedger()
+
+	place := func(user int64, key string) apiResponse {
+		r, p, err := c.place(context.Background(), user, c.token(user, false), "slow-sale", key, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.status == 202 {
+			l.record(user, key, 1, p)
+		}
+		return r
+	}
+
+	// Slow: every enqueue takes 1.2 s (the breaker's slow-call threshold is 1 s).
+	slow.delay.Store(int64(1200 * time.Millisecond))
+	var wg sync.WaitGroup
+	var slowAccepted, failedFast atomic.Int64
+	for i := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			switch r := place(int64(100+i), "slow"); r.status {
+			case 202:
+				slowAccepted.Add(1)
+			case 503:
+				failedFast.Add(1)
+			default:
+				t.Errorf("slow phase: %d %s", r.status, r.body)
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("slow phase: %d accepted slowly, %d refused", slowAccepted.Load(), failedFast.Load())
+
+	// Now open: placements fail fast with 503 and take no stock.
+	metrics := string(c.must("GET", "/metrics", "", nil, 200).body)
+	if !strings.Contains(metrics, `spike_breaker_state{dependency="order_stream"} 1`) {
+		t.Fatalf("breaker not open after slow calls:\n%s", grep(metrics, "spike_breaker_state"))
+	}
+	var before saleView
+	c.must("GET", "/v1/sales/slow-sale", "", nil, 200).decode(t, &before)
+	began := time.Now()
+	for i := range 20 {
+		r := place(int64(500+i), "open")
+		if r.status != 503 || r.code() != "unavailable" || r.header.Get("Retry-After") == "" {
+			t.Errorf("with the breaker open: %d %s", r.status, r.body)
+		}
+	}
+	t.Logf("20 placements refused by the open breaker in %v (the stream takes 1.2 s per call)", time.Since(began))
+	var after saleView
+	c.must("GET", "/v1/sales/slow-sale", "", nil, 200).decode(t, &after)
+	if after.Remaining != before.Remaining {
+		t.Errorf("refused placements took stock: remaining %d, then %d", before.Remaining, after.Remaining)
+	}
+
+	// Heal: after the open timeout, trial calls succeed and the breaker closes.
+	slow.delay.Store(0)
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; ; i++ {
+		if r := place(900, fmt.Sprintf("heal-%d", i)); r.status == 202 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("breaker did not close after the stream healed")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for i := range 10 {
+		if r := place(901, fmt.Sprintf("after-%d", i)); r.status != 202 {
+			t.Errorf("after healing: %d %s", r.status, r.body)
+		}
+	}
+	verifyInvariants(t, c, "slow-sale", stock, 1000, l, false)
+}
+
+func grep(text, substr string) string {
+	var out []string
+	for _, line := range strings.Split(text, "\n") {
+		if strings.Contains(line, substr) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}
