@@ -27,6 +27,10 @@ const (
 
 // Config configures the order stream.
 type Config struct {
+	// Stream, Subject and Consumer name the stream, its subject and the
+	// workers' durable consumer. If empty, StreamName, PlacedSubject and
+	// WorkerName are used.
+	Stream, Subject, Consumer string
 	// Replicas of the stream. If zero, 1 is used.
 	Replicas int
 	// Duplicates is the stream's deduplication window. If zero, 2m is used.
@@ -52,6 +56,15 @@ var _ order.Stream = (*Bus)(nil)
 // New makes sure the ORDERS stream and the order-workers consumer exist and
 // returns a Bus over nc.
 func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Bus, error) {
+	if cfg.Stream == "" {
+		cfg.Stream = StreamName
+	}
+	if cfg.Subject == "" {
+		cfg.Subject = PlacedSubject
+	}
+	if cfg.Consumer == "" {
+		cfg.Consumer = WorkerName
+	}
 	if cfg.Replicas == 0 {
 		cfg.Replicas = 1
 	}
@@ -71,9 +84,9 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Bus
 		return nil, err
 	}
 	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        StreamName,
+		Name:        cfg.Stream,
 		Description: "OrderPlaced events not yet persisted by the order workers",
-		Subjects:    []string{PlacedSubject},
+		Subjects:    []string{cfg.Subject},
 		Retention:   jetstream.WorkQueuePolicy, // an event leaves once persisted
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
@@ -81,17 +94,17 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Bus
 		Discard:     jetstream.DiscardNew,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", StreamName, err)
+		return nil, fmt.Errorf("create stream %s: %w", cfg.Stream, err)
 	}
 	_, err = stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable:       WorkerName,
+		Durable:       cfg.Consumer,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       cfg.AckWait,
 		MaxAckPending: 4 * cfg.BatchSize,
-		FilterSubject: PlacedSubject,
+		FilterSubject: cfg.Subject,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("create consumer %s: %w", WorkerName, err)
+		return nil, fmt.Errorf("create consumer %s: %w", cfg.Consumer, err)
 	}
 	return &Bus{js: js, stream: stream, cfg: cfg, log: log}, nil
 }
@@ -103,7 +116,7 @@ func (b *Bus) Enqueue(ctx context.Context, e order.Placed) error {
 	if err != nil {
 		return fmt.Errorf("encode event: %w: %w", err, order.ErrNotEnqueued)
 	}
-	f, err := b.js.PublishMsgAsync(&nats.Msg{Subject: PlacedSubject, Data: data}, jetstream.WithMsgID(e.OrderID))
+	f, err := b.js.PublishMsgAsync(&nats.Msg{Subject: b.cfg.Subject, Data: data}, jetstream.WithMsgID(e.OrderID))
 	if err != nil {
 		// Not sent at all (stalled, closed connection).
 		return fmt.Errorf("publish %s: %w: %w", e.OrderID, err, order.ErrNotEnqueued)
@@ -142,7 +155,7 @@ func (b *Bus) Unpersisted(ctx context.Context) ([]order.Placed, error) {
 	}
 	var out []order.Placed
 	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; {
-		m, err := b.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(PlacedSubject))
+		m, err := b.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(b.cfg.Subject))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
 		}
@@ -160,6 +173,11 @@ func (b *Bus) Unpersisted(ctx context.Context) ([]order.Placed, error) {
 	return out, nil
 }
 
+// DeleteStream deletes the stream and everything on it; for tests.
+func (b *Bus) DeleteStream(ctx context.Context) error {
+	return b.js.DeleteStream(ctx, b.cfg.Stream)
+}
+
 // PersistFunc stores a batch of events; when it returns nil they are
 // acknowledged and leave the stream.
 type PersistFunc func(ctx context.Context, events []order.Placed) error
@@ -169,7 +187,7 @@ type PersistFunc func(ctx context.Context, events []order.Placed) error
 // so batches grow with load and latency stays low when it is light. It
 // returns after ctx is done and the batch in hand is persisted.
 func (b *Bus) RunWorker(ctx context.Context, persist PersistFunc) error {
-	cons, err := b.stream.Consumer(ctx, WorkerName)
+	cons, err := b.stream.Consumer(ctx, b.cfg.Consumer)
 	if err != nil {
 		return err
 	}
