@@ -1,16 +1,25 @@
 package main
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
+	"strconv"
 	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/spikehq/spike/order"
 )
@@ -21,83 +30,326 @@ type Secret string
 // LogValue implements slog.LogValuer.
 func (Secret) LogValue() slog.Value { return slog.StringValue("REDACTED") }
 
-// Config is the effective configuration of a command: defaults, then
-// SPIKE_* environment variables, then flags.
+// Config is the effective configuration of a command: defaults, then the
+// YAML file (--config), then SPIKE_* environment variables, then flags.
+// deploy/spike.example.yaml lists every key. Every key has an environment
+// variable: SPIKE_ and its path in upper case joined by "_" (nats.urls is
+// SPIKE_NATS_URLS); lists are comma-separated.
 type Config struct {
-	Addr       string // HTTP listen address
-	Data       string // data folder of embedded mode
-	ConfigFile string // backends for clustered mode
-	JWTSecret  Secret // HS256 secret; if empty, embedded mode keeps one in Data
-	NATSListen string // if set, the embedded NATS server also listens here
-	SyncAlways bool   // fsync every stream write (survives power loss, slower)
-	LogFormat  string // text or json
-	PprofAddr  string // if set, net/http/pprof is served here (keep it on loopback)
+	Addr      string `yaml:"addr"`       // HTTP listen address
+	Data      string `yaml:"data"`       // data folder: SQLite, embedded JetStream, the generated JWT secret
+	JWTSecret Secret `yaml:"jwt_secret"` // HS256 secret; if empty, one is kept in Data
+	LogFormat string `yaml:"log_format"` // text or json
+	Pprof     string `yaml:"pprof"`      // if set, net/http/pprof is served here (keep it on loopback)
+
+	NATS   NATSConfig   `yaml:"nats"`
+	MySQL  MySQLConfig  `yaml:"mysql"`
+	Redis  RedisConfig  `yaml:"redis"`
+	Limits LimitsConfig `yaml:"limits"`
+
+	ConfigFile string `yaml:"-"`
 
 	wrapStream func(order.Stream) order.Stream // tests: inject faults in front of the stream
 }
 
-// DefaultConfig returns the defaults.
-func DefaultConfig() Config {
-	return Config{Addr: "127.0.0.1:8080", Data: "./spike-data", LogFormat: "text"}
+// NATSConfig selects the stream. Without URLs, NATS runs embedded.
+type NATSConfig struct {
+	URLs       []string `yaml:"urls"`        // external NATS servers; empty: embedded
+	Listen     string   `yaml:"listen"`      // embedded only: also listen on this address
+	SyncAlways bool     `yaml:"sync_always"` // embedded only: fsync every stream write
+	Replicas   int      `yaml:"replicas"`    // stream replicas: 1, or 3 in a NATS cluster
 }
 
-// commonFlags registers the flags every command shares and applies the
-// environment to cfg first, so flags win.
-func commonFlags(name string, cfg *Config, getenv func(string) string) *flag.FlagSet {
-	for _, e := range []struct {
-		env string
-		dst *string
-	}{
-		{"SPIKE_ADDR", &cfg.Addr}, {"SPIKE_DATA", &cfg.Data}, {"SPIKE_CONFIG", &cfg.ConfigFile},
-		{"SPIKE_NATS_LISTEN", &cfg.NATSListen}, {"SPIKE_LOG_FORMAT", &cfg.LogFormat}, {"SPIKE_PPROF", &cfg.PprofAddr},
-	} {
-		if v := getenv(e.env); v != "" {
-			*e.dst = v
-		}
+// MySQLConfig selects MySQL. Without a primary, SQLite in Data is used.
+type MySQLConfig struct {
+	Primary     string       `yaml:"primary"`      // DSN of catalog and sales (and orders without shards)
+	Replicas    []string     `yaml:"replicas"`     // DSNs for reads that may be stale
+	OrderShards []ShardEntry `yaml:"order_shards"` // order databases; buckets are split evenly
+	Migrate     bool         `yaml:"migrate"`      // apply migrations at start (else run spike migrate)
+}
+
+// ShardEntry is one order database.
+type ShardEntry struct {
+	Primary  string   `yaml:"primary"`
+	Replicas []string `yaml:"replicas"`
+}
+
+// RedisConfig selects Redis for the stock counters. Without addresses
+// the counters are in process (one instance only).
+type RedisConfig struct {
+	Addrs    []string `yaml:"addrs"` // one address, or several nodes of a Redis Cluster
+	Password Secret   `yaml:"password"`
+}
+
+// LimitsConfig bounds the adaptive admission limiter.
+type LimitsConfig struct {
+	AdmissionInitial int `yaml:"admission_initial"` // starting concurrency limit
+	AdmissionMin     int `yaml:"admission_min"`     // the limit never adapts below this
+	AdmissionMax     int `yaml:"admission_max"`
+	// ShutdownTimeout bounds a graceful stop.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Addr: "127.0.0.1:8080", Data: "./spike-data", LogFormat: "text",
+		NATS:   NATSConfig{Replicas: 1},
+		Limits: LimitsConfig{AdmissionInitial: 1000, AdmissionMin: 256, AdmissionMax: 20000, ShutdownTimeout: time.Minute},
 	}
-	if v := getenv("SPIKE_JWT_SECRET"); v != "" {
-		cfg.JWTSecret = Secret(v)
-	}
-	if v := getenv("SPIKE_SYNC_ALWAYS"); v == "1" || v == "true" {
-		cfg.SyncAlways = true
-	}
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+}
+
+// Embedded reports whether no external backend is configured.
+func (c *Config) Embedded() bool {
+	return len(c.NATS.URLs) == 0 && c.MySQL.Primary == "" && len(c.Redis.Addrs) == 0
+}
+
+// flagSet returns the flags every command shares, bound to a config
+// loaded after parsing (see load).
+type flagSet struct {
+	*flag.FlagSet
+	cfg *Config
+}
+
+func newFlagSet(name string) *flagSet {
+	fs := &flagSet{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError), cfg: &Config{}}
 	fs.SetOutput(io.Discard)
-	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "HTTP listen address (env SPIKE_ADDR)")
-	fs.StringVar(&cfg.Data, "data", cfg.Data, "data folder (env SPIKE_DATA)")
-	fs.StringVar(&cfg.ConfigFile, "config", cfg.ConfigFile, "config file selecting clustered backends (env SPIKE_CONFIG)")
+	fs.String("addr", "", "HTTP listen address (env SPIKE_ADDR; default 127.0.0.1:8080)")
+	fs.String("data", "", "data folder (env SPIKE_DATA; default ./spike-data)")
+	fs.String("config", "", "YAML config file selecting backends (env SPIKE_CONFIG)")
 	return fs
 }
 
-// parse parses args, printing usage on -h and wrapping errors.
-func parse(fs *flag.FlagSet, args []string, out io.Writer) error {
+// load parses args and builds the effective configuration:
+// defaults < config file < environment < flags.
+func (fs *flagSet) load(args []string, getenv func(string) string, out io.Writer) (Config, error) {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(out)
 			fs.PrintDefaults()
-			return errSilent
+			return Config{}, errSilent
 		}
-		return fmt.Errorf("%s: %w", fs.Name(), err)
+		return Config{}, fmt.Errorf("%s: %w", fs.Name(), err)
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
+		return Config{}, fmt.Errorf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
+	}
+	cfg := DefaultConfig()
+	cfg.ConfigFile = getenv("SPIKE_CONFIG")
+	if f := fs.Lookup("config"); f.Value.String() != "" {
+		cfg.ConfigFile = f.Value.String()
+	}
+	if cfg.ConfigFile != "" {
+		if err := loadFile(&cfg, cfg.ConfigFile); err != nil {
+			return Config{}, err
+		}
+	}
+	if err := applyEnv(reflect.ValueOf(&cfg).Elem(), "SPIKE", getenv); err != nil {
+		return Config{}, err
+	}
+	var ferr error
+	fs.Visit(func(f *flag.Flag) {
+		if ferr == nil && f.Name != "config" {
+			ferr = setFlag(&cfg, f.Name, f.Value.String())
+		}
+	})
+	if ferr != nil {
+		return Config{}, ferr
+	}
+	return cfg, cfg.Validate()
+}
+
+// setFlag applies a flag to the config by the key it stands for.
+func setFlag(cfg *Config, name, value string) error {
+	key, ok := flagKeys[name]
+	if !ok {
+		return nil // a command's own flag
+	}
+	return setPath(reflect.ValueOf(cfg).Elem(), strings.Split(key, "."), value, "--"+name)
+}
+
+// flagKeys maps flags to config keys.
+var flagKeys = map[string]string{
+	"addr": "addr", "data": "data", "pprof": "pprof",
+	"nats-listen": "nats.listen", "sync-always": "nats.sync_always",
+}
+
+func loadFile(cfg *Config, path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true) // an unknown key is an error, named
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config %s: %w", path, err)
 	}
 	return nil
 }
 
-// Validate reports the first setting that cannot work.
-func (c *Config) Validate() error {
-	switch {
-	case c.ConfigFile != "":
-		return fmt.Errorf("config file %s: clustered backends (MySQL, Redis, external NATS) are not in this build yet; run without --config for embedded mode", c.ConfigFile)
-	case c.Addr == "":
-		return errors.New("addr must not be empty")
-	case c.Data == "":
-		return errors.New("data must not be empty")
-	case c.LogFormat != "text" && c.LogFormat != "json":
-		return fmt.Errorf("log format %q: must be text or json", c.LogFormat)
+// applyEnv sets every leaf of v from SPIKE_<PATH> when that is set.
+func applyEnv(v reflect.Value, prefix string, getenv func(string) string) error {
+	t := v.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("yaml")
+		if tag == "" || tag == "-" || !f.IsExported() {
+			continue
+		}
+		name := prefix + "_" + strings.ToUpper(tag)
+		fv := v.Field(i)
+		if fv.Kind() == reflect.Struct && fv.Type() != reflect.TypeOf(time.Duration(0)) {
+			if err := applyEnv(fv, name, getenv); err != nil {
+				return err
+			}
+			continue
+		}
+		if s := getenv(name); s != "" {
+			if err := setValue(fv, s, name); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
+}
+
+func setPath(v reflect.Value, path []string, value, source string) error {
+	t := v.Type()
+	for i := range t.NumField() {
+		if t.Field(i).Tag.Get("yaml") == path[0] {
+			if len(path) == 1 {
+				return setValue(v.Field(i), value, source)
+			}
+			return setPath(v.Field(i), path[1:], value, source)
+		}
+	}
+	return fmt.Errorf("%s: no such setting", source)
+}
+
+// setValue parses s into a config leaf; source names the setting in errors.
+func setValue(v reflect.Value, s, source string) error {
+	switch {
+	case v.Type() == reflect.TypeOf(time.Duration(0)):
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("%s: %q is not a duration like 30s", source, s)
+		}
+		v.SetInt(int64(d))
+	case v.Kind() == reflect.String:
+		v.SetString(s)
+	case v.Kind() == reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("%s: %q is not true or false", source, s)
+		}
+		v.SetBool(b)
+	case v.Kind() == reflect.Int:
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return fmt.Errorf("%s: %q is not an integer", source, s)
+		}
+		v.SetInt(int64(n))
+	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String:
+		var parts []string
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				parts = append(parts, p)
+			}
+		}
+		v.Set(reflect.ValueOf(parts))
+	case v.Type() == reflect.TypeOf([]ShardEntry(nil)):
+		// SPIKE_MYSQL_ORDER_SHARDS: comma-separated primary DSNs.
+		var shards []ShardEntry
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				shards = append(shards, ShardEntry{Primary: p})
+			}
+		}
+		v.Set(reflect.ValueOf(shards))
+	default:
+		return fmt.Errorf("%s: cannot be set from text", source)
+	}
+	return nil
+}
+
+// Validate reports the first setting that cannot work, by its key.
+func (c *Config) Validate() error {
+	switch {
+	case c.Addr == "":
+		return errors.New("config addr: must not be empty")
+	case c.Data == "":
+		return errors.New("config data: must not be empty")
+	case c.LogFormat != "text" && c.LogFormat != "json":
+		return fmt.Errorf("config log_format: %q must be text or json", c.LogFormat)
+	case c.NATS.Replicas != 1 && c.NATS.Replicas != 3 && c.NATS.Replicas != 5:
+		return fmt.Errorf("config nats.replicas: %d must be 1, 3 or 5", c.NATS.Replicas)
+	case len(c.NATS.URLs) > 0 && (c.NATS.Listen != "" || c.NATS.SyncAlways):
+		return errors.New("config nats.listen and nats.sync_always apply to embedded NATS only; drop them or nats.urls")
+	case len(c.MySQL.Replicas) > 0 && c.MySQL.Primary == "", len(c.MySQL.OrderShards) > 0 && c.MySQL.Primary == "":
+		return errors.New("config mysql.primary: required when replicas or order_shards are set")
+	case c.Limits.AdmissionMin < 1 || c.Limits.AdmissionMax < c.Limits.AdmissionMin ||
+		c.Limits.AdmissionInitial < c.Limits.AdmissionMin || c.Limits.AdmissionInitial > c.Limits.AdmissionMax:
+		return fmt.Errorf("config limits: need 1 <= admission_min (%d) <= admission_initial (%d) <= admission_max (%d)",
+			c.Limits.AdmissionMin, c.Limits.AdmissionInitial, c.Limits.AdmissionMax)
+	case c.Limits.ShutdownTimeout <= 0:
+		return errors.New("config limits.shutdown_timeout: must be positive")
+	}
+	for _, u := range c.NATS.URLs {
+		if !strings.HasPrefix(u, "nats://") && !strings.HasPrefix(u, "tls://") {
+			return fmt.Errorf("config nats.urls: %q must start with nats:// or tls://", u)
+		}
+	}
+	for _, a := range c.Redis.Addrs {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("config redis.addrs: %q is not host:port", a)
+		}
+	}
+	for i, s := range c.MySQL.OrderShards {
+		if s.Primary == "" {
+			return fmt.Errorf("config mysql.order_shards[%d].primary: required", i)
+		}
+	}
+	return nil
+}
+
+var dsnPassword = regexp.MustCompile(`^([^:@/]*):[^@]*@`)
+
+// redacted returns the configuration as JSON with every secret replaced.
+func (c Config) redacted() string {
+	red := func(dsn string) string { return dsnPassword.ReplaceAllString(dsn, "$1:REDACTED@") }
+	if c.JWTSecret != "" {
+		c.JWTSecret = "REDACTED"
+	}
+	if c.Redis.Password != "" {
+		c.Redis.Password = "REDACTED"
+	}
+	m := c.MySQL
+	m.Primary = red(m.Primary)
+	m.Replicas = append([]string(nil), m.Replicas...)
+	for i := range m.Replicas {
+		m.Replicas[i] = red(m.Replicas[i])
+	}
+	m.OrderShards = append([]ShardEntry(nil), m.OrderShards...)
+	for i, s := range m.OrderShards {
+		s.Primary = red(s.Primary)
+		s.Replicas = append([]string(nil), s.Replicas...)
+		for j := range s.Replicas {
+			s.Replicas[j] = red(s.Replicas[j])
+		}
+		m.OrderShards[i] = s
+	}
+	c.MySQL = m
+	c.wrapStream = nil
+	b, _ := json.Marshal(struct {
+		Addr, Data, LogFormat, Pprof string
+		JWTSecret                    Secret
+		NATS                         NATSConfig
+		MySQL                        MySQLConfig
+		Redis                        RedisConfig
+		Limits                       LimitsConfig
+		ConfigFile                   string
+	}{c.Addr, c.Data, c.LogFormat, c.Pprof, c.JWTSecret, c.NATS, c.MySQL, c.Redis, c.Limits, c.ConfigFile})
+	return string(b)
 }
 
 const secretFile = "jwt.secret"

@@ -32,6 +32,7 @@ commands:
   serve     run the server (embedded mode unless --config names backends)
   token     print a signed token: spike token --user 42 [--admin] [--ttl 24h]
   audit     check the invariants I1-I5 on a running server
+  migrate   apply database migrations (MySQL; SQLite migrates itself)
   bench     drive load against a server and report
   version   print the version`
 
@@ -47,6 +48,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return token(args[1:], getenv, stdout)
 	case "audit":
 		return audit(ctx, args[1:], getenv, stdout)
+	case "migrate":
+		return migrate(ctx, args[1:], getenv, stdout)
 	case "bench":
 		return bench(ctx, args[1:], getenv, stdout)
 	case "version", "--version", "-version":

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	_ "net/http/pprof"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +25,7 @@ import (
 	"github.com/spikehq/spike/flashsale"
 	"github.com/spikehq/spike/httpapi"
 	"github.com/spikehq/spike/inventory"
+	"github.com/spikehq/spike/mysqlstore"
 	"github.com/spikehq/spike/natsbus"
 	"github.com/spikehq/spike/order"
 	"github.com/spikehq/spike/resilience"
@@ -32,30 +35,30 @@ import (
 )
 
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cfg := DefaultConfig()
-	fs := commonFlags("serve", &cfg, getenv)
-	fs.StringVar(&cfg.NATSListen, "nats-listen", cfg.NATSListen, "also expose the embedded NATS server on this address (env SPIKE_NATS_LISTEN)")
-	fs.StringVar(&cfg.PprofAddr, "pprof", cfg.PprofAddr, "serve net/http/pprof on this address, e.g. 127.0.0.1:6060 (env SPIKE_PPROF)")
-	fs.BoolVar(&cfg.SyncAlways, "sync-always", cfg.SyncAlways, "fsync every stream write: survives power loss, slower (env SPIKE_SYNC_ALWAYS)")
-	if err := parse(fs, args, stderr); err != nil {
-		return err
-	}
-	if err := cfg.Validate(); err != nil {
+	fs := newFlagSet("serve")
+	fs.String("nats-listen", "", "also expose the embedded NATS server on this address (env SPIKE_NATS_LISTEN)")
+	fs.String("pprof", "", "serve net/http/pprof on this address, e.g. 127.0.0.1:6060 (env SPIKE_PPROF)")
+	fs.Bool("sync-always", false, "fsync every stream write: survives power loss, slower (env SPIKE_NATS_SYNC_ALWAYS)")
+	cfg, err := fs.load(args, getenv, stderr)
+	if err != nil {
 		return err
 	}
 	log := cfg.logger(stderr)
-	log.Info("configuration", "addr", cfg.Addr, "data", cfg.Data, "jwt_secret", cfg.JWTSecret,
-		"nats_listen", cfg.NATSListen, "sync_always", cfg.SyncAlways, "version", versionString())
+	log.Info("configuration", "effective", cfg.redacted(), "version", versionString())
 
 	a, err := start(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	if cfg.PprofAddr != "" {
+	if cfg.Pprof != "" {
 		// http.DefaultServeMux holds the net/http/pprof handlers; the API never uses it.
-		go func() { log.Warn("pprof server stopped", "err", http.ListenAndServe(cfg.PprofAddr, nil)) }()
+		go func() { log.Warn("pprof server stopped", "err", http.ListenAndServe(cfg.Pprof, nil)) }()
 	}
-	fmt.Fprintf(stdout, "spike: serving on http://%s (embedded mode; data in %s)\n", a.addr, cfg.Data)
+	mode := "embedded mode"
+	if !cfg.Embedded() {
+		mode = "clustered backends"
+	}
+	fmt.Fprintf(stdout, "spike: serving on http://%s (%s; data in %s)\n", a.addr, mode, cfg.Data)
 	fmt.Fprintf(stdout, "spike: get a token with: spike token --user 42   (an admin token: spike token --user 1 --admin)\n")
 	if cfg.Data != DefaultConfig().Data {
 		fmt.Fprintf(stdout, "spike: (pass the same --data %s to spike token)\n", cfg.Data)
@@ -67,7 +70,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		log.Error("http server stopped", "err", err)
 	}
 	log.Info("shutting down")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.Limits.ShutdownTimeout)
 	defer cancel()
 	if err := a.shutdown(shutdownCtx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
@@ -84,7 +87,7 @@ type app struct {
 	log     *slog.Logger
 	http    *http.Server
 	httpErr chan error
-	store   *sqlitestore.Store
+	store   stores
 	nats    *natsbus.Embedded
 	nc      *nats.Conn
 	bus     *natsbus.Bus
@@ -111,16 +114,13 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		}
 	}()
 
-	if a.store, err = sqlitestore.Open(ctx, filepath.Join(cfg.Data, "spike.db")); err != nil {
-		return nil, fmt.Errorf("open database: %w", err)
-	}
-	if a.nats, err = natsbus.StartEmbedded(filepath.Join(cfg.Data, "nats"), cfg.NATSListen, cfg.SyncAlways); err != nil {
+	if a.store, err = openStores(ctx, cfg, cfg.MySQL.Migrate); err != nil {
 		return nil, err
 	}
-	if a.nc, err = a.nats.Connect("spike"); err != nil {
-		return nil, fmt.Errorf("connect to embedded nats: %w", err)
+	if err := a.connectNATS(cfg); err != nil {
+		return nil, err
 	}
-	if a.bus, err = natsbus.New(ctx, a.nc, natsbus.Config{}, log.With("component", "natsbus")); err != nil {
+	if a.bus, err = natsbus.New(ctx, a.nc, natsbus.Config{Replicas: cfg.NATS.Replicas}, log.With("component", "natsbus")); err != nil {
 		return nil, err
 	}
 
@@ -166,7 +166,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		Auditor: &flashsale.Auditor{Sales: a.store, Orders: a.store, Events: a.bus, Counters: counters, Pending: a.orders},
 		Auth:    httpapi.NewAuthenticator(secret),
 		Probes: []httpapi.Probe{
-			{Name: "sqlite", Check: a.store.Ping},
+			{Name: "database", Check: a.store.Ping},
 			{Name: "nats", Check: func(ctx context.Context) error { _, err := a.bus.Backlog(ctx); return err }},
 		},
 		Registry: reg,
@@ -175,7 +175,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 			Admission: resilience.NewAdaptive(resilience.AdaptiveConfig{
 				// Generous bounds: the limit adapts between them by latency, and
 				// the floor keeps a burst of honest buyers from being shed.
-				InitialLimit: 1000, MinLimit: 256, MaxLimit: 20000,
+				InitialLimit: cfg.Limits.AdmissionInitial, MinLimit: cfg.Limits.AdmissionMin, MaxLimit: cfg.Limits.AdmissionMax,
 			}),
 			Switches: board,
 		},
@@ -202,6 +202,73 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		}
 	}()
 	return a, nil
+}
+
+// stores is what Spike needs of its database: SQLite (embedded) or MySQL.
+type stores interface {
+	catalog.Store
+	sale.Store
+	order.Store
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// openStores opens MySQL when configured, else SQLite in the data folder
+// (which migrates itself). migrate applies MySQL migrations first.
+func openStores(ctx context.Context, cfg Config, migrate bool) (stores, error) {
+	if cfg.MySQL.Primary == "" {
+		st, err := sqlitestore.Open(ctx, filepath.Join(cfg.Data, "spike.db"))
+		if err != nil {
+			return nil, fmt.Errorf("open sqlite: %w", err)
+		}
+		return st, nil
+	}
+	mc := mysqlstore.Config{Primary: cfg.MySQL.Primary, Replicas: cfg.MySQL.Replicas}
+	for _, sh := range cfg.MySQL.OrderShards {
+		mc.OrderShards = append(mc.OrderShards, mysqlstore.ShardConfig{Primary: sh.Primary, Replicas: sh.Replicas})
+	}
+	st, err := mysqlstore.Open(mc)
+	if err != nil {
+		return nil, fmt.Errorf("open mysql: %w", err)
+	}
+	if migrate {
+		if err := st.Migrate(ctx); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("migrate mysql: %w", err)
+		}
+	}
+	return st, nil
+}
+
+// connectNATS starts the embedded server, or connects to the configured
+// cluster with reconnects that back off (and no buffering while
+// disconnected: a publish must fail fast, not leave in doubt).
+func (a *app) connectNATS(cfg Config) (err error) {
+	if len(cfg.NATS.URLs) == 0 {
+		if a.nats, err = natsbus.StartEmbedded(filepath.Join(cfg.Data, "nats"), cfg.NATS.Listen, cfg.NATS.SyncAlways); err != nil {
+			return err
+		}
+		if a.nc, err = a.nats.Connect("spike"); err != nil {
+			return fmt.Errorf("connect to embedded nats: %w", err)
+		}
+		return nil
+	}
+	a.nc, err = nats.Connect(strings.Join(cfg.NATS.URLs, ","),
+		nats.Name("spike"),
+		nats.Timeout(5*time.Second),
+		nats.MaxReconnects(-1),
+		nats.ReconnectBufSize(-1),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			d := min(50*time.Millisecond<<min(attempts, 6), 2*time.Second)
+			return d/2 + time.Duration(mrand.Int64N(int64(d/2)+1)) // jitter
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { a.log.Warn("nats disconnected", "err", err) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) { a.log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
+	)
+	if err != nil {
+		return fmt.Errorf("connect to nats %v: %w", cfg.NATS.URLs, err)
+	}
+	return nil
 }
 
 func (a *app) goWork(f func() error) {

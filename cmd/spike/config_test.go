@@ -1,0 +1,103 @@
+package main
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "spike.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestConfigExampleFileLoads(t *testing.T) {
+	cfg, err := newFlagSet("serve").load([]string{"--config", "../../deploy/spike.example.yaml"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := DefaultConfig()
+	def.ConfigFile = "../../deploy/spike.example.yaml"
+	if cfg.redacted() != def.redacted() {
+		t.Errorf("the example file does not hold the defaults:\nfile     %s\ndefaults %s", cfg.redacted(), def.redacted())
+	}
+}
+
+func TestConfigPrecedence(t *testing.T) {
+	file := writeConfig(t, `
+addr: 127.0.0.1:9000
+data: /tmp/from-file
+nats:
+  urls: [nats://10.0.0.1:4222]
+  replicas: 3
+mysql:
+  primary: "spike:hunter2@tcp(db:3306)/spike"
+  order_shards:
+    - primary: "spike:hunter2@tcp(db1:3306)/o0"
+limits:
+  shutdown_timeout: 30s
+`)
+	fs := newFlagSet("serve")
+	fs.String("pprof", "", "")
+	cfg, err := fs.load([]string{"--config", file, "--addr", "127.0.0.1:9999"}, env(map[string]string{
+		"SPIKE_ADDR":                 "127.0.0.1:9001", // the flag wins
+		"SPIKE_DATA":                 "/tmp/from-env",  // env beats the file
+		"SPIKE_REDIS_ADDRS":          "127.0.0.1:7000, 127.0.0.1:7001",
+		"SPIKE_JWT_SECRET":           "s3cret-s3cret-s3cret-s3cret-s3cret",
+		"SPIKE_LIMITS_ADMISSION_MIN": "300",
+	}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Addr != "127.0.0.1:9999" || cfg.Data != "/tmp/from-env" || cfg.NATS.Replicas != 3 ||
+		len(cfg.Redis.Addrs) != 2 || cfg.Redis.Addrs[1] != "127.0.0.1:7001" || cfg.Limits.AdmissionMin != 300 ||
+		cfg.Limits.ShutdownTimeout != 30*time.Second || len(cfg.MySQL.OrderShards) != 1 || cfg.Embedded() {
+		t.Errorf("effective config: %s", cfg.redacted())
+	}
+	red := cfg.redacted()
+	for _, secret := range []string{"hunter2", "s3cret"} {
+		if strings.Contains(red, secret) {
+			t.Errorf("secret %q shows in the logged config: %s", secret, red)
+		}
+	}
+}
+
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	tests := []struct {
+		name, file string
+		env        map[string]string
+		want       string
+	}{
+		{"unknown key", "nats:\n  url: nats://x:4222\n", nil, "url"},
+		{"unknown top key", "adress: 1\n", nil, "adress"},
+		{"bad type", "limits:\n  admission_min: lots\n", nil, "admission_min"},
+		{"bad replicas", "nats:\n  replicas: 2\n", nil, "nats.replicas"},
+		{"bad url", "nats:\n  urls: [http://x]\n", nil, "nats.urls"},
+		{"bad redis addr", "", map[string]string{"SPIKE_REDIS_ADDRS": "nohost"}, "redis.addrs"},
+		{"bad env int", "", map[string]string{"SPIKE_LIMITS_ADMISSION_MAX": "many"}, "SPIKE_LIMITS_ADMISSION_MAX"},
+		{"bad env duration", "", map[string]string{"SPIKE_LIMITS_SHUTDOWN_TIMEOUT": "soon"}, "SPIKE_LIMITS_SHUTDOWN_TIMEOUT"},
+		{"shards without primary", "mysql:\n  order_shards: [{primary: x}]\n", nil, "mysql.primary"},
+		{"embedded-only with urls", "nats:\n  urls: [nats://a:4222]\n  listen: 127.0.0.1:4333\n", nil, "nats.listen"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := []string{}
+			if tt.file != "" {
+				args = append(args, "--config", writeConfig(t, tt.file))
+			}
+			_, err := newFlagSet("serve").load(args, env(tt.env), io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %v, want one naming %q", err, tt.want)
+			}
+		})
+	}
+}
