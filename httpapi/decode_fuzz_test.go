@@ -205,4 +205,3 @@ func TestPlaceOrderStatuses(t *testing.T) {
 		})
 	}
 }
-
