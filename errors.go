@@ -25,6 +25,10 @@ var (
 	ErrUnavailable     = errors.New("unavailable")
 )
 
+// MaxPriceCents bounds every price (10 billion in the currency's main
+// unit), so that price × quantity (quantity ≤ 1,000,000) never overflows.
+const MaxPriceCents = 1_000_000_000_000
+
 // Error is a domain error whose Message is safe to return to API clients.
 type Error struct {
 	Kind    error // one of the Err* kinds above

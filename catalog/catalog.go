@@ -58,8 +58,8 @@ func (p Product) Validate() error {
 		return spike.Errorf(spike.ErrInvalid, "sku must be 1-64 characters of [A-Za-z0-9._-]")
 	case !validName(p.Name):
 		return spike.Errorf(spike.ErrInvalid, "name must be 1-200 characters")
-	case p.PriceCents < 0:
-		return spike.Errorf(spike.ErrInvalid, "price_cents must be >= 0")
+	case p.PriceCents < 0 || p.PriceCents > spike.MaxPriceCents:
+		return spike.Errorf(spike.ErrInvalid, "price_cents must be between 0 and %d", spike.MaxPriceCents)
 	case p.Stock < 0:
 		return spike.Errorf(spike.ErrInvalid, "stock must be >= 0")
 	}
@@ -98,8 +98,8 @@ func (s *Service) Update(ctx context.Context, sku string, u ProductUpdate) (Prod
 	if u.Name != nil && !validName(*u.Name) {
 		return Product{}, spike.Errorf(spike.ErrInvalid, "name must be 1-200 characters")
 	}
-	if u.PriceCents != nil && *u.PriceCents < 0 {
-		return Product{}, spike.Errorf(spike.ErrInvalid, "price_cents must be >= 0")
+	if u.PriceCents != nil && (*u.PriceCents < 0 || *u.PriceCents > spike.MaxPriceCents) {
+		return Product{}, spike.Errorf(spike.ErrInvalid, "price_cents must be between 0 and %d", spike.MaxPriceCents)
 	}
 	return s.store.UpdateProduct(ctx, sku, u)
 }

@@ -118,7 +118,7 @@ func newGuardMetrics(reg prometheus.Registerer, g *Guards) *guardMetrics {
 		byGuard: map[string]prometheus.Counter{},
 	}
 	reg.MustRegister(m.rejected)
-	for _, name := range []string{"admission", "orders_accept_switch", "user_rate", "sale_rate", "sold_out_flag"} {
+	for _, name := range []string{"admission", "orders_accept_switch", "user_rate", "sale_rate"} {
 		m.byGuard[name] = m.rejected.WithLabelValues(name)
 	}
 	if g != nil && g.Admission != nil {

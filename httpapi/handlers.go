@@ -10,7 +10,6 @@ import (
 
 	"github.com/spikehq/spike"
 	"github.com/spikehq/spike/catalog"
-	"github.com/spikehq/spike/inventory"
 	"github.com/spikehq/spike/order"
 	"github.com/spikehq/spike/sale"
 	"github.com/spikehq/spike/switches"
@@ -172,13 +171,6 @@ func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request) error {
 			s.guard.reject("sale_rate")
 			return errSaleRate
 		}
-	}
-	// A sold-out sale rejects a new key before the body is even read; a
-	// key that holds an order goes on, so its replay is answered.
-	if s.Orders.SoldOut(saleID, id.UserID, key) {
-		s.guard.reject("sold_out_flag")
-		s.metrics.placement(inventory.ErrSoldOut)
-		return inventory.ErrSoldOut
 	}
 	var req placeRequest
 	if err := decode(r, &req, true); err != nil {

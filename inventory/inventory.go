@@ -203,6 +203,10 @@ func (c *Counters) Reserve(_ context.Context, r Request) (res Reservation, repla
 	k := holdKey{r.UserID, r.Key}
 	if st.soldOut.Load() {
 		// Sold out: only a replay can succeed, and that needs a read lock only.
+		// The quantity is checked first, as on the locked path (c is immutable).
+		if r.Quantity < 1 || r.Quantity > st.c.PerUserLimit {
+			return Reservation{}, false, st.invalidQuantity()
+		}
 		st.mu.RLock()
 		h := st.keys[k]
 		var hc hold
@@ -222,7 +226,7 @@ func (c *Counters) Reserve(_ context.Context, r Request) (res Reservation, repla
 		return st.replay(r, *h)
 	}
 	if r.Quantity < 1 || r.Quantity > st.c.PerUserLimit {
-		return Reservation{}, false, spike.Errorf(spike.ErrInvalid, "quantity must be between 1 and the per-user limit (%d)", st.c.PerUserLimit)
+		return Reservation{}, false, st.invalidQuantity()
 	}
 	now := c.now()
 	if now.Before(st.c.StartsAt) || (!st.c.EndsAt.IsZero() && !now.Before(st.c.EndsAt)) {
@@ -246,17 +250,8 @@ func (c *Counters) Reserve(_ context.Context, r Request) (res Reservation, repla
 	return st.reservation(r, *h), false, nil
 }
 
-// SoldOut reports whether the sale is sold out and the key holds no
-// reservation, so a placement with it can only be answered ErrSoldOut.
-func (c *Counters) SoldOut(saleID string, userID int64, key string) bool {
-	st := c.sale(saleID)
-	if st == nil || !st.soldOut.Load() {
-		return false
-	}
-	st.mu.RLock()
-	_, held := st.keys[holdKey{userID, key}]
-	st.mu.RUnlock()
-	return !held
+func (st *saleStock) invalidQuantity() error {
+	return spike.Errorf(spike.ErrInvalid, "quantity must be between 1 and the per-user limit (%d)", st.c.PerUserLimit)
 }
 
 func (st *saleStock) replay(r Request, h hold) (Reservation, bool, error) {

@@ -173,20 +173,6 @@ func (s *Service) Persist(ctx context.Context, events []Placed) error {
 	return nil
 }
 
-// soldOutChecker is implemented by reservers that can tell, without a
-// round trip, that a placement can only be answered sold out.
-type soldOutChecker interface {
-	SoldOut(saleID string, userID int64, key string) bool
-}
-
-// SoldOut reports whether a placement with this key can only be answered
-// ErrSoldOut: the sale is sold out and the key holds no order to replay.
-// It is a cheap pre-check; false says nothing.
-func (s *Service) SoldOut(saleID string, userID int64, key string) bool {
-	c, ok := s.reserver.(soldOutChecker)
-	return ok && c.SoldOut(saleID, userID, key)
-}
-
 // Caller is who asks to read an order.
 type Caller struct {
 	UserID int64

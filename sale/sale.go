@@ -62,8 +62,8 @@ func (s *Sale) Validate() error {
 		return spike.Errorf(spike.ErrInvalid, "sku must be 1-64 characters of [A-Za-z0-9._-]")
 	case s.Stock <= 0:
 		return spike.Errorf(spike.ErrInvalid, "stock must be > 0")
-	case s.PriceCents < 0:
-		return spike.Errorf(spike.ErrInvalid, "price_cents must be >= 0")
+	case s.PriceCents < 0 || s.PriceCents > spike.MaxPriceCents:
+		return spike.Errorf(spike.ErrInvalid, "price_cents must be between 0 and %d", spike.MaxPriceCents)
 	case s.PerUserLimit < 1:
 		return spike.Errorf(spike.ErrInvalid, "per_user_limit must be >= 1")
 	case s.PerUserLimit > 1_000_000:

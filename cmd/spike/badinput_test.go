@@ -17,6 +17,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/spikehq/spike"
 	"github.com/spikehq/spike/httpapi"
 )
 
@@ -391,20 +392,19 @@ func TestBadInputTooLarge(t *testing.T) {
 // TestHugePriceAmount: amount_cents = price_cents × quantity must not
 // overflow into a negative amount for prices the API accepts.
 func TestHugePriceAmount(t *testing.T) {
-	t.Skip("BUG: amount_cents overflows int64 (order.Order.AmountCents) for price_cents near MaxInt64: no upper bound on price_cents")
 	a := startApp(t, t.TempDir())
 	defer stopApp(t, a)
 	c := newClient(t, a.addr, a.secret)
 	admin := c.token(1, true)
-	const price = 9223372036854775807
+	// Prices past spike.MaxPriceCents are refused up front.
+	r := c.must("POST", "/v1/products", admin, map[string]any{"sku": "hp0", "name": "Huge", "price_cents": int64(9223372036854775807), "stock": 10}, 400)
+	checkAPIError(t, r)
+	c.must("PATCH", "/v1/products/hp0", admin, map[string]any{"price_cents": int64(spike.MaxPriceCents + 1)}, 400)
+	// The largest price and the largest quantity still make an exact amount.
+	const price = spike.MaxPriceCents
 	c.must("POST", "/v1/products", admin, map[string]any{"sku": "hp", "name": "Huge", "price_cents": int64(price), "stock": 10}, 201)
-	r, err := c.do(context.Background(), "POST", "/v1/sales", admin, map[string]any{"id": "hp", "sku": "hp", "stock": 10, "price_cents": int64(price), "per_user_limit": 2}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.status == 400 {
-		return // rejecting such a price is a fix
-	}
+	c.must("POST", "/v1/sales", admin, map[string]any{"id": "hp", "sku": "hp", "stock": 10, "price_cents": int64(price) + 1, "per_user_limit": 2}, 400)
+	c.must("POST", "/v1/sales", admin, map[string]any{"id": "hp", "sku": "hp", "stock": 10, "price_cents": int64(price), "per_user_limit": 2}, 201)
 	tok := c.token(5, false)
 	rp, p, err := c.place(context.Background(), 5, tok, "hp", "k", 2)
 	if err != nil {
@@ -416,7 +416,7 @@ func TestHugePriceAmount(t *testing.T) {
 	}
 	var o orderView
 	c.must("GET", "/v1/orders/"+p.OrderID, tok, nil, 200).decode(t, &o)
-	if o.AmountCents < 0 || o.AmountCents/2 != o.PriceCents {
+	if o.AmountCents != 2*spike.MaxPriceCents || o.PriceCents != spike.MaxPriceCents {
 		t.Errorf("order %+v: amount_cents %d is not price_cents × quantity", o, o.AmountCents)
 	}
 }

@@ -182,9 +182,69 @@ func loadFile(cfg *Config, path string) error {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true) // an unknown key is an error, named
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("config %s: %w", path, err)
+		return fmt.Errorf("config %s: %w%s", path, err, keysOnLines(b, err))
 	}
+	normalize(reflect.ValueOf(cfg).Elem())
 	return nil
+}
+
+var errLine = regexp.MustCompile(`line (\d+):`)
+
+// keysOnLines names the keys on the lines a YAML error points at: the
+// decoder's type errors give only line numbers.
+func keysOnLines(doc []byte, err error) string {
+	var root yaml.Node
+	if yaml.Unmarshal(doc, &root) != nil {
+		return ""
+	}
+	var names []string
+	for _, m := range errLine.FindAllStringSubmatch(err.Error(), -1) {
+		line, _ := strconv.Atoi(m[1])
+		if k := keyAt(&root, "", line); k != "" {
+			names = append(names, k)
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return " (key " + strings.Join(names, ", ") + ")"
+}
+
+func keyAt(n *yaml.Node, prefix string, line int) string {
+	switch n.Kind {
+	case yaml.DocumentNode, yaml.SequenceNode:
+		for _, c := range n.Content {
+			if k := keyAt(c, prefix, line); k != "" {
+				return k
+			}
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key, val := n.Content[i], n.Content[i+1]
+			path := strings.TrimPrefix(prefix+"."+key.Value, ".")
+			if val.Line == line && val.Kind == yaml.ScalarNode || key.Line == line && val.Kind == yaml.ScalarNode {
+				return path
+			}
+			if k := keyAt(val, path, line); k != "" {
+				return k
+			}
+		}
+	}
+	return ""
+}
+
+// normalize turns empty lists into nil, so "urls: []" means the default.
+func normalize(v reflect.Value) {
+	for i := range v.NumField() {
+		f := v.Field(i)
+		switch {
+		case !v.Type().Field(i).IsExported():
+		case f.Kind() == reflect.Struct:
+			normalize(f)
+		case f.Kind() == reflect.Slice && f.Len() == 0:
+			f.Set(reflect.Zero(f.Type()))
+		}
+	}
 }
 
 // applyEnv sets every leaf of v from SPIKE_<PATH> when that is set.
