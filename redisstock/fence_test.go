@@ -33,11 +33,11 @@ func placeSome(t *testing.T, c *redisstock.Counters, cp inventory.Campaign, n in
 
 // checkRecovery fences the sale through lose, rebuilds it from hs on one of
 // two racing instances, and checks that both resume with the right counters.
-func checkRecovery(t *testing.T, srv *server, lose func()) {
+func checkRecovery(t *testing.T, addrs []string, lose func()) {
 	ctx := context.Background()
 	var fencedA atomic.Int32
-	a := newCounters(t, newClient(t, srv.Addr()), redisstock.Options{OnFenced: func(string) { fencedA.Add(1) }})
-	b := newCounters(t, newClient(t, srv.Addr()), redisstock.Options{Lookup: func(context.Context, string) (inventory.Campaign, error) {
+	a := newCounters(t, newClient(t, addrs...), redisstock.Options{OnFenced: func(string) { fencedA.Add(1) }})
+	b := newCounters(t, newClient(t, addrs...), redisstock.Options{Lookup: func(context.Context, string) (inventory.Campaign, error) {
 		return inventory.Campaign{}, errors.New("b knows the sale already")
 	}})
 	cp := campaign(t, 10, 1)
@@ -118,7 +118,7 @@ func checkRecovery(t *testing.T, srv *server, lose func()) {
 func TestFenceAfterFlushAll(t *testing.T) {
 	srv := startRedis(t)
 	admin := newClient(t, srv.Addr())
-	checkRecovery(t, srv, func() {
+	checkRecovery(t, []string{srv.Addr()}, func() {
 		if err := admin.Do(context.Background(), admin.B().Flushall().Build()).Error(); err != nil {
 			t.Fatal(err)
 		}
@@ -127,7 +127,7 @@ func TestFenceAfterFlushAll(t *testing.T) {
 
 func TestFenceAfterRestart(t *testing.T) {
 	srv := startRedis(t)
-	checkRecovery(t, srv, func() {
+	checkRecovery(t, []string{srv.Addr()}, func() {
 		srv.Kill()
 		srv.Start()
 	})
