@@ -39,7 +39,7 @@ func BenchmarkReserve(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer client.Close()
+			b.Cleanup(client.Close) // after deleteSale's cleanup, which runs first
 			c := redisstock.New(client, spike.NewIDGenerator(), redisstock.Options{Prefix: "spiketest"})
 			cp := campaign(b, 1<<40, 1<<40)
 			if bc.soldOut {
