@@ -17,12 +17,27 @@ import (
 // Confirm marks a reservation as durably recorded, so that replays of its
 // key are answered with it: one round trip. It changes nothing if the key
 // no longer maps to the reservation's order (released, or counters lost).
+// If Redis does not answer, Confirm returns an ErrUnavailable error and
+// keeps trying in the background for a while (confirming is idempotent),
+// since until it succeeds replays of the key answer ErrInProgress.
 func (c *Counters) Confirm(ctx context.Context, res inventory.Reservation) error {
-	k := c.keysFor(res.SaleID)
-	if err := c.exec(ctx, confirmScript, []string{k.keys}, field(res.UserID, res.Key), res.OrderID).Error(); err != nil {
+	err := c.confirm(ctx, res)
+	if err != nil && !isRedisErr(err) {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), retryFor)
+			defer cancel()
+			retry(ctx, func() error { return c.confirm(ctx, res) })
+		}()
+	}
+	if err != nil {
 		return fmt.Errorf("confirm %s: %w", res.OrderID, fail(err))
 	}
 	return nil
+}
+
+func (c *Counters) confirm(ctx context.Context, res inventory.Reservation) error {
+	k := c.keysFor(res.SaleID)
+	return c.exec(ctx, confirmScript, []string{k.keys}, field(res.UserID, res.Key), res.OrderID).Error()
 }
 
 // Release gives a reservation's units back to the sale and forgets its key,

@@ -94,3 +94,61 @@ func TestRedisDownIsUnavailable(t *testing.T) {
 		t.Errorf("Reserve() with Redis down = %v: a dead Redis is not a fence", err)
 	}
 }
+
+// TestTimeoutsDoNotLeak blocks a private Redis (DEBUG SLEEP) so that a
+// reserve and a confirm time out after being sent: the reserve is undone in
+// the background (without the undo its unit would stay held), and the
+// confirm still lands. (The background retry of Confirm, for broken
+// connections, is not what this exercises: the sent command runs anyway.)
+func TestTimeoutsDoNotLeak(t *testing.T) {
+	srv := startRedis(t, "--enable-debug-command", "yes")
+	ctx := context.Background()
+	client := newClient(t, srv.Addr())
+	blocker := newClient(t, srv.Addr())
+	c := newCounters(t, client, redisstock.Options{})
+	cp := campaign(t, 4, 1)
+	if err := c.Open(ctx, cp); err != nil {
+		t.Fatal(err)
+	}
+	// Load the scripts (else the blocked EVALSHA fails with NOSCRIPT, and
+	// the timed-out context stops rueidis from sending EVAL).
+	warm, _, err := c.Reserve(ctx, req(cp, 9, "warm", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Confirm(ctx, warm); err != nil {
+		t.Fatal(err)
+	}
+	block := func() {
+		go func() { _ = blocker.Do(ctx, blocker.B().Arbitrary("DEBUG", "SLEEP").Args("0.5").Build()).Error() }()
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	block()
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	_, _, err = c.Reserve(short, req(cp, 1, "a", 1))
+	cancel()
+	if !errors.Is(err, spike.ErrUnavailable) {
+		t.Fatalf("Reserve() on a blocked Redis = %v, want ErrUnavailable", err)
+	}
+	eventually(t, "the timed-out reservation undone", func() bool {
+		st, ok, _ := c.Stats(ctx, cp.ID)
+		return ok && st.Remaining == 3 && st.Held == 1
+	})
+	res, _, err := c.Reserve(ctx, req(cp, 1, "a", 1))
+	if err != nil {
+		t.Fatalf("retried Reserve() = %v", err)
+	}
+
+	block()
+	short, cancel = context.WithTimeout(ctx, 100*time.Millisecond)
+	err = c.Confirm(short, res)
+	cancel()
+	if !errors.Is(err, spike.ErrUnavailable) {
+		t.Fatalf("Confirm() on a blocked Redis = %v, want ErrUnavailable", err)
+	}
+	eventually(t, "the confirmation to land", func() bool {
+		got, replay, err := c.Reserve(ctx, req(cp, 1, "a", 1))
+		return err == nil && replay && got.OrderID == res.OrderID
+	})
+}

@@ -417,6 +417,11 @@ func (c *Counters) Reserve(ctx context.Context, r inventory.Request) (inventory.
 				strconv.FormatInt(r.Quantity, 10), id, c.opts.Channel, s.cp.ID).AsStrSlice()
 		}
 		if err != nil {
+			if id != "" && !isRedisErr(err) {
+				// The script may have run (timeout, broken connection): undo
+				// it, or its units stay held with a key nobody can confirm.
+				c.undo(s, r, id)
+			}
 			return inventory.Reservation{}, false, fail(err)
 		}
 		switch reply[0] {
@@ -457,4 +462,43 @@ func (c *Counters) Reserve(ctx context.Context, r inventory.Request) (inventory.
 		}
 	}
 	return inventory.Reservation{}, false, last
+}
+
+// isRedisErr reports whether err is an error reply from Redis, after which
+// the command certainly did not take effect (scripts here fail before
+// writing); any other error leaves it in doubt.
+func isRedisErr(err error) bool {
+	_, ok := rueidis.IsRedisErr(err)
+	return ok
+}
+
+// undo releases, in the background, a reservation whose reserve script may
+// or may not have run. It is sent after the reserve on the same client, so
+// Redis sees it after the reserve when both reach it; the release script
+// only acts if the key maps to this very order id.
+func (c *Counters) undo(s *sale, r inventory.Request, orderID string) {
+	res := inventory.Reservation{OrderID: orderID, SaleID: s.cp.ID, UserID: r.UserID, Key: r.Key}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), retryFor)
+		defer cancel()
+		retry(ctx, func() error { return c.Release(ctx, res) })
+	}()
+}
+
+// retryFor bounds the background retries of undo and Confirm.
+const retryFor = 10 * time.Second
+
+// retry calls fn until it succeeds or ctx is done, with backoff.
+func retry(ctx context.Context, fn func() error) {
+	backoff := 20 * time.Millisecond
+	for fn() != nil {
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, time.Second)
+	}
 }
