@@ -472,16 +472,24 @@ func isRedisErr(err error) bool {
 	return ok
 }
 
+// undoAfter are the delays after which undo releases again: rueidis may
+// send the release on another connection than the reserve, so Redis could
+// run it first; the reserve may also still be queued behind a slow Redis.
+var undoAfter = []time.Duration{0, 250 * time.Millisecond, time.Second, 5 * time.Second}
+
 // undo releases, in the background, a reservation whose reserve script may
-// or may not have run. It is sent after the reserve on the same client, so
-// Redis sees it after the reserve when both reach it; the release script
-// only acts if the key maps to this very order id.
+// or may not have run. Repeating it is safe: the release script only acts
+// if the key maps to this very order id, which no retry of the request
+// reuses.
 func (c *Counters) undo(s *sale, r inventory.Request, orderID string) {
 	res := inventory.Reservation{OrderID: orderID, SaleID: s.cp.ID, UserID: r.UserID, Key: r.Key}
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), retryFor)
-		defer cancel()
-		retry(ctx, func() error { return c.Release(ctx, res) })
+		for _, d := range undoAfter {
+			time.Sleep(d)
+			ctx, cancel := context.WithTimeout(context.Background(), retryFor)
+			retry(ctx, func() error { return c.Release(ctx, res) })
+			cancel()
+		}
 	}()
 }
 
