@@ -248,3 +248,40 @@ func TestRestoreRespectsLock(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestFenceWhenSoldOut(t *testing.T) {
+	// The sold-out path (HMGET of the key) must notice lost counters too:
+	// a replay then gets 503, never a wrong sold_out.
+	srv := startRedis(t)
+	client := newClient(t, srv.Addr())
+	ctx := context.Background()
+	c := newCounters(t, client, redisstock.Options{})
+	cp := campaign(t, 2, 1)
+	if err := c.Open(ctx, cp); err != nil {
+		t.Fatal(err)
+	}
+	hs := placeSome(t, c, cp, 2)
+	if !redisstock.SoldOut(c, cp.ID) {
+		t.Fatal("no sold-out flag")
+	}
+	if err := client.Do(ctx, client.B().Flushall().Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []inventory.Request{req(cp, 1, "k", 1), req(cp, 9, "new", 1)} {
+		if _, _, err := c.Reserve(ctx, r); !errors.Is(err, inventory.ErrFenced) {
+			t.Errorf("Reserve(%s) on a flushed sold-out sale = %v, want ErrFenced", r.Key, err)
+		}
+	}
+	if ok, err := c.Rebuild(ctx, cp, func(context.Context) ([]inventory.Holding, error) { return hs, nil }); !ok || err != nil {
+		t.Fatalf("Rebuild() = %v, %v", ok, err)
+	}
+	if !redisstock.SoldOut(c, cp.ID) {
+		t.Error("no sold-out flag after rebuilding a sold-out sale")
+	}
+	if _, replay, err := c.Reserve(ctx, req(cp, 1, "k", 1)); !replay || err != nil {
+		t.Errorf("replay after rebuild = %v, %v", replay, err)
+	}
+	if _, _, err := c.Reserve(ctx, req(cp, 9, "new", 1)); !errors.Is(err, inventory.ErrSoldOut) {
+		t.Errorf("Reserve() after rebuild = %v, want ErrSoldOut", err)
+	}
+}

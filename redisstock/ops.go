@@ -273,7 +273,11 @@ func (c *Counters) write(ctx context.Context, s *sale, token string, epoch int64
 	for u, n := range users {
 		ufv = append(ufv, strconv.FormatInt(u, 10), strconv.FormatInt(n, 10))
 	}
-	kfv := []string{"_e", es}
+	var sv int64
+	if remaining <= 0 {
+		sv = 1
+	}
+	kfv := []string{"_e", es, "_sv", strconv.FormatInt(sv, 10)}
 	for f, v := range keys {
 		kfv = append(kfv, f, v)
 	}
@@ -285,10 +289,6 @@ func (c *Counters) write(ctx context.Context, s *sale, token string, epoch int64
 		if err := r.Error(); err != nil {
 			return fmt.Errorf("stage: %w", fail(err))
 		}
-	}
-	var sv int64
-	if remaining <= 0 {
-		sv = 1
 	}
 	args := append([]string{token, es}, c.campaignArgs(s.cp)...)
 	args = append(args, strconv.FormatInt(c.expireAt(s.cp), 10), strconv.FormatInt(remaining, 10),

@@ -388,8 +388,8 @@ func (s *sale) replay(r inventory.Request, v string) (inventory.Reservation, boo
 // Reserve takes r.Quantity units of the sale for the buyer in one atomic
 // step (one script, one round trip). A key that already holds a
 // reservation returns it with replay set and changes nothing; an
-// unconfirmed one is ErrInProgress. A sale known to be sold out only looks
-// the key up (a lighter read-only script, still one round trip).
+// unconfirmed one is ErrInProgress. On a sale known to be sold out it only
+// looks the key up (one HMGET instead of the script).
 // Returns inventory.ErrSaleNotFound, ErrKeyReused, ErrInProgress,
 // ErrNotActive, ErrLimit, ErrSoldOut, ErrFenced (the counters are being
 // rebuilt), an ErrInvalid error when the quantity is out of range, or an
@@ -400,24 +400,19 @@ func (c *Counters) Reserve(ctx context.Context, r inventory.Request) (inventory.
 		return inventory.Reservation{}, false, err
 	}
 	f := field(r.UserID, r.Key)
-	// Another pass only after adopting a newer epoch, or when a peek finds
-	// the sale restocked.
-	last := error(inventory.ErrFenced)
-	for range 3 {
-		epoch := s.epoch.Load()
-		es := strconv.FormatInt(epoch, 10)
-		var reply []string
-		var id string
-		peek := s.soldOut()
-		if peek {
-			reply, err = c.exec(ctx, peekScript, s.k.four, es, f).AsStrSlice()
-		} else {
-			id = c.ids.New()
-			reply, err = c.exec(ctx, reserveScript, s.k.four, es, strconv.FormatInt(r.UserID, 10), f,
-				strconv.FormatInt(r.Quantity, 10), id, c.opts.Channel, s.cp.ID).AsStrSlice()
+	if s.soldOut() {
+		if res, replay, done, err := c.peek(ctx, s, r, f); done {
+			return res, replay, err
 		}
+	}
+	// A second pass only after adopting a newer epoch.
+	for range 2 {
+		epoch := s.epoch.Load()
+		id := c.ids.New()
+		reply, err := c.exec(ctx, reserveScript, s.k.four, strconv.FormatInt(epoch, 10), strconv.FormatInt(r.UserID, 10), f,
+			strconv.FormatInt(r.Quantity, 10), id, c.opts.Channel, s.cp.ID).AsStrSlice()
 		if err != nil {
-			if id != "" && !isRedisErr(err) {
+			if !isRedisErr(err) {
 				// The script may have run (timeout, broken connection): undo
 				// it, or its units stay held with a key nobody can confirm.
 				c.undo(s, r, id)
@@ -436,10 +431,6 @@ func (c *Counters) Reserve(ctx context.Context, r inventory.Request) (inventory.
 		case "S":
 			sv, _ := strconv.ParseInt(reply[2], 10, 64)
 			s.observe(epoch, sv)
-			if peek && sv&1 == 0 {
-				last = inventory.ErrSoldOut
-				continue // restocked since we last heard: take the full path
-			}
 			return inventory.Reservation{}, false, inventory.ErrSoldOut
 		case "L":
 			return inventory.Reservation{}, false, inventory.ErrLimit
@@ -451,7 +442,6 @@ func (c *Counters) Reserve(ctx context.Context, r inventory.Request) (inventory.
 			e, _ := strconv.ParseInt(reply[1], 10, 64)
 			if e > epoch {
 				c.adopt(s, e) // rebuilt by another instance: retry under its epoch
-				last = inventory.ErrFenced
 				continue
 			}
 			return inventory.Reservation{}, false, c.fence(s) // older than ours: stale data
@@ -461,7 +451,39 @@ func (c *Counters) Reserve(ctx context.Context, r inventory.Request) (inventory.
 			return inventory.Reservation{}, false, fail(fmt.Errorf("reserve: unexpected reply %q", reply))
 		}
 	}
-	return inventory.Reservation{}, false, last
+	return inventory.Reservation{}, false, inventory.ErrFenced // rebuilt twice meanwhile: retry later
+}
+
+// peek is the sold-out path: the replay check must come first (a key that
+// got 202 gets it again after the sell-out), so it reads the key's hold,
+// together with the keys hash's epoch and stock version, in one HMGET.
+// done is false when the full script must decide: the epoch is not the
+// trusted one (lost or rebuilt counters), or the sale was restocked.
+func (c *Counters) peek(ctx context.Context, s *sale, r inventory.Request, f string) (res inventory.Reservation, replay, done bool, err error) {
+	epoch := s.epoch.Load()
+	c.trips.Add(1)
+	vals, err := c.client.Do(ctx, c.client.B().Hmget().Key(s.k.keys).Field(f, "_e", "_sv").Build()).ToArray()
+	if err != nil {
+		return inventory.Reservation{}, false, true, fail(err)
+	}
+	if len(vals) != 3 {
+		return inventory.Reservation{}, false, true, fail(fmt.Errorf("peek: %d values", len(vals)))
+	}
+	h, herr := vals[0].ToString()
+	e, _ := vals[1].AsInt64()
+	sv, _ := vals[2].AsInt64()
+	if e != epoch || epoch == 0 {
+		return inventory.Reservation{}, false, false, nil
+	}
+	s.observe(epoch, sv)
+	switch {
+	case herr == nil:
+		res, replay, err = s.replay(r, h)
+		return res, replay, true, err
+	case sv&1 == 0:
+		return inventory.Reservation{}, false, false, nil
+	}
+	return inventory.Reservation{}, false, true, inventory.ErrSoldOut
 }
 
 // isRedisErr reports whether err is an error reply from Redis, after which

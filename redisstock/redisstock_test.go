@@ -307,7 +307,7 @@ func TestSoldOutPropagates(t *testing.T) {
 	}
 	eventually(t, "the sold-out flag on the other instance", func() bool { return redisstock.SoldOut(b, cp.ID) })
 
-	// On b a new key is refused by the read-only peek (never the reserve script).
+	// On b a new key is refused by the peek (one HMGET, not the reserve script).
 	if _, _, err := b.Reserve(ctx, req(cp, 3, "c", 1)); !errors.Is(err, inventory.ErrSoldOut) {
 		t.Fatalf("Reserve() error = %v, want ErrSoldOut", err)
 	}

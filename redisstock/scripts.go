@@ -15,9 +15,11 @@ import "github.com/redis/rueidis"
 //	S <remaining> <sv>    not enough stock
 //	OK <remaining> <placedµs> <sv>
 //
-// sv is the stock version: it is incremented at every change between
-// "remaining ≤ 0" and "remaining > 0", so it is odd exactly when the sale is
-// sold out, and a higher (epoch, sv) is newer news about the sold-out flag.
+// sv is the stock version, kept in the keys hash as "_sv" (so that the
+// sold-out path reads it with the hold in one HMGET): it is incremented at
+// every change between "remaining ≤ 0" and "remaining > 0", so it is odd
+// exactly when the sale is sold out, and a higher (epoch, sv) is newer news
+// about the sold-out flag.
 
 // health is the fence check shared by the scripts. A sale's counters are
 // usable only when the meta hash carries an epoch AND the stock key exists
@@ -40,7 +42,7 @@ var reserveScript = rueidis.NewLuaScript(health + `
 if e ~= ARGV[1] then return {'E', e} end
 local h = redis.call('HGET', KEYS[4], ARGV[3])
 if h then return {'R', h} end
-local m = redis.call('HMGET', KEYS[1], 'limit', 'starts', 'ends', 'sv')
+local m = redis.call('HMGET', KEYS[1], 'limit', 'starts', 'ends')
 local qty = tonumber(ARGV[4])
 local limit = tonumber(m[1])
 if qty < 1 or qty > limit then return {'I', m[1]} end
@@ -51,27 +53,17 @@ if now < tonumber(m[2]) or (ends > 0 and now >= ends) then return {'N'} end
 local held = tonumber(redis.call('HGET', KEYS[3], ARGV[2]) or '0')
 if held + qty > limit then return {'L'} end
 local stock = tonumber(redis.call('GET', KEYS[2]))
-if stock < qty then return {'S', tostring(stock), m[4]} end
+if stock < qty then return {'S', tostring(stock), redis.call('HGET', KEYS[4], '_sv')} end
 stock = redis.call('DECRBY', KEYS[2], qty)
 redis.call('HINCRBY', KEYS[3], ARGV[2], qty)
 local placed = t[1] .. string.format('%06d', tonumber(t[2]))
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[5] .. '|' .. ARGV[4] .. '|' .. placed .. '|0')
-local sv = m[4]
+local sv = redis.call('HGET', KEYS[4], '_sv')
 if stock <= 0 then
-  sv = tostring(redis.call('HINCRBY', KEYS[1], 'sv', 1))
+  sv = tostring(redis.call('HINCRBY', KEYS[4], '_sv', 1))
   redis.call('PUBLISH', ARGV[6], ARGV[7] .. ' ' .. e .. ' ' .. sv)
 end
 return {'OK', tostring(stock), placed, sv}
-`)
-
-// peekScript is the sold-out path: read-only, it only looks up the key.
-// KEYS: meta stock users keys
-// ARGV: epoch field
-var peekScript = rueidis.NewLuaScriptReadOnly(health + `
-if e ~= ARGV[1] then return {'E', e} end
-local h = redis.call('HGET', KEYS[4], ARGV[2])
-if h then return {'R', h} end
-return {'S', redis.call('GET', KEYS[2]), redis.call('HGET', KEYS[1], 'sv')}
 `)
 
 // confirmScript marks a hold confirmed if the key still maps to the order.
@@ -100,9 +92,9 @@ if redis.call('HINCRBY', KEYS[3], ARGV[3], -qty) <= 0 then
   redis.call('HDEL', KEYS[3], ARGV[3])
 end
 local stock = redis.call('INCRBY', KEYS[2], qty)
-local sv = redis.call('HGET', KEYS[1], 'sv')
+local sv = redis.call('HGET', KEYS[4], '_sv')
 if stock > 0 and stock - qty <= 0 then
-  sv = tostring(redis.call('HINCRBY', KEYS[1], 'sv', 1))
+  sv = tostring(redis.call('HINCRBY', KEYS[4], '_sv', 1))
   redis.call('PUBLISH', ARGV[4], ARGV[5] .. ' ' .. e .. ' ' .. sv)
 end
 return {'OK', tostring(stock), sv}
@@ -122,8 +114,7 @@ for i = 1, #flat, 2 do
     if n > maxb then maxb = n end
   end
 end
-local m = redis.call('HMGET', KEYS[1], 'sv', 'alloc')
-return {'OK', e, redis.call('GET', KEYS[2]), m[1], tostring(held), tostring(buyers), tostring(maxb), m[2]}
+return {'OK', e, redis.call('GET', KEYS[2]), redis.call('HGET', KEYS[4], '_sv'), tostring(held), tostring(buyers), tostring(maxb), redis.call('HGET', KEYS[1], 'alloc')}
 `)
 
 // openScript creates a new sale's counters unless its meta hash exists.
@@ -135,11 +126,11 @@ local e = redis.call('HGET', KEYS[1], 'epoch')
 if e then return e end
 if redis.call('EXISTS', KEYS[1]) == 1 then return '0' end
 redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'sku', ARGV[2], 'price', ARGV[3], 'limit', ARGV[4],
-  'alloc', ARGV[5], 'starts', ARGV[6], 'ends', ARGV[7], 'sv', '0')
+  'alloc', ARGV[5], 'starts', ARGV[6], 'ends', ARGV[7])
 redis.call('SET', KEYS[2], ARGV[5])
 redis.call('DEL', KEYS[3], KEYS[4])
 redis.call('HSET', KEYS[3], '_e', ARGV[1])
-redis.call('HSET', KEYS[4], '_e', ARGV[1])
+redis.call('HSET', KEYS[4], '_e', ARGV[1], '_sv', '0')
 if tonumber(ARGV[8]) > 0 then
   for i = 1, 4 do redis.call('PEXPIREAT', KEYS[i], ARGV[8]) end
 end
@@ -167,6 +158,7 @@ return 0
 // once, if the caller still holds the rebuild lock.
 // KEYS: meta stock users keys lock stagedUsers stagedKeys
 // ARGV: token epoch sku price limit alloc starts ends expireat remaining sv channel saleid
+// (the staged keys hash already holds _sv)
 // Reply: 1 done, 0 lock lost, -1 staging incomplete.
 var commitScript = rueidis.NewLuaScript(`
 if redis.call('GET', KEYS[5]) ~= ARGV[1] then return 0 end
@@ -175,7 +167,7 @@ redis.call('RENAME', KEYS[6], KEYS[3])
 redis.call('RENAME', KEYS[7], KEYS[4])
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'epoch', ARGV[2], 'sku', ARGV[3], 'price', ARGV[4], 'limit', ARGV[5],
-  'alloc', ARGV[6], 'starts', ARGV[7], 'ends', ARGV[8], 'sv', ARGV[11])
+  'alloc', ARGV[6], 'starts', ARGV[7], 'ends', ARGV[8])
 redis.call('SET', KEYS[2], ARGV[10])
 for i = 1, 4 do
   if tonumber(ARGV[9]) > 0 then redis.call('PEXPIREAT', KEYS[i], ARGV[9]) else redis.call('PERSIST', KEYS[i]) end
