@@ -30,12 +30,17 @@ type PendingSource interface {
 	PendingIDs() []string
 }
 
+// StatsSource reads a sale's stock counters: in process or on Redis.
+type StatsSource interface {
+	Stats(ctx context.Context, saleID string) (inventory.Stats, bool, error)
+}
+
 // Auditor checks the invariants I1–I5 of DESIGN.md against the record.
 type Auditor struct {
 	Sales    sale.Store
 	Orders   order.Store
 	Events   EventSource
-	Counters *inventory.Counters
+	Counters StatsSource
 	Pending  PendingSource
 }
 
@@ -96,7 +101,9 @@ func (a *Auditor) audit(ctx context.Context) (Report, error) {
 				overLimit = append(overLimit, fmt.Sprintf("%s: user %d holds %d (limit %d)", s.ID, u, n, s.PerUserLimit))
 			}
 		}
-		if st, ok := a.Counters.Stats(s.ID); !ok {
+		if st, ok, err := a.Counters.Stats(ctx, s.ID); err != nil {
+			leaks = append(leaks, fmt.Sprintf("%s: stock counters unreadable: %v", s.ID, err))
+		} else if !ok {
 			leaks = append(leaks, fmt.Sprintf("%s: no stock counters", s.ID))
 		} else if st.Remaining < 0 || st.Remaining+live != s.Stock {
 			leaks = append(leaks, fmt.Sprintf("%s: remaining %d + sold %d != allocated %d", s.ID, st.Remaining, live, s.Stock))

@@ -68,6 +68,37 @@ func ReadRecord(ctx context.Context, sales sale.Store, orders order.Store, event
 	return r, nil
 }
 
+// SaleHoldings reads one sale's live holdings from the record: its live
+// persisted orders and its events still on the stream (read first), each
+// order id once. Clustered stock counters rebuild a fenced sale from it.
+func SaleHoldings(ctx context.Context, orders order.Store, events EventSource, saleID string) ([]inventory.Holding, error) {
+	queued, err := events.Unpersisted(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read stream: %w", err)
+	}
+	stored, err := orders.SaleOrders(ctx, saleID)
+	if err != nil {
+		return nil, err
+	}
+	seen := make(map[string]bool, len(stored)+len(queued))
+	var out []inventory.Holding
+	add := func(o order.Order) {
+		if !seen[o.ID] && o.Status.Live() {
+			out = append(out, inventory.Holding{OrderID: o.ID, UserID: o.UserID, Key: o.IdempotencyKey, Quantity: o.Quantity, PlacedAt: o.CreatedAt})
+		}
+		seen[o.ID] = true
+	}
+	for _, o := range stored {
+		add(o)
+	}
+	for _, e := range queued {
+		if e.SaleID == saleID {
+			add(e.Order())
+		}
+	}
+	return out, nil
+}
+
 // Rebuild restores every sale's stock counters from the record and returns
 // the events still queued, so the caller can index them as pending orders.
 func Rebuild(ctx context.Context, sales sale.Store, orders order.Store, events EventSource, counters *inventory.Counters) ([]order.Placed, error) {

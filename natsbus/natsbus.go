@@ -86,8 +86,8 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Bus
 	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        cfg.Stream,
 		Description: "OrderPlaced events not yet persisted by the order workers",
-		Subjects:    []string{cfg.Subject},
-		Retention:   jetstream.WorkQueuePolicy, // an event leaves once persisted
+		Subjects:    []string{cfg.Subject + ".>"}, // one subject per order id, so an order can be looked up
+		Retention:   jetstream.WorkQueuePolicy,    // an event leaves once persisted
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 		Duplicates:  cfg.Duplicates,
@@ -101,7 +101,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Bus
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       cfg.AckWait,
 		MaxAckPending: 4 * cfg.BatchSize,
-		FilterSubject: cfg.Subject,
+		FilterSubject: cfg.Subject + ".>",
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create consumer %s: %w", cfg.Consumer, err)
@@ -116,7 +116,7 @@ func (b *Bus) Enqueue(ctx context.Context, e order.Placed) error {
 	if err != nil {
 		return fmt.Errorf("encode event: %w: %w", err, order.ErrNotEnqueued)
 	}
-	f, err := b.js.PublishMsgAsync(&nats.Msg{Subject: b.cfg.Subject, Data: data}, jetstream.WithMsgID(e.OrderID))
+	f, err := b.js.PublishMsgAsync(&nats.Msg{Subject: b.cfg.Subject + "." + e.OrderID, Data: data}, jetstream.WithMsgID(e.OrderID))
 	if err != nil {
 		// Not sent at all (stalled, closed connection).
 		return fmt.Errorf("publish %s: %w: %w", e.OrderID, err, order.ErrNotEnqueued)
@@ -155,7 +155,7 @@ func (b *Bus) Unpersisted(ctx context.Context) ([]order.Placed, error) {
 	}
 	var out []order.Placed
 	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; {
-		m, err := b.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(b.cfg.Subject))
+		m, err := b.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(b.cfg.Subject+".>"))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
 		}
@@ -176,6 +176,24 @@ func (b *Bus) Unpersisted(ctx context.Context) ([]order.Placed, error) {
 // DeleteStream deletes the stream and everything on it; for tests.
 func (b *Bus) DeleteStream(ctx context.Context) error {
 	return b.js.DeleteStream(ctx, b.cfg.Stream)
+}
+
+// Placed returns the event of an order still on the stream: acknowledged
+// and not yet persisted. Each event has its own subject, so this is an
+// index lookup, from any instance.
+func (b *Bus) Placed(ctx context.Context, orderID string) (order.Placed, bool, error) {
+	m, err := b.stream.GetLastMsgForSubject(ctx, b.cfg.Subject+"."+orderID)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return order.Placed{}, false, nil
+	}
+	if err != nil {
+		return order.Placed{}, false, err
+	}
+	var e order.Placed
+	if err := json.Unmarshal(m.Data, &e); err != nil {
+		return order.Placed{}, false, fmt.Errorf("decode event %s: %w", orderID, err)
+	}
+	return e, true, nil
 }
 
 // PersistFunc stores a batch of events; when it returns nil they are

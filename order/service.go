@@ -23,13 +23,22 @@ type Reserver interface {
 	Release(ctx context.Context, res inventory.Reservation) error
 }
 
+// PendingLookup finds an acknowledged order that is not yet persisted, by
+// id, wherever it was placed; the stream is one.
+type PendingLookup interface {
+	Placed(ctx context.Context, orderID string) (Placed, bool, error)
+}
+
 // Service places, persists and reads orders. It is safe for concurrent use.
 type Service struct {
 	reserver Reserver
 	stream   Stream
 	store    Store
-	log      *slog.Logger
-	pending  pendingIndex
+	// Lookup, if set, finds orders placed through other instances and not
+	// yet persisted (clustered mode).
+	Lookup  PendingLookup
+	log     *slog.Logger
+	pending pendingIndex
 
 	// EnqueueTimeout bounds one enqueue attempt. If zero, 5s is used.
 	EnqueueTimeout time.Duration
@@ -183,13 +192,26 @@ type Caller struct {
 // order is ErrOrderNotFound. An acknowledged order not yet persisted is
 // returned in status Pending.
 func (s *Service) Order(ctx context.Context, id string, c Caller) (Order, error) {
-	if id == "" || len(id) > 64 {
+	if !validOrderID(id) {
 		return Order{}, ErrOrderNotFound
 	}
-	// Look in the pending index first: an order leaves it only after it is
-	// persisted, so one of the two lookups finds it.
+	// Look where an order is before it is persisted first: it leaves the
+	// pending index and the stream only after its insert committed, so one
+	// of the lookups finds it.
 	if o, ok := s.pending.find(id, c); ok {
 		return o, nil
+	}
+	if s.Lookup != nil {
+		e, ok, err := s.Lookup.Placed(ctx, id)
+		if err != nil {
+			return Order{}, err
+		}
+		if ok {
+			if !c.Admin && e.UserID != c.UserID {
+				return Order{}, ErrOrderNotFound
+			}
+			return e.Order(), nil
+		}
 	}
 	o, err := s.store.Order(ctx, id)
 	if err != nil {
@@ -199,6 +221,21 @@ func (s *Service) Order(ctx context.Context, id string, c Caller) (Order, error)
 		return Order{}, ErrOrderNotFound
 	}
 	return o, nil
+}
+
+// validOrderID reports whether id could be an order id: it is also a NATS
+// subject token, so no wildcards or dots.
+func validOrderID(id string) bool {
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // List returns a page of the user's orders, newest first, and the cursor of
@@ -347,6 +384,54 @@ func (s *Service) Restore(events []Placed) {
 	for i := range events {
 		s.pending.add(events[i].Order())
 	}
+}
+
+// RunPendingSweeper drops pending orders that another instance's worker
+// persisted: with many instances the workers compete for events, so the
+// instance that acknowledged an order does not always see it persisted.
+// An order is dropped once it has left the stream (it leaves only after
+// its insert committed). Without a Lookup it only waits for ctx.
+func (s *Service) RunPendingSweeper(ctx context.Context, every time.Duration) error {
+	if s.Lookup == nil {
+		<-ctx.Done()
+		return nil
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		cutoff := time.Now().Add(-every)
+		for _, o := range s.pending.olderThan(cutoff) {
+			_, onStream, err := s.Lookup.Placed(ctx, o.ID)
+			if err != nil {
+				break // the stream is unreachable: try again next round
+			}
+			if !onStream {
+				s.pending.remove(o)
+			}
+		}
+	}
+}
+
+func (p *pendingIndex) olderThan(t time.Time) []Order {
+	var out []Order
+	for i := range p.shards {
+		sh := &p.shards[i]
+		sh.mu.Lock()
+		for _, list := range sh.byUser {
+			for _, o := range list {
+				if o.CreatedAt.Before(t) {
+					out = append(out, o)
+				}
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return out
 }
 
 // PendingIDs returns the ids of the orders this instance acknowledged and

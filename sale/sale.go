@@ -8,6 +8,7 @@ package sale
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/spikehq/spike"
@@ -97,8 +98,11 @@ type Store interface {
 // Counters is the part of the stock counters a sale needs: opening a new
 // sale's counters and reading how many units remain.
 type Counters interface {
-	Open(s Sale)
-	Remaining(saleID string) (remaining int64, ok bool)
+	// Open starts counting a new sale with all its units remaining.
+	Open(ctx context.Context, s Sale) error
+	// Remaining returns a sale's units left; ok is false while its
+	// counters are unknown or being rebuilt.
+	Remaining(ctx context.Context, saleID string) (remaining int64, ok bool, err error)
 }
 
 // View is a sale as clients see it.
@@ -141,7 +145,11 @@ func (s *Service) Create(ctx context.Context, sl Sale) (Sale, error) {
 	if err := s.store.CreateSale(ctx, sl); err != nil {
 		return Sale{}, err
 	}
-	s.counters.Open(sl)
+	if err := s.counters.Open(ctx, sl); err != nil {
+		// The sale is stored: its counters are rebuilt from the record
+		// (embedded: at the next start; clustered: when first fenced).
+		return sl, fmt.Errorf("open stock counters of sale %s: %w", sl.ID, err)
+	}
 	return sl, nil
 }
 
@@ -154,7 +162,10 @@ func (s *Service) View(ctx context.Context, id string) (View, error) {
 	if err != nil {
 		return View{}, err
 	}
-	remaining, ok := s.counters.Remaining(id)
+	remaining, ok, err := s.counters.Remaining(ctx, id)
+	if err != nil {
+		return View{}, err
+	}
 	if !ok {
 		return View{}, spike.Errorf(spike.ErrUnavailable, "the sale's stock counters are being rebuilt")
 	}

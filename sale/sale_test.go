@@ -155,20 +155,21 @@ type memCounters struct {
 	opened    []sale.Sale
 }
 
-func (c *memCounters) Open(s sale.Sale) {
+func (c *memCounters) Open(_ context.Context, s sale.Sale) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.opened = append(c.opened, s)
 	if _, ok := c.remaining[s.ID]; !ok {
 		c.remaining[s.ID] = s.Stock
 	}
+	return nil
 }
 
-func (c *memCounters) Remaining(id string) (int64, bool) {
+func (c *memCounters) Remaining(_ context.Context, id string) (int64, bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n, ok := c.remaining[id]
-	return n, ok
+	return n, ok, nil
 }
 
 func newService() (*sale.Service, *memStore, *memCounters) {

@@ -81,17 +81,19 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 
 // app is a running embedded Spike.
 type app struct {
-	addr    string
-	data    string
-	secret  []byte
-	log     *slog.Logger
-	http    *http.Server
-	httpErr chan error
-	store   stores
-	nats    *natsbus.Embedded
-	nc      *nats.Conn
-	bus     *natsbus.Bus
-	orders  *order.Service
+	addr     string
+	data     string
+	secret   []byte
+	log      *slog.Logger
+	http     *http.Server
+	httpErr  chan error
+	store    stores
+	redis    *redisStock    // nil: in-process counters
+	restored []order.Placed // embedded: events found on the stream at start
+	nats     *natsbus.Embedded
+	nc       *nats.Conn
+	bus      *natsbus.Bus
+	orders   *order.Service
 
 	stopWork context.CancelFunc
 	work     sync.WaitGroup
@@ -133,27 +135,49 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		return nil, err
 	}
 
-	counters := inventory.New(spike.NewIDGenerator())
+	ids := spike.NewIDGenerator()
+	var counters stock
+	if len(cfg.Redis.Addrs) > 0 {
+		rs, err := openRedisStock(cfg, ids, a.store, a.bus, enqueueTimeout, log.With("component", "redisstock"))
+		if err != nil {
+			return nil, err
+		}
+		a.redis = rs
+		counters = rs
+	} else {
+		if !cfg.Embedded() {
+			log.Warn("stock counters are in process: run only ONE instance without redis.addrs")
+		}
+		local := inventory.New(ids)
+		began := time.Now()
+		queued, err := flashsale.Rebuild(ctx, a.store, a.store, a.bus, local)
+		if err != nil {
+			return nil, err
+		}
+		a.restored = queued
+		log.Info("stock counters rebuilt", "queued_events", len(queued), "took", time.Since(began).Round(time.Millisecond))
+		counters = localStock{local}
+	}
 	catalogSvc := catalog.NewService(a.store)
-	salesSvc := sale.NewService(a.store, saleCounters{counters})
+	salesSvc := sale.NewService(a.store, counters)
 	var stream order.Stream = a.bus
 	if cfg.wrapStream != nil {
 		stream = cfg.wrapStream(stream) // tests: faults in front of the stream, inside the guards
 	}
 	a.orders = order.NewService(counters, newGuardedStream(stream, reg, log), a.store, log.With("component", "order"))
-
-	began := time.Now()
-	queued, err := flashsale.Rebuild(ctx, a.store, a.store, a.bus, counters)
-	if err != nil {
-		return nil, err
-	}
-	a.orders.Restore(queued)
-	log.Info("stock counters rebuilt", "queued_events", len(queued), "took", time.Since(began).Round(time.Millisecond))
+	a.orders.EnqueueTimeout = enqueueTimeout
+	a.orders.Lookup = a.bus
+	a.orders.Restore(a.restored)
 
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	a.stopWork = stopWork
+	if a.redis != nil {
+		a.redis.ctx = workCtx
+		a.goWork(func() error { return a.redis.Run(workCtx) })
+	}
 	a.goWork(func() error { return a.bus.RunWorker(workCtx, a.orders.Persist) })
 	a.goWork(func() error { return a.orders.RunResolver(workCtx) })
+	a.goWork(func() error { return a.orders.RunPendingSweeper(workCtx, time.Second) })
 	a.goWork(func() error { return sw.Run(workCtx) })
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "spike_orders_pending", Help: "Orders acknowledged by this instance and not yet persisted.",
@@ -203,6 +227,9 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	}()
 	return a, nil
 }
+
+// enqueueTimeout bounds one wait for the stream's acknowledgement.
+const enqueueTimeout = 5 * time.Second
 
 // stores is what Spike needs of its database: SQLite (embedded) or MySQL.
 type stores interface {
@@ -302,6 +329,9 @@ func (a *app) close() {
 		a.stopWork()
 		a.work.Wait()
 	}
+	if a.redis != nil {
+		a.redis.Close()
+	}
 	if a.nc != nil {
 		a.nc.Close()
 	}
@@ -311,14 +341,6 @@ func (a *app) close() {
 	if a.store != nil {
 		a.store.Close()
 	}
-}
-
-// saleCounters adapts the stock counters to what the sale domain needs.
-type saleCounters struct{ c *inventory.Counters }
-
-func (s saleCounters) Open(sl sale.Sale) { s.c.Open(flashsale.Campaign(sl)) }
-func (s saleCounters) Remaining(id string) (int64, bool) {
-	return s.c.Remaining(id)
 }
 
 // startEmbedded lets `spike bench --embedded` run a server in-process.
