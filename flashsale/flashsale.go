@@ -117,3 +117,25 @@ func Rebuild(ctx context.Context, sales sale.Store, orders order.Store, events E
 	}
 	return r.Queued, nil
 }
+
+// Local adapts the in-process counters of embedded mode to what the sale
+// domain and the audit need (the same method set as the Redis counters).
+type Local struct{ *inventory.Counters }
+
+// Open implements sale.Counters.
+func (l Local) Open(_ context.Context, s sale.Sale) error {
+	l.Counters.Open(Campaign(s))
+	return nil
+}
+
+// Remaining implements sale.Counters.
+func (l Local) Remaining(_ context.Context, id string) (int64, bool, error) {
+	n, ok := l.Counters.Remaining(id)
+	return n, ok, nil
+}
+
+// Stats implements StatsSource.
+func (l Local) Stats(_ context.Context, id string) (inventory.Stats, bool, error) {
+	s, ok := l.Counters.Stats(id)
+	return s, ok, nil
+}

@@ -30,11 +30,6 @@ type acceptStream struct{}
 
 func (acceptStream) Enqueue(context.Context, order.Placed) error { return nil }
 
-type saleCounters struct{ c *inventory.Counters }
-
-func (s saleCounters) Open(sl sale.Sale)                 { s.c.Open(flashsale.Campaign(sl)) }
-func (s saleCounters) Remaining(id string) (int64, bool) { return s.c.Remaining(id) }
-
 // stack is a real httpapi.Server over SQLite and in-process counters.
 type stack struct {
 	srv *httpapi.Server
@@ -53,7 +48,7 @@ func newStack(tb testing.TB) *stack {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	counters := inventory.New(spike.NewIDGenerator())
 	cat := catalog.NewService(store)
-	sales := sale.NewService(store, saleCounters{counters})
+	sales := sale.NewService(store, flashsale.Local{Counters: counters})
 	orders := order.NewService(counters, acceptStream{}, store, log)
 	if _, err := cat.Create(ctx, catalog.Product{SKU: "sku-fz", Name: "Fuzz", PriceCents: 100, Stock: 1 << 40}); err != nil {
 		tb.Fatal(err)
@@ -63,7 +58,7 @@ func newStack(tb testing.TB) *stack {
 	}
 	srv := httpapi.New(httpapi.Config{
 		Catalog: cat, Sales: sales, Orders: orders,
-		Auditor:  &flashsale.Auditor{Sales: store, Orders: store, Counters: counters, Pending: orders},
+		Auditor:  &flashsale.Auditor{Sales: store, Orders: store, Counters: flashsale.Local{Counters: counters}, Pending: orders},
 		Auth:     httpapi.NewAuthenticator(testSecret),
 		Registry: prometheus.NewRegistry(),
 		Logger:   log,

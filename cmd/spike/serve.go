@@ -156,7 +156,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		}
 		a.restored = queued
 		log.Info("stock counters rebuilt", "queued_events", len(queued), "took", time.Since(began).Round(time.Millisecond))
-		counters = localStock{local}
+		counters = flashsale.Local{Counters: local}
 	}
 	catalogSvc := catalog.NewService(a.store)
 	salesSvc := sale.NewService(a.store, counters)

@@ -26,24 +26,6 @@ type stock interface {
 	flashsale.StatsSource
 }
 
-// localStock adapts the in-process counters.
-type localStock struct{ *inventory.Counters }
-
-func (l localStock) Open(_ context.Context, s sale.Sale) error {
-	l.Counters.Open(flashsale.Campaign(s))
-	return nil
-}
-
-func (l localStock) Remaining(_ context.Context, id string) (int64, bool, error) {
-	n, ok := l.Counters.Remaining(id)
-	return n, ok, nil
-}
-
-func (l localStock) Stats(_ context.Context, id string) (inventory.Stats, bool, error) {
-	s, ok := l.Counters.Stats(id)
-	return s, ok, nil
-}
-
 // redisStock adapts the Redis counters and runs their recovery: a sale
 // whose counters are missing or from an older epoch fences (503), and one
 // instance rebuilds it from the database plus the stream.
