@@ -2,6 +2,7 @@ package natsbus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -34,7 +35,30 @@ func NewSwitches(ctx context.Context, b *Bus, board *switches.Board, log *slog.L
 	if err != nil {
 		return nil, fmt.Errorf("open switch bucket: %w", err)
 	}
-	return &Switches{kv: kv, board: board, log: log}, nil
+	sw := &Switches{kv: kv, board: board, log: log}
+	return sw, sw.load(ctx)
+}
+
+// load applies the stored values before the instance serves, so it never
+// starts with defaults an operator has overridden.
+func (s *Switches) load(ctx context.Context) error {
+	keys, err := s.kv.Keys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read switches: %w", err)
+	}
+	for _, k := range keys {
+		e, err := s.kv.Get(ctx, k)
+		if err != nil {
+			continue // deleted meanwhile
+		}
+		if err := s.board.Apply(k, string(e.Value())); err != nil {
+			s.log.Warn("ignoring switch value", "err", err)
+		}
+	}
+	return nil
 }
 
 // Run applies the bucket's current values and then every change, until ctx
