@@ -180,11 +180,12 @@ func (o *Options) setDefaults() {
 // (sale.Store.CreateSale), are visible after the TTL unless the writer
 // calls [Store.Evict].
 type Store struct {
-	next  catalog.Store
-	opts  Options
-	now   func() time.Time
-	l1    *otter.Cache[string, *entry]
-	group singleflight.Group
+	next   catalog.Store
+	opts   Options
+	now    func() int64       // UnixNano
+	coarse *otter.CoarseClock // nil with Options.Now
+	l1     *otter.Cache[string, *entry]
+	group  singleflight.Group
 	// seq counts invalidations: a load stores its result only if none
 	// happened while it ran, so a value read before a write is not cached
 	// after the write's invalidation.
@@ -215,10 +216,7 @@ func (e *entry) result() (catalog.Product, error) {
 // New returns a Store that caches next's products.
 func New(next catalog.Store, opts Options) *Store {
 	opts.setDefaults()
-	s := &Store{next: next, opts: opts, now: opts.Now}
-	if s.now == nil {
-		s.now = time.Now
-	}
+	s := &Store{next: next, opts: opts}
 	oo := &otter.Options[string, *entry]{
 		MaximumSize: opts.MaxEntries,
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, *entry]) time.Duration {
@@ -226,7 +224,13 @@ func New(next catalog.Store, opts Options) *Store {
 		}),
 	}
 	if opts.Now != nil {
-		oo.Clock = clock{opts.Now}
+		c := clock{opts.Now}
+		oo.Clock, s.now = c, c.NowNano
+	} else {
+		// Reading the precise time is a large part of a cache hit; a clock
+		// a millisecond behind is precise enough for TTLs of seconds.
+		s.coarse = otter.NewCoarseClock(time.Millisecond)
+		oo.Clock, s.now = s.coarse, s.coarse.NowNano
 	}
 	s.l1 = otter.Must(oo)
 
@@ -250,7 +254,7 @@ func New(next catalog.Store, opts Options) *Store {
 	s.breaker = resilience.NewBreaker(bc)
 	s.sem = resilience.NewSemaphore(opts.MaxLoads, opts.LoadWait)
 	if opts.HotKeys > 0 {
-		s.hot = newHotTracker(opts.HotKeys, opts.HotMinReads, opts.HotWindow, s.now().UnixNano())
+		s.hot = newHotTracker(opts.HotKeys, opts.HotMinReads, opts.HotWindow, s.now())
 	}
 	return s
 }
@@ -262,8 +266,14 @@ type clock struct{ now func() time.Time }
 func (c clock) NowNano() int64                      { return c.now().UnixNano() }
 func (c clock) Tick(time.Duration) <-chan time.Time { return nil }
 
-// Close stops the L1 cache's background goroutines.
-func (s *Store) Close() { s.l1.StopAllGoroutines() }
+// Close stops the Store's background goroutines (those of L1 and its
+// clock). The Store still works afterwards, only without them.
+func (s *Store) Close() {
+	s.l1.StopAllGoroutines()
+	if s.coarse != nil {
+		s.coarse.Stop()
+	}
+}
 
 // Product implements catalog.Store. It returns the product from L1, L2 or
 // the database, in that order, loading each SKU once at a time; or
@@ -273,7 +283,7 @@ func (s *Store) Close() { s.l1.StopAllGoroutines() }
 // the load. While Options.CacheOnly reports true, a miss returns
 // ErrCacheOnly instead of reading the database.
 func (s *Store) Product(ctx context.Context, sku string) (catalog.Product, error) {
-	now := s.now().UnixNano()
+	now := s.now()
 	if s.hot != nil {
 		s.hot.record(sku, now)
 	}
@@ -393,7 +403,7 @@ func (s *Store) store(sku string, p catalog.Product, found bool, ttl time.Durati
 	if found {
 		ttl = s.jitter(ttl)
 	}
-	e := &entry{p: p, found: found, fresh: s.now().UnixNano() + int64(ttl), retain: ttl}
+	e := &entry{p: p, found: found, fresh: s.now() + int64(ttl), retain: ttl}
 	if found {
 		e.retain += s.opts.StaleFor
 	}

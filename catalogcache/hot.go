@@ -161,7 +161,7 @@ func (s *Store) HotKeys() []string {
 	if s.hot == nil {
 		return nil
 	}
-	s.hot.rotateIfDue(s.now().UnixNano())
+	s.hot.rotateIfDue(s.now())
 	return slices.Clone(*s.hot.hot.Load())
 }
 
