@@ -84,6 +84,13 @@ type Options struct {
 	L2 L2
 	// L2TTL is the TTL of L2 entries. If zero, TTL is used.
 	L2TTL time.Duration
+	// L2Timeout bounds each L2 call. If zero, 100ms is used.
+	L2Timeout time.Duration
+	// L2Breaker configures the circuit breaker around L2 calls: while it
+	// is open, reads skip L2 and go to the database (behind its own
+	// breaker and cap), writes skip the L2 deletion (whose entry then
+	// expires by L2TTL).
+	L2Breaker resilience.BreakerConfig
 	// RepeatEvict is how long after a write the L2 entry is deleted and the
 	// invalidation published once more (only with an L2): it removes a
 	// value that a concurrent load on another instance read before the
@@ -149,6 +156,7 @@ func (o *Options) setDefaults() {
 	def(&o.NegativeTTL, 2*time.Second)
 	def(&o.StaleFor, 5*time.Minute)
 	def(&o.L2TTL, o.TTL)
+	def(&o.L2Timeout, 100*time.Millisecond)
 	def(&o.RepeatEvict, 300*time.Millisecond)
 	if o.MaxLoads <= 0 {
 		o.MaxLoads = 32
@@ -190,7 +198,8 @@ type Store struct {
 	// happened while it ran, so a value read before a write is not cached
 	// after the write's invalidation.
 	seq     atomic.Uint64
-	breaker *resilience.Breaker
+	breaker *resilience.Breaker // database reads
+	l2b     *resilience.Breaker // L2 calls
 	sem     *resilience.Semaphore
 	hot     *hotTracker // nil if disabled
 	stats   counters
@@ -252,6 +261,14 @@ func New(next catalog.Store, opts Options) *Store {
 		bc.Name = "catalog-db"
 	}
 	s.breaker = resilience.NewBreaker(bc)
+	l2c := opts.L2Breaker
+	if l2c.Now == nil {
+		l2c.Now = opts.Now
+	}
+	if l2c.Name == "" {
+		l2c.Name = "catalog-l2"
+	}
+	s.l2b = resilience.NewBreaker(l2c)
 	s.sem = resilience.NewSemaphore(opts.MaxLoads, opts.LoadWait)
 	if opts.HotKeys > 0 {
 		s.hot = newHotTracker(opts.HotKeys, opts.HotMinReads, opts.HotWindow, s.now())
@@ -299,10 +316,7 @@ func (s *Store) Product(ctx context.Context, sku string) (catalog.Product, error
 func (s *Store) miss(ctx context.Context, sku string, stale *entry) (catalog.Product, error) {
 	if s.opts.CacheOnly != nil && s.opts.CacheOnly() {
 		if s.opts.L2 != nil {
-			ctx, cancel := context.WithTimeout(ctx, s.opts.LoadTimeout)
-			e := s.loadL2(ctx, sku, s.seq.Load())
-			cancel()
-			if e != nil {
+			if e := s.loadL2(ctx, sku, s.seq.Load()); e != nil {
 				return e.result()
 			}
 		}
@@ -376,21 +390,22 @@ func (s *Store) load(ctx context.Context, sku string, hot bool) (*entry, error) 
 	}
 	e := s.store(sku, p, true, ttl, seq)
 	if s.opts.L2 != nil && s.seq.Load() == seq {
-		if err := s.opts.L2.Set(ctx, p, s.jitter(s.opts.L2TTL)); err != nil {
-			s.stats.l2Errors.Add(1)
-		}
+		s.l2Do(ctx, func(ctx context.Context) error { return s.opts.L2.Set(ctx, p, s.jitter(s.opts.L2TTL)) })
 	}
 	return e, nil
 }
 
 // loadL2 returns the L2 entry for sku, stored in L1, or nil.
 func (s *Store) loadL2(ctx context.Context, sku string, seq uint64) *entry {
-	p, ok, err := s.opts.L2.Get(ctx, sku)
+	var p catalog.Product
+	var ok bool
+	err := s.l2Do(ctx, func(ctx context.Context) error {
+		var err error
+		p, ok, err = s.opts.L2.Get(ctx, sku)
+		return err
+	})
 	switch {
-	case err != nil:
-		s.stats.l2Errors.Add(1)
-		return nil
-	case !ok || p.SKU != sku:
+	case err != nil, !ok, p.SKU != sku:
 		return nil
 	}
 	s.stats.l2Hits.Add(1)
@@ -417,6 +432,18 @@ func (s *Store) store(sku string, p catalog.Product, found bool, ttl time.Durati
 		s.l1.Invalidate(sku)
 	}
 	return e
+}
+
+// l2Do runs an L2 call behind the L2 breaker, within Options.L2Timeout,
+// and counts its failure.
+func (s *Store) l2Do(ctx context.Context, fn func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.L2Timeout)
+	defer cancel()
+	err := s.l2b.Do(ctx, fn)
+	if err != nil {
+		s.stats.l2Errors.Add(1)
+	}
+	return err
 }
 
 func (s *Store) jitter(d time.Duration) time.Duration {
@@ -462,9 +489,7 @@ func (s *Store) evict(ctx context.Context, sku string) error {
 	s.Invalidate(sku)
 	var l2Err, pubErr error
 	if s.opts.L2 != nil {
-		if l2Err = s.opts.L2.Delete(ctx, sku); l2Err != nil {
-			s.stats.l2Errors.Add(1)
-		}
+		l2Err = s.l2Do(ctx, func(ctx context.Context) error { return s.opts.L2.Delete(ctx, sku) })
 	}
 	if s.opts.Invalidator != nil {
 		if pubErr = s.opts.Invalidator.Publish(ctx, sku); pubErr != nil {

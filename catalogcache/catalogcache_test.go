@@ -3,6 +3,7 @@ package catalogcache_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -301,6 +302,27 @@ func TestL2(t *testing.T) {
 	}
 	if got := mustProduct(t, s, "widget"); got.PriceCents != price {
 		t.Errorf("PriceCents after update = %d, want %d", got.PriceCents, price)
+	}
+}
+
+func TestL2Failing(t *testing.T) {
+	db := newFakeDB()
+	l2 := &mapL2{m: map[string]catalog.Product{}, err: errors.New("redis is down")}
+	s := newStore(t, db, catalogcache.Options{
+		L2: l2, RepeatEvict: -1,
+		L2Breaker: resilience.BreakerConfig{WindowSize: 10, MinimumCalls: 5, OpenTimeout: time.Minute},
+	})
+	for i := range 10 {
+		p := catalog.Product{SKU: fmt.Sprintf("p%d", i), Name: "P"}
+		db.set(p)
+		if got := mustProduct(t, s, p.SKU); got != p { // from the database
+			t.Errorf("Product() mismatch (-want +got):\n%s", cmp.Diff(p, got))
+		}
+	}
+	st := s.Stats()
+	// 3 failed gets and 2 good sets make 5 calls, 60% failed: open.
+	if l2.gets != 3 || st.L2Breaker != resilience.Open || st.Loads != 10 {
+		t.Errorf("L2 gets %d, L2 breaker %v, loads %d; want 3 (then open), open, 10", l2.gets, st.L2Breaker, st.Loads)
 	}
 }
 

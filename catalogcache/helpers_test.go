@@ -157,11 +157,17 @@ type mapL2 struct {
 	m       map[string]catalog.Product
 	sets    int
 	deletes int
+	gets    int
+	err     error // returned by Get
 }
 
 func (l *mapL2) Get(_ context.Context, sku string) (catalog.Product, bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.gets++
+	if l.err != nil {
+		return catalog.Product{}, false, l.err
+	}
 	p, ok := l.m[sku]
 	return p, ok, nil
 }

@@ -9,19 +9,20 @@ import (
 // Stats are a Store's counters since it was created, for export as
 // Prometheus counters (and Breaker as a gauge).
 type Stats struct {
-	Hits          uint64 // reads answered from a fresh L1 entry, found or not found
-	Misses        uint64 // reads that waited for a load (joined or started)
-	L2Hits        uint64 // loads answered by L2
-	Loads         uint64 // database reads, including hot-key refreshes
-	LoadErrors    uint64 // database reads that failed (not found is no failure), or refused by the breaker or cap
-	StaleServed   uint64 // reads answered with an expired entry: database failing or cache-only
-	Unavailable   uint64 // reads refused: cache-only miss, breaker open or cap reached, no stale entry
-	Invalidations uint64 // L1 invalidations, local and received
-	PublishErrors uint64 // invalidations that could not be published
-	L2Errors      uint64 // failed L2 calls (each treated as a miss)
-	HotRefreshes  uint64 // hot-key reloads
-	Entries       int    // L1 entries, estimated, including stale ones
-	Breaker       resilience.State
+	Hits          uint64           // reads answered from a fresh L1 entry, found or not found
+	Misses        uint64           // reads that waited for a load (joined or started)
+	L2Hits        uint64           // loads answered by L2
+	Loads         uint64           // database reads, including hot-key refreshes
+	LoadErrors    uint64           // database reads that failed (not found is no failure), or refused by the breaker or cap
+	StaleServed   uint64           // reads answered with an expired entry: database failing or cache-only
+	Unavailable   uint64           // reads refused: cache-only miss, breaker open or cap reached, no stale entry
+	Invalidations uint64           // L1 invalidations, local and received
+	PublishErrors uint64           // invalidations that could not be published
+	L2Errors      uint64           // failed L2 calls, or refused by the L2 breaker (a read then goes to the database)
+	HotRefreshes  uint64           // hot-key reloads
+	Entries       int              // L1 entries, estimated, including stale ones
+	Breaker       resilience.State // of the database breaker
+	L2Breaker     resilience.State
 }
 
 type counters struct {
@@ -46,5 +47,6 @@ func (s *Store) Stats() Stats {
 		HotRefreshes:  c.hotRefreshes.Load(),
 		Entries:       s.l1.EstimatedSize(),
 		Breaker:       s.breaker.State(),
+		L2Breaker:     s.l2b.State(),
 	}
 }
