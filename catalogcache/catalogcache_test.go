@@ -411,3 +411,37 @@ func TestHotKeysDisabled(t *testing.T) {
 		t.Errorf("Run() = %v", err)
 	}
 }
+
+// TestConcurrentReadsAndRotation exercises hot-key rotation, admission,
+// writes and invalidations concurrently (run with -race).
+func TestConcurrentReadsAndRotation(t *testing.T) {
+	db := newFakeDB(widget, gadget)
+	clk := newClock()
+	s := newStore(t, db, catalogcache.Options{Now: clk.Now, HotMinReads: 4, HotWindow: 2 * time.Millisecond})
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 2000 {
+				sku := "widget"
+				if i%3 == 0 {
+					sku = fmt.Sprintf("p%d", i%50)
+				}
+				s.Product(bg, sku)
+				switch {
+				case g == 0 && i%100 == 0:
+					clk.Advance(time.Millisecond)
+				case g == 1 && i%100 == 0:
+					s.HotKeys()
+					s.RefreshHot(bg)
+				case g == 2 && i%250 == 0:
+					s.Invalidate("widget")
+				}
+			}
+		})
+	}
+	wg.Wait()
+	clk.Advance(time.Millisecond)
+	if got := mustProduct(t, s, "widget"); got != widget {
+		t.Errorf("Product() mismatch (-want +got):\n%s", cmp.Diff(widget, got))
+	}
+}
