@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/spikehq/spike/catalogcache"
 	"github.com/spikehq/spike/order"
 	"github.com/spikehq/spike/resilience"
 )
@@ -69,4 +70,26 @@ func (g *guardedStream) Enqueue(ctx context.Context, e order.Placed) error {
 	g.inFlight.Release()
 	permit.Record(err)
 	return err
+}
+
+// registerCacheMetrics exports the product cache's counters.
+func registerCacheMetrics(reg prometheus.Registerer, products *catalogcache.Store) {
+	counter := func(name, help string, f func(catalogcache.Stats) uint64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "spike_catalog_cache_" + name + "_total", Help: help},
+			func() float64 { return float64(f(products.Stats())) }))
+	}
+	counter("hits", "Product reads answered from L1.", func(s catalogcache.Stats) uint64 { return s.Hits })
+	counter("misses", "Product reads that waited for a load.", func(s catalogcache.Stats) uint64 { return s.Misses })
+	counter("l2_hits", "Loads answered by L2 (Redis).", func(s catalogcache.Stats) uint64 { return s.L2Hits })
+	counter("loads", "Database reads of products.", func(s catalogcache.Stats) uint64 { return s.Loads })
+	counter("load_errors", "Failed or refused database reads of products.", func(s catalogcache.Stats) uint64 { return s.LoadErrors })
+	counter("stale_served", "Reads answered with an expired entry.", func(s catalogcache.Stats) uint64 { return s.StaleServed })
+	counter("unavailable", "Product reads refused (503).", func(s catalogcache.Stats) uint64 { return s.Unavailable })
+	counter("invalidations", "L1 invalidations, local and received.", func(s catalogcache.Stats) uint64 { return s.Invalidations })
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spike_catalog_cache_entries", Help: "L1 entries."},
+		func() float64 { return float64(products.Stats().Entries) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "spike_breaker_state", Help: "Circuit breaker state (0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed).",
+		ConstLabels: prometheus.Labels{"dependency": "catalog_db"},
+	}, func() float64 { return float64(products.Stats().Breaker) }))
 }

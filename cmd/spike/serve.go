@@ -22,12 +22,14 @@ import (
 
 	"github.com/spikehq/spike"
 	"github.com/spikehq/spike/catalog"
+	"github.com/spikehq/spike/catalogcache"
 	"github.com/spikehq/spike/flashsale"
 	"github.com/spikehq/spike/httpapi"
 	"github.com/spikehq/spike/inventory"
 	"github.com/spikehq/spike/mysqlstore"
 	"github.com/spikehq/spike/natsbus"
 	"github.com/spikehq/spike/order"
+	"github.com/spikehq/spike/rediscache"
 	"github.com/spikehq/spike/resilience"
 	"github.com/spikehq/spike/sale"
 	"github.com/spikehq/spike/sqlitestore"
@@ -90,6 +92,7 @@ type app struct {
 	store    stores
 	redis    *redisStock    // nil: in-process counters
 	restored []order.Placed // embedded: events found on the stream at start
+	products *catalogcache.Store
 	nats     *natsbus.Embedded
 	nc       *nats.Conn
 	bus      *natsbus.Bus
@@ -158,8 +161,21 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		log.Info("stock counters rebuilt", "queued_events", len(queued), "took", time.Since(began).Round(time.Millisecond))
 		counters = flashsale.Local{Counters: local}
 	}
-	catalogSvc := catalog.NewService(a.store)
-	salesSvc := sale.NewService(a.store, counters)
+	// Product reads: L1 in process (+ L2 on Redis when configured) in front
+	// of the database; writes on any instance evict everywhere over NATS.
+	inv := natsbus.NewInvalidations(a.nc, "")
+	cacheOpts := catalogcache.Options{
+		Invalidator: inv,
+		CacheOnly:   func() bool { return board.On(switches.ReadsCacheOnly) },
+		Logger:      log.With("component", "catalogcache"),
+	}
+	if a.redis != nil {
+		cacheOpts.L2 = rediscache.NewProducts(a.redis.client, "")
+	}
+	a.products = catalogcache.New(a.store, cacheOpts)
+	registerCacheMetrics(reg, a.products)
+	catalogSvc := catalog.NewService(a.products)
+	salesSvc := sale.NewService(evictingSales{Store: a.store, products: a.products, log: log}, counters)
 	var stream order.Stream = a.bus
 	if cfg.wrapStream != nil {
 		stream = cfg.wrapStream(stream) // tests: faults in front of the stream, inside the guards
@@ -177,6 +193,8 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	}
 	a.goWork(func() error { return a.bus.RunWorker(workCtx, a.orders.Persist) })
 	a.goWork(func() error { return a.orders.RunResolver(workCtx) })
+	a.goWork(func() error { return a.products.Run(workCtx) })
+	a.goWork(func() error { return inv.Subscribe(workCtx, a.products.Invalidate) })
 	a.goWork(func() error { return a.orders.RunPendingSweeper(workCtx, time.Second) })
 	a.goWork(func() error { return sw.Run(workCtx) })
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -329,6 +347,9 @@ func (a *app) close() {
 		a.stopWork()
 		a.work.Wait()
 	}
+	if a.products != nil {
+		a.products.Close()
+	}
 	if a.redis != nil {
 		a.redis.Close()
 	}
@@ -360,4 +381,21 @@ func init() {
 		}
 		return "http://" + a.addr, a.secret, stop, nil
 	}
+}
+
+// evictingSales drops a product's cached stock once a sale has taken some.
+type evictingSales struct {
+	sale.Store
+	products *catalogcache.Store
+	log      *slog.Logger
+}
+
+func (s evictingSales) CreateSale(ctx context.Context, sl sale.Sale) error {
+	if err := s.Store.CreateSale(ctx, sl); err != nil {
+		return err
+	}
+	if err := s.products.Evict(ctx, sl.SKU); err != nil {
+		s.log.WarnContext(ctx, "evict product after sale", "sku", sl.SKU, "err", err) // the sale stands; the TTL is the backstop
+	}
+	return nil
 }
