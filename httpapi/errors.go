@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/spikehq/spike"
+	"github.com/spikehq/spike/inventory"
 )
 
 // errorCodes maps each error kind to its status and API code.
@@ -38,17 +39,60 @@ func encodeError(code, message string) []byte {
 	return append(b, "}}\n"...)
 }
 
+type statusCode struct {
+	status int
+	code   string
+}
+
+// byKind indexes errorCodes by kind, for the common case of a
+// *spike.Error whose Kind is one of the sentinels itself.
+var byKind = func() map[error]statusCode {
+	m := make(map[error]statusCode, len(errorCodes))
+	for _, c := range errorCodes {
+		m[c.kind] = statusCode{c.status, c.code}
+	}
+	return m
+}()
+
 // statusOf returns the status and code for err; unknown errors are 500.
 func statusOf(err error) (int, string, string) {
-	var de *spike.Error
-	if errors.As(err, &de) {
-		for _, c := range errorCodes {
-			if errors.Is(de.Kind, c.kind) {
-				return c.status, c.code, de.Message
-			}
+	de, ok := err.(*spike.Error)
+	if !ok && !errors.As(err, &de) {
+		return http.StatusInternalServerError, "internal", "internal error"
+	}
+	if sc, ok := byKind[de.Kind]; ok {
+		return sc.status, sc.code, de.Message
+	}
+	for _, c := range errorCodes {
+		if errors.Is(de.Kind, c.kind) {
+			return c.status, c.code, de.Message
 		}
 	}
 	return http.StatusInternalServerError, "internal", "internal error"
+}
+
+// hotErrors are the rejections a flash sale repeats by the thousand;
+// their bodies are encoded once.
+var hotErrors = func() map[*spike.Error][]byte {
+	m := map[*spike.Error][]byte{}
+	for _, e := range []*spike.Error{
+		inventory.ErrSoldOut, inventory.ErrLimit, inventory.ErrNotActive, inventory.ErrKeyReused,
+		inventory.ErrInProgress, inventory.ErrFenced, inventory.ErrSaleNotFound,
+		errOverloaded, errUserRate, errSaleRate, errNotAccepted, errNoToken, errBadToken,
+	} {
+		_, code, msg := statusOf(e)
+		m[e] = encodeError(code, msg)
+	}
+	return m
+}()
+
+func errorBody(err error, code, msg string) []byte {
+	if de, ok := err.(*spike.Error); ok {
+		if b, ok := hotErrors[de]; ok {
+			return b
+		}
+	}
+	return encodeError(code, msg)
 }
 
 // writeError writes err in the API's error shape. Only errors that are not
@@ -65,7 +109,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		h["Retry-After"] = retryAfterOne
 	}
 	w.WriteHeader(status)
-	w.Write(encodeError(code, msg))
+	w.Write(errorBody(err, code, msg))
 }
 
 var (

@@ -144,6 +144,90 @@ type placeRequest struct {
 	Quantity *int64 `json:"quantity"`
 }
 
+var errQuantity = &spike.Error{Kind: spike.ErrInvalid, Message: "quantity must be an integer >= 1"}
+
+// decodeQuantity reads a placement body: empty or {"quantity": n}. The
+// common exact shape is parsed by hand (a flash sale sends it by the
+// million); anything else goes through encoding/json, which gives the same
+// answer (FuzzQuantityFastPath checks that they agree).
+func decodeQuantity(r *http.Request) (int64, error) {
+	buf := bodyBuffers.Get().(*bytes.Buffer)
+	defer bodyBuffers.Put(buf)
+	body, err := readBody(r, buf)
+	if err != nil {
+		return 0, err
+	}
+	if len(body) == 0 {
+		return 1, nil
+	}
+	if q, ok := fastQuantity(body); ok {
+		if q < 1 {
+			return 0, errQuantity
+		}
+		return q, nil
+	}
+	var req placeRequest
+	if err := decodeBytes(body, &req, true); err != nil {
+		return 0, err
+	}
+	if req.Quantity == nil {
+		return 1, nil
+	}
+	if *req.Quantity < 1 {
+		return 0, errQuantity
+	}
+	return *req.Quantity, nil
+}
+
+// fastQuantity parses exactly {"quantity":N} with optional spaces, N a
+// JSON integer of at most 18 digits; ok is false for anything else.
+func fastQuantity(b []byte) (q int64, ok bool) {
+	const key = `"quantity"`
+	i := 0
+	skip := func() {
+		for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+			i++
+		}
+	}
+	if i >= len(b) || b[i] != '{' {
+		return 0, false
+	}
+	i++
+	skip()
+	if !bytes.HasPrefix(b[i:], []byte(key)) {
+		return 0, false
+	}
+	i += len(key)
+	skip()
+	if i >= len(b) || b[i] != ':' {
+		return 0, false
+	}
+	i++
+	skip()
+	neg := false
+	if i < len(b) && b[i] == '-' {
+		neg = true
+		i++
+	}
+	start := i
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		q = q*10 + int64(b[i]-'0')
+		i++
+	}
+	digits := i - start
+	if digits == 0 || digits > 18 || (digits > 1 && b[start] == '0') {
+		return 0, false
+	}
+	skip()
+	if i != len(b)-1 || b[i] != '}' {
+		return 0, false
+	}
+	if neg {
+		q = -q
+	}
+	return q, true
+}
+
 // placeOrder is the hot path: the cheapest checks come first.
 func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request) error {
 	if g := s.Guards; g != nil && !g.accepting() {
@@ -172,16 +256,9 @@ func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request) error {
 			return errSaleRate
 		}
 	}
-	var req placeRequest
-	if err := decode(r, &req, true); err != nil {
+	qty, err := decodeQuantity(r)
+	if err != nil {
 		return err
-	}
-	qty := int64(1)
-	if req.Quantity != nil {
-		qty = *req.Quantity
-		if qty < 1 {
-			return spike.Errorf(spike.ErrInvalid, "quantity must be >= 1")
-		}
 	}
 	o, err := s.Orders.Place(r.Context(), order.PlaceRequest{UserID: id.UserID, SaleID: saleID, Key: key, Quantity: qty})
 	s.metrics.placement(err)

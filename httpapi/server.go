@@ -181,14 +181,26 @@ var (
 func decode(r *http.Request, v any, allowEmpty bool) error {
 	buf := bodyBuffers.Get().(*bytes.Buffer)
 	defer bodyBuffers.Put(buf)
+	body, err := readBody(r, buf)
+	if err != nil {
+		return err
+	}
+	return decodeBytes(body, v, allowEmpty)
+}
+
+// readBody reads the (size-capped) body into buf and returns it trimmed.
+func readBody(r *http.Request, buf *bytes.Buffer) ([]byte, error) {
 	buf.Reset()
 	if _, err := buf.ReadFrom(r.Body); err != nil {
 		if errors.As(err, new(*http.MaxBytesError)) {
-			return errTooLarge
+			return nil, errTooLarge
 		}
-		return spike.Errorf(spike.ErrInvalid, "could not read the request body")
+		return nil, spike.Errorf(spike.ErrInvalid, "could not read the request body")
 	}
-	body := bytes.TrimSpace(buf.Bytes())
+	return bytes.TrimSpace(buf.Bytes()), nil
+}
+
+func decodeBytes(body []byte, v any, allowEmpty bool) error {
 	if len(body) == 0 {
 		if allowEmpty {
 			return nil

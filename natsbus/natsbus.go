@@ -41,6 +41,9 @@ type Config struct {
 	// BatchSize is the largest batch handed to the persist function.
 	// If zero, 512 is used.
 	BatchSize int
+	// Linger is how long the worker waits for a batch to fill once it has
+	// an event. If zero, 5ms is used.
+	Linger time.Duration
 }
 
 // Bus publishes and consumes order events. It implements order.Stream.
@@ -76,6 +79,9 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Bus
 	}
 	if cfg.BatchSize == 0 {
 		cfg.BatchSize = 512
+	}
+	if cfg.Linger == 0 {
+		cfg.Linger = 5 * time.Millisecond
 	}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(16384),
@@ -240,6 +246,10 @@ func (b *Bus) RunWorker(ctx context.Context, persist PersistFunc) error {
 			return nil
 		}
 		batch = append(batch[:0], m)
+		// Linger briefly for more: every commit rewrites the touched index
+		// pages, so under load a few milliseconds buy batches many times
+		// larger; when traffic is light the wait ends with the first gap.
+		linger := time.NewTimer(b.cfg.Linger)
 	fill:
 		for len(batch) < b.cfg.BatchSize {
 			select {
@@ -249,9 +259,18 @@ func (b *Bus) RunWorker(ctx context.Context, persist PersistFunc) error {
 				}
 				batch = append(batch, m)
 			default:
-				break fill
+				select {
+				case m, ok := <-msgs:
+					if !ok {
+						break fill
+					}
+					batch = append(batch, m)
+				case <-linger.C:
+					break fill
+				}
 			}
 		}
+		linger.Stop()
 		events = events[:0]
 		good := batch[:0:0]
 		for _, m := range batch {
