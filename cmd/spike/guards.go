@@ -93,3 +93,20 @@ func registerCacheMetrics(reg prometheus.Registerer, products *catalogcache.Stor
 		ConstLabels: prometheus.Labels{"dependency": "catalog_db"},
 	}, func() float64 { return float64(products.Stats().Breaker) }))
 }
+
+// delayedStream is a fault injector: each enqueue waits first.
+type delayedStream struct {
+	order.Stream
+	delay time.Duration
+}
+
+func (d delayedStream) Enqueue(ctx context.Context, e order.Placed) error {
+	t := time.NewTimer(d.delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return d.Stream.Enqueue(ctx, e)
+}

@@ -47,6 +47,16 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	log := cfg.logger(stderr)
 	log.Info("configuration", "effective", cfg.redacted(), "version", versionString())
+	if v := getenv("SPIKE_FAULT_STREAM_DELAY"); v != "" {
+		// Fault injection for experiments (scripts/overload.sh dep): every
+		// publish to the stream waits this long first.
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("SPIKE_FAULT_STREAM_DELAY: %w", err)
+		}
+		log.Warn("fault injection: the order stream is slowed down", "delay", d)
+		cfg.wrapStream = func(s order.Stream) order.Stream { return delayedStream{s, d} }
+	}
 
 	a, err := start(ctx, cfg, log)
 	if err != nil {
