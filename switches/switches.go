@@ -48,7 +48,6 @@ const (
 // Defs are the built-in switches.
 var Defs = []Def{
 	{Name: OrdersAccept, Kind: Bool, Default: "true", Help: "take order placements (false: 503 unavailable)"},
-	{Name: Notifications, Kind: Bool, Default: "true", Help: "send buyer notifications (false: drop them, counted)"},
 	{Name: ReadsCacheOnly, Kind: Bool, Default: "false", Help: "serve product reads from caches only"},
 	{Name: UserRate, Kind: Number, Default: "20", Help: "placements per second per buyer, per instance (0: unlimited)"},
 	{Name: UserBurst, Kind: Number, Default: "40", Help: "burst of placements per buyer", Min: 1},
