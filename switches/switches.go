@@ -38,7 +38,6 @@ type Def struct {
 // Names of the built-in switches.
 const (
 	OrdersAccept   = "orders.accept"        // false: placements answer 503
-	Notifications  = "notifications"        // false: notifications are dropped (counted)
 	ReadsCacheOnly = "reads.cache_only"     // true: product reads never reach the database
 	UserRate       = "ratelimit.user_rps"   // placements per second per buyer; 0: unlimited
 	UserBurst      = "ratelimit.user_burst" // burst per buyer
