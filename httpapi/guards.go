@@ -1,9 +1,11 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -22,8 +24,19 @@ type Guards struct {
 	// Switches supplies orders.accept and the runtime rate limits.
 	Switches *switches.Board
 
+	// SharedPerUser, if set, is the per-buyer limit shared by every
+	// instance (on Redis in clustered mode), checked after the local bucket
+	// has passed the request: a buyer spreading requests over instances
+	// through a load balancer still gets one budget.
+	SharedPerUser KeyedLimiter
+
 	perUser atomic.Pointer[resilience.Keyed] // nil: unlimited
 	perSale atomic.Pointer[resilience.Keyed]
+}
+
+// KeyedLimiter is a rate limit per key shared between instances.
+type KeyedLimiter interface {
+	AllowN(ctx context.Context, key string, n int) (ok bool, retryAfter time.Duration, err error)
 }
 
 // Errors of the guards.
@@ -70,9 +83,22 @@ func (g *Guards) accepting() bool {
 	return g.Switches == nil || g.Switches.On(switches.OrdersAccept)
 }
 
-func (g *Guards) allowUser(user int64) bool {
+func (g *Guards) allowUser(ctx context.Context, user int64) bool {
 	k := g.perUser.Load()
-	return k == nil || k.Allow(strconv.FormatInt(user, 10))
+	if k == nil {
+		return true // unlimited: the shared limit follows the same switch
+	}
+	id := strconv.FormatInt(user, 10)
+	if !k.Allow(id) {
+		return false
+	}
+	if g.SharedPerUser == nil {
+		return true
+	}
+	// The shared limiter falls back to a local decision when Redis fails;
+	// an error here means the request's own deadline passed.
+	ok, _, err := g.SharedPerUser.AllowN(ctx, id, 1)
+	return ok || err != nil
 }
 
 func (g *Guards) allowSale(sale string) bool {

@@ -247,7 +247,7 @@ func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request) error {
 		return errKeyMissing
 	}
 	if g := s.Guards; g != nil {
-		if !g.allowUser(id.UserID) {
+		if !g.allowUser(r.Context(), id.UserID) {
 			s.guard.reject("user_rate")
 			return errUserRate
 		}

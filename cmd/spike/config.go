@@ -86,6 +86,9 @@ type LimitsConfig struct {
 	AdmissionInitial int `yaml:"admission_initial"` // starting concurrency limit
 	AdmissionMin     int `yaml:"admission_min"`     // the limit never adapts below this
 	AdmissionMax     int `yaml:"admission_max"`
+	// Instances is how many instances share the Redis-distributed limits:
+	// while Redis is unreachable each admits its share locally.
+	Instances int `yaml:"instances"`
 	// ShutdownTimeout bounds a graceful stop.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 }
@@ -95,7 +98,7 @@ func DefaultConfig() Config {
 	return Config{
 		Addr: "127.0.0.1:8080", Data: "./spike-data", LogFormat: "text",
 		NATS:   NATSConfig{Replicas: 1},
-		Limits: LimitsConfig{AdmissionInitial: 1000, AdmissionMin: 256, AdmissionMax: 20000, ShutdownTimeout: time.Minute},
+		Limits: LimitsConfig{AdmissionInitial: 1000, AdmissionMin: 256, AdmissionMax: 20000, Instances: 1, ShutdownTimeout: time.Minute},
 	}
 }
 
@@ -351,6 +354,8 @@ func (c *Config) Validate() error {
 		c.Limits.AdmissionInitial < c.Limits.AdmissionMin || c.Limits.AdmissionInitial > c.Limits.AdmissionMax:
 		return fmt.Errorf("config limits: need 1 <= admission_min (%d) <= admission_initial (%d) <= admission_max (%d)",
 			c.Limits.AdmissionMin, c.Limits.AdmissionInitial, c.Limits.AdmissionMax)
+	case c.Limits.Instances < 1:
+		return errors.New("config limits.instances: must be at least 1")
 	case c.Limits.ShutdownTimeout <= 0:
 		return errors.New("config limits.shutdown_timeout: must be positive")
 	}

@@ -9,8 +9,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spikehq/spike/catalogcache"
+	"github.com/spikehq/spike/httpapi"
 	"github.com/spikehq/spike/order"
+	"github.com/spikehq/spike/redislimit"
 	"github.com/spikehq/spike/resilience"
+	"github.com/spikehq/spike/switches"
 )
 
 // guardedStream puts the order stream behind a circuit breaker and a
@@ -109,4 +112,25 @@ func (d delayedStream) Enqueue(ctx context.Context, e order.Placed) error {
 		return ctx.Err()
 	}
 	return d.Stream.Enqueue(ctx, e)
+}
+
+// sharedPerUser returns the per-buyer limit shared by all instances on
+// Redis, following the ratelimit.user_* switches; nil without Redis.
+func sharedPerUser(r *redisStock, board *switches.Board, instances int) httpapi.KeyedLimiter {
+	if r == nil {
+		return nil
+	}
+	l := redislimit.New(r.client, redislimit.Config{
+		Name:      "buyer",
+		Algorithm: redislimit.TokenBucket,
+		Rate:      board.Number(switches.UserRate),
+		Burst:     int(board.Number(switches.UserBurst)),
+		Instances: instances,
+	})
+	board.OnChange(func(name, _ string) {
+		if name == switches.UserRate || name == switches.UserBurst {
+			l.SetRate(board.Number(switches.UserRate), int(board.Number(switches.UserBurst)))
+		}
+	})
+	return l
 }

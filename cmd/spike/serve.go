@@ -229,7 +229,8 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 				// the floor keeps a burst of honest buyers from being shed.
 				InitialLimit: cfg.Limits.AdmissionInitial, MinLimit: cfg.Limits.AdmissionMin, MaxLimit: cfg.Limits.AdmissionMax,
 			}),
-			Switches: board,
+			Switches:      board,
+			SharedPerUser: sharedPerUser(a.redis, board, cfg.Limits.Instances),
 		},
 		SwitchStore: sw,
 	})
