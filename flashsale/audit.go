@@ -76,6 +76,7 @@ func (a *Auditor) audit(ctx context.Context) (Report, error) {
 	}
 
 	var oversold, dupes, overLimit, leaks []string
+	unloaded := 0
 	known := make(map[string]bool)
 	for _, s := range r.Sales {
 		var live int64
@@ -104,7 +105,9 @@ func (a *Auditor) audit(ctx context.Context) (Report, error) {
 		if st, ok, err := a.Counters.Stats(ctx, s.ID); err != nil {
 			leaks = append(leaks, fmt.Sprintf("%s: stock counters unreadable: %v", s.ID, err))
 		} else if !ok {
-			leaks = append(leaks, fmt.Sprintf("%s: no stock counters", s.ID))
+			// Clustered counters lost with Redis are rebuilt from this same
+			// record when the sale is next used; nothing to compare yet.
+			unloaded++
 		} else if st.Remaining < 0 || st.Remaining+live != s.Stock {
 			leaks = append(leaks, fmt.Sprintf("%s: remaining %d + sold %d != allocated %d", s.ID, st.Remaining, live, s.Stock))
 		}
@@ -121,7 +124,7 @@ func (a *Auditor) audit(ctx context.Context) (Report, error) {
 		result("I2 no lost orders", prefixed("acknowledged but neither on the stream nor persisted: ", lost),
 			fmt.Sprintf("every acknowledged order is on the stream (%d) or persisted", len(r.Queued))),
 		result("I3 no duplicates", append(dupes, overLimit...), "one order per (user, idempotency key); no user above the per-user limit"),
-		result("I4 conservation", leaks, "remaining + units in live orders = allocated, for every sale"),
+		result("I4 conservation", leaks, fmt.Sprintf("remaining + units in live orders = allocated, for every sale with counters (%d not loaded: rebuilt from the record on first use)", unloaded)),
 	}
 	if backlog == 0 && len(pending) == 0 {
 		checks = append(checks, Check{Name: "I5 no stuck work", OK: true, Detail: "the stream is drained and no order is pending"})

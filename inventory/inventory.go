@@ -192,7 +192,8 @@ func (c *Counters) sale(id string) *saleStock {
 
 // Reserve takes r.Quantity units of the sale for the buyer in one atomic
 // step. A key that already holds a reservation returns it with replay set
-// and changes nothing. Returns ErrSaleNotFound, ErrKeyReused, ErrInProgress,
+// and changes nothing. ErrInProgress (a replay of a key whose reservation is
+// not confirmed yet) comes with that reservation. Returns ErrSaleNotFound, ErrKeyReused, ErrInProgress,
 // ErrNotActive, ErrLimit, ErrSoldOut, or an ErrInvalid error when the
 // quantity is out of range.
 func (c *Counters) Reserve(_ context.Context, r Request) (res Reservation, replay bool, err error) {
@@ -259,7 +260,9 @@ func (st *saleStock) replay(r Request, h hold) (Reservation, bool, error) {
 	case h.quantity != r.Quantity:
 		return Reservation{}, false, ErrKeyReused
 	case !h.confirmed:
-		return Reservation{}, false, ErrInProgress
+		// The reservation goes with the error, so the caller can check
+		// whether its event is stored after all.
+		return st.reservation(r, h), false, ErrInProgress
 	}
 	return st.reservation(r, h), true, nil
 }

@@ -73,6 +73,13 @@ func (s *Service) Place(ctx context.Context, r PlaceRequest) (Order, error) {
 		return Order{}, spike.Errorf(spike.ErrInvalid, "Idempotency-Key must be 1-128 printable ASCII characters")
 	}
 	res, replay, err := s.reserver.Reserve(ctx, inventory.Request{SaleID: r.SaleID, UserID: r.UserID, Key: r.Key, Quantity: r.Quantity})
+	if errors.Is(err, inventory.ErrInProgress) && res.OrderID != "" && s.stored(ctx, res.OrderID) {
+		// The first request's event is durable, but its confirmation never
+		// came (its instance died, or it is a moment away): settle it now.
+		s.confirm(ctx, res)
+		ev := placedEvent(res)
+		return ev.Order(), nil
+	}
 	if err != nil {
 		return Order{}, err
 	}
@@ -87,10 +94,7 @@ func (s *Service) Place(ctx context.Context, r PlaceRequest) (Order, error) {
 	err = s.enqueue(ctx, ev)
 	switch {
 	case err == nil:
-		if err := s.reserver.Confirm(ctx, res); err != nil {
-			// The order is on the stream; only replays wait for the confirmation.
-			s.log.Warn("confirm reservation", "order_id", o.ID, "err", err)
-		}
+		s.confirm(ctx, res)
 		return o, nil
 	case errors.Is(err, ErrNotEnqueued):
 		s.pending.remove(o)
@@ -111,6 +115,26 @@ func (s *Service) Place(ctx context.Context, r PlaceRequest) (Order, error) {
 		}
 		return Order{}, ErrInDoubt
 	}
+}
+
+// confirm marks a durable reservation confirmed. A failure only delays
+// replays: the order is on the stream, and Persist confirms it again.
+func (s *Service) confirm(ctx context.Context, res inventory.Reservation) {
+	if err := s.reserver.Confirm(ctx, res); err != nil {
+		s.log.Warn("confirm reservation", "order_id", res.OrderID, "err", err)
+	}
+}
+
+// stored reports whether an order's event is durable: on the stream or
+// persisted.
+func (s *Service) stored(ctx context.Context, id string) bool {
+	if s.Lookup != nil {
+		if _, ok, err := s.Lookup.Placed(ctx, id); err == nil && ok {
+			return true
+		}
+	}
+	_, err := s.store.Order(ctx, id)
+	return err == nil
 }
 
 func (s *Service) enqueue(ctx context.Context, ev Placed) error {
@@ -150,9 +174,7 @@ func (s *Service) resolve(ctx context.Context, res inventory.Reservation) {
 	backoff := 50 * time.Millisecond
 	for {
 		if err := s.enqueue(ctx, ev); err == nil {
-			if err := s.reserver.Confirm(ctx, res); err != nil {
-				s.log.Warn("confirm reservation", "order_id", res.OrderID, "err", err)
-			}
+			s.confirm(ctx, res)
 			return
 		}
 		select {
@@ -178,6 +200,9 @@ func (s *Service) Persist(ctx context.Context, events []Placed) error {
 	}
 	for i := range orders {
 		s.pending.remove(orders[i])
+		// Persisted is durable: confirm the reservation here too, for the
+		// orders whose placing instance died before it could.
+		s.confirm(ctx, inventory.Reservation{OrderID: events[i].OrderID, SaleID: events[i].SaleID, UserID: events[i].UserID, Key: events[i].Key})
 	}
 	return nil
 }

@@ -380,7 +380,9 @@ func (s *sale) replay(r inventory.Request, v string) (inventory.Reservation, boo
 	case h.quantity != r.Quantity:
 		return inventory.Reservation{}, false, inventory.ErrKeyReused
 	case !h.confirmed:
-		return inventory.Reservation{}, false, inventory.ErrInProgress
+		// The reservation goes with the error, so the caller can check
+		// whether its event is stored after all (its instance may be gone).
+		return s.reservation(r, h), false, inventory.ErrInProgress
 	}
 	return s.reservation(r, h), true, nil
 }
