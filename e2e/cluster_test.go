@@ -1,0 +1,244 @@
+// Package e2e_test runs Spike the way it runs in production: three
+// `spike serve` processes behind HAProxy, on their own Redis, MariaDB and
+// NATS JetStream, and breaks one dependency at a time mid-sale while
+// hundreds of buyers place orders through the load balancer. After each
+// fault it checks the invariants I1–I5 of DESIGN.md from the outside.
+//
+//	SPIKE_TEST_CLUSTER=1 go test -race -count=1 -v ./e2e/
+//
+// It needs haproxy, redis-server, mariadb-server and nats-server (Debian
+// packages of those names). It never touches the machine's shared
+// services: every server it uses is its own, on a free loopback port,
+// with its data in the test's temporary folder.
+package e2e_test
+
+import (
+	"context"
+	"math/rand/v2"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+const (
+	buyers  = 200
+	perUser = 2
+	pace    = 250 * time.Millisecond // each buyer's pause between orders
+	warmup  = 2 * time.Second        // placements flowing before the fault
+)
+
+// scenario is one sale with one fault injected while buyers place orders.
+type scenario struct {
+	name  string
+	stock int64
+	// fault breaks something while ld runs and returns once it is repaired.
+	fault func(t *testing.T, cl *cluster, ld *load)
+	// after the fault: run on until the sale sells out (bounded), or stop
+	// soon after the repair.
+	untilSoldOut bool
+	skip         string // non-empty: a known server bug, see the message
+}
+
+func TestCluster(t *testing.T) {
+	bins := requireCluster(t)
+	began := time.Now()
+	cl := startCluster(t, bins, 3)
+	t.Logf("cluster up in %v: haproxy %s → %s, %s, %s; redis %s, mariadb :%d, nats :%d", time.Since(began).Round(time.Millisecond),
+		cl.lbAddr, cl.spikes[0].addr, cl.spikes[1].addr, cl.spikes[2].addr, cl.redisAddr, cl.mysqlPort, cl.natsPort)
+	t.Cleanup(func() {
+		if t.Failed() {
+			cl.dumpLogs(t, 80)
+		}
+	})
+
+	scenarios := []scenario{
+		{name: "InstanceKilled", stock: 2500, fault: killInstance, untilSoldOut: true},
+		{name: "RedisFlushed", stock: 2500, fault: flushRedis, untilSoldOut: true},
+		{name: "RedisRestarted", stock: 2500, fault: restartRedis, untilSoldOut: true},
+		{name: "MySQLStopped", stock: 60_000, fault: stopMySQL},
+		{name: "NATSRestarted", stock: 2500, fault: restartNATS, untilSoldOut: true},
+	}
+	for i, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			if sc.skip != "" {
+				t.Skip(sc.skip)
+			}
+			runScenario(t, cl, i, sc)
+		})
+	}
+}
+
+func runScenario(t *testing.T, cl *cluster, i int, sc scenario) {
+	c := newClient(t, cl.lbAddr, cl.secret)
+	saleID := "e2e-" + sc.name
+	c.setupSale("sku-"+sc.name, saleID, sc.stock, perUser)
+	l := newLedger()
+	ld := startLoad(t, c, saleID, l, buyers, pace, int64(i+1)*100_000_000, perUser)
+	defer func() {
+		// A fatal error mid-scenario must not leave buyers running.
+		select {
+		case <-ld.stop:
+		default:
+			close(ld.stop)
+		}
+	}()
+	time.Sleep(warmup)
+	before := l.units()
+	t.Logf("before the fault: %d units placed in %v", before, warmup)
+	sc.fault(t, cl, ld)
+	if sc.untilSoldOut {
+		if !ld.waitSoldOut(100, 90*time.Second) {
+			t.Logf("the sale did not sell out within 90 s of the repair; checking it as it stands")
+		}
+	} else {
+		time.Sleep(2 * time.Second)
+	}
+	ld.halt()
+	ld.report()
+	ld.retryUnanswered()
+	replayKeys(t, c, saleID, l, 300)
+	verifyInvariants(t, c, saleID, sc.stock, perUser, l)
+}
+
+// killInstance kills one spike instance with SIGKILL, lets the sale go on
+// on the other two, and restarts it.
+func killInstance(t *testing.T, cl *cluster, ld *load) {
+	sp := cl.spikes[1]
+	at := time.Now()
+	sp.kill()
+	time.Sleep(4 * time.Second)
+	during := ld.acksBetween(at, time.Now())
+	cl.startSpike(t, 1)
+	t.Logf("instance %s killed for %v (restart included): %d placements acknowledged meanwhile by the others",
+		sp.addr, time.Since(at).Round(time.Millisecond), during)
+	if during == 0 {
+		t.Errorf("no placement succeeded while one of three instances was down")
+	}
+}
+
+// flushRedis empties the test's Redis: every sale's counters are gone.
+func flushRedis(t *testing.T, cl *cluster, ld *load) {
+	at := time.Now()
+	if reply, err := redisCmd(cl.redisAddr, "FLUSHALL"); err != nil || reply != "+OK" {
+		t.Fatalf("FLUSHALL: %q %v", reply, err)
+	}
+	measureFence(t, ld, at, "FLUSHALL")
+}
+
+// restartRedis kills redis-server and starts it again, empty.
+func restartRedis(t *testing.T, cl *cluster, ld *load) {
+	at := time.Now()
+	cl.redis.kill()
+	time.Sleep(time.Second)
+	cl.redis.start(t)
+	cl.waitRedis(t)
+	t.Logf("redis down for %v", time.Since(at).Round(time.Millisecond))
+	measureFence(t, ld, at, "redis restart")
+}
+
+// measureFence waits for the sale to fence (503 unavailable) after the
+// fault at at, and to place again after, and logs how long it was fenced.
+func measureFence(t *testing.T, ld *load, at time.Time, what string) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		first503, firstAck := ld.fenced(at)
+		if !firstAck.IsZero() {
+			t.Logf("%s: sale fenced for %v (first 503 at +%v, first 202 after it sent at +%v)", what,
+				firstAck.Sub(first503).Round(time.Millisecond), first503.Sub(at).Round(time.Millisecond), firstAck.Sub(at).Round(time.Millisecond))
+			return
+		}
+		if first503.IsZero() && time.Since(at) > 20*time.Second {
+			t.Errorf("%s: no 503 unavailable within 20 s: the sale did not fence", what)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s: the sale did not resume within 90 s (first 503 at +%v)", what, first503.Sub(at).Round(time.Millisecond))
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stopMySQL freezes mariadbd (SIGSTOP) for 30 s: connections hang rather
+// than fail, the harder case. Placements must go on (the stream buffers).
+func stopMySQL(t *testing.T, cl *cluster, ld *load) {
+	at := time.Now()
+	cl.mysql.signal(syscall.SIGSTOP)
+	time.Sleep(30 * time.Second)
+	cont := time.Now()
+	cl.mysql.signal(syscall.SIGCONT)
+	during := ld.acksBetween(at, cont)
+	t.Logf("mariadb stopped for %v: %d placements acknowledged meanwhile (%.0f/s)",
+		cont.Sub(at).Round(time.Millisecond), during, float64(during)/cont.Sub(at).Seconds())
+	if during == 0 {
+		t.Errorf("no placement succeeded while MySQL was stopped: the stream should buffer them")
+	}
+}
+
+// restartNATS kills nats-server and starts it again on the same store
+// folder after 5 s.
+func restartNATS(t *testing.T, cl *cluster, ld *load) {
+	at := time.Now()
+	cl.nats.kill()
+	time.Sleep(5 * time.Second)
+	up := time.Now()
+	// Requests sent a moment after the kill, until the restart, must fail.
+	during := ld.acksBetween(at.Add(time.Second), up)
+	cl.nats.start(t)
+	cl.waitNATS(t)
+	first503, _ := ld.fenced(at)
+	if first503.IsZero() {
+		t.Errorf("no 503 unavailable while NATS was down")
+	}
+	ack, ok := ld.waitAck(up, 90*time.Second)
+	if !ok {
+		t.Errorf("no placement succeeded within 90 s of NATS coming back")
+		return
+	}
+	t.Logf("nats down for %v; %d placements acknowledged to requests sent while it was down; first 202 to a request sent %v after it came back",
+		up.Sub(at).Round(time.Millisecond), during, ack.Sub(up).Round(time.Millisecond))
+	if during > 0 {
+		t.Errorf("%d placements acknowledged to requests sent while NATS was down", during)
+	}
+}
+
+// replayKeys sends n acknowledged requests again with their keys: each
+// must get the same 202 with the same order id (the ledger flags another
+// id), even after the sale sold out or its counters were rebuilt.
+func replayKeys(t *testing.T, c *client, saleID string, l *ledger, n int) {
+	t.Helper()
+	l.mu.Lock()
+	orders := make([]acceptedOrder, 0, len(l.accepted))
+	for _, a := range l.accepted {
+		orders = append(orders, a)
+	}
+	l.mu.Unlock()
+	rand.Shuffle(len(orders), func(i, j int) { orders[i], orders[j] = orders[j], orders[i] })
+	orders = orders[:min(n, len(orders))]
+	var g errgroup.Group
+	g.SetLimit(16)
+	for _, a := range orders {
+		g.Go(func() error {
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+				r, p, err := c.place(ctx, a.user, saleID, a.key, a.qty)
+				cancel()
+				if err == nil && r.status == 202 {
+					l.record(a.user, a.key, a.qty, p)
+					return nil
+				}
+				if err == nil && r.status != 429 && r.status < 500 || time.Now().After(deadline) {
+					t.Errorf("I3 replay: user %d key %s (acknowledged before): %d %s %v", a.user, a.key, r.status, r.body, err)
+					return nil
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		})
+	}
+	g.Wait()
+	t.Logf("replayed %d acknowledged keys", len(orders))
+}
