@@ -267,7 +267,8 @@ type cluster struct {
 	config   string
 	spikes   []*spikeProc
 
-	lbAddr  string
+	lbAddr  string // HAProxy over every instance
+	lb1Addr string // HAProxy over the first instance only (throughput baseline)
 	haproxy *proc
 }
 
@@ -287,7 +288,9 @@ func startCluster(t *testing.T, bins map[string]string, instances int) *cluster 
 	built := make(chan error, 1)
 	c.spikeBin = filepath.Join(c.dir, "spike")
 	go func() {
-		cmd := exec.Command("go", "build", "-o", c.spikeBin, "github.com/spikehq/spike/cmd/spike")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", c.spikeBin, "github.com/spikehq/spike/cmd/spike")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			err = fmt.Errorf("go build: %v\n%s", err, out)
@@ -378,6 +381,65 @@ func redisCmd(addr string, args ...string) (string, error) {
 	}
 	line, err := bufio.NewReader(conn).ReadString('\n')
 	return strings.TrimSpace(line), err
+}
+
+// redisCommands returns Redis's count of commands processed so far.
+func redisCommands(addr string) (int64, error) {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write([]byte("*2\r\n$4\r\nINFO\r\n$5\r\nstats\r\n")); err != nil {
+		return 0, err
+	}
+	rd := bufio.NewReader(conn)
+	for {
+		line, err := rd.ReadString('\n')
+		if err != nil {
+			return 0, err
+		}
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "total_commands_processed:"); ok {
+			return strconv.ParseInt(v, 10, 64)
+		}
+	}
+}
+
+// redisHGet returns a hash field's value ("" if it has none).
+func redisHGet(addr, key, field string) (string, error) {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(conn, "*3\r\n$4\r\nHGET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n", len(key), key, len(field), field)
+	rd := bufio.NewReader(conn)
+	head, err := rd.ReadString('\n')
+	if err != nil || !strings.HasPrefix(head, "$") || strings.HasPrefix(head, "$-1") {
+		return "", err
+	}
+	val, err := rd.ReadString('\n')
+	return strings.TrimSpace(val), err
+}
+
+// diagnoseKey describes what the cluster holds for a placement: its hold
+// in the sale's Redis counters ("order id|units|placed µs|confirmed") and
+// what reading that order answers.
+func (c *cluster) diagnoseKey(cl *client, saleID string, req request) string {
+	hold, err := redisHGet(c.redisAddr, "spike:{sale:"+saleID+"}:keys", strconv.FormatInt(req.user, 10)+":"+req.key)
+	out := fmt.Sprintf("redis hold of the key: %q (err %v)", hold, err)
+	if id, _, ok := strings.Cut(hold, "|"); ok {
+		r, err := cl.do(context.Background(), "GET", "/v1/orders/"+id, cl.token(1, true), nil, nil)
+		out += fmt.Sprintf("; GET /v1/orders/%s as admin: %d %s (err %v)", id, r.status, r.body, err)
+		for _, sp := range c.spikes {
+			for _, l := range sp.grep(id, 5) {
+				out += "\n  spike " + sp.name + ": " + l
+			}
+		}
+	}
+	return out
 }
 
 func (c *cluster) startMariaDB(t *testing.T) {
@@ -497,6 +559,15 @@ frontend api
     bind %s
     default_backend spike
 
+frontend one
+    bind %s
+    default_backend spike_one
+
+backend spike_one
+    option httpchk GET /healthz
+    http-check expect status 200
+    server spike0 %s check inter 500ms
+
 backend spike
     balance roundrobin
     option httpchk GET /healthz
@@ -507,12 +578,13 @@ backend spike
 func (c *cluster) startHAProxy(t *testing.T) {
 	t.Helper()
 	c.lbAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	c.lb1Addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	var servers strings.Builder
 	for i, sp := range c.spikes {
 		fmt.Fprintf(&servers, "    server spike%d %s check\n", i, sp.addr)
 	}
 	path := filepath.Join(c.dir, "haproxy.cfg")
-	if err := os.WriteFile(path, []byte(fmt.Sprintf(haproxyConfig, c.lbAddr, servers.String())), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(haproxyConfig, c.lbAddr, c.lb1Addr, c.spikes[0].addr, servers.String())), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := exec.Command(c.bins["haproxy"], "-c", "-f", path).CombinedOutput(); err != nil {

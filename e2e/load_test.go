@@ -40,6 +40,9 @@ type load struct {
 	began   time.Time
 	stopped time.Time
 
+	// diagnose, if set, describes a request stuck without a definite answer.
+	diagnose func(req request) string
+
 	soldOut atomic.Int64 // sold_out answers
 	acks    atomic.Int64 // 202 answers
 
@@ -80,6 +83,9 @@ func (ld *load) buyer(g int) {
 		req := request{user: user, key: ld.saleID + "-u" + strconv.FormatInt(user, 10) + "-" + strconv.Itoa(i), qty: 1 + rand.Int64N(2)}
 		if !ld.untilAnswered(req) {
 			return
+		}
+		if ld.pace == 0 {
+			continue
 		}
 		select {
 		case <-ld.stop:
@@ -163,12 +169,14 @@ func (ld *load) halt() {
 }
 
 // retryUnanswered sends every request left without a definite answer again,
-// with its key, until it gets one.
+// with its key, until it gets one (each bounded to 60 s; a request still
+// without an answer then is an error, reported with what the server holds).
 func (ld *load) retryUnanswered() {
 	ld.t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
 	recovered := 0
 	for _, req := range ld.unanswered {
+		deadline := time.Now().Add(60 * time.Second)
+	retry:
 		for {
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			r, p, err := ld.c.place(ctx, req.user, ld.saleID, req.key, req.qty)
@@ -186,7 +194,12 @@ func (ld *load) retryUnanswered() {
 				break
 			}
 			if time.Now().After(deadline) {
-				ld.t.Fatalf("request %+v still unanswered after 90 s: %v %d %s", req, err, r.status, r.body)
+				diag := ""
+				if ld.diagnose != nil {
+					diag = ld.diagnose(req)
+				}
+				ld.t.Errorf("request %+v still without a definite answer after 60 s of retries: %v %d %s\n%s", req, err, r.status, r.body, diag)
+				break retry
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
