@@ -324,6 +324,11 @@ mysql:
   migrate: true
 redis:
   addrs: [%q]
+limits:
+  # A hold left by an instance killed before it enqueued is freed on the
+  # key's next retry after this long (90s by default; shorter keeps the
+  # test short).
+  abandon_after: 15s
 `, c.secret, fmt.Sprintf("nats://127.0.0.1:%d", c.natsPort), dsn("spike"), dsn("spike_orders_0"), dsn("spike_orders_1"), c.redisAddr)
 	if err := os.WriteFile(c.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

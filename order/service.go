@@ -42,6 +42,12 @@ type Service struct {
 
 	// EnqueueTimeout bounds one enqueue attempt. If zero, 5s is used.
 	EnqueueTimeout time.Duration
+	// AbandonAfter is when an unconfirmed reservation whose event is not
+	// durable counts as abandoned (its instance died before enqueueing):
+	// a replay of its key then releases it and places afresh. In-doubt
+	// resolvers stop re-publishing at half of it, so nothing can store the
+	// event later. If zero, 90s is used.
+	AbandonAfter time.Duration
 
 	inDoubt chan inventory.Reservation
 }
@@ -72,13 +78,25 @@ func (s *Service) Place(ctx context.Context, r PlaceRequest) (Order, error) {
 	if !spike.ValidIdempotencyKey(r.Key) {
 		return Order{}, spike.Errorf(spike.ErrInvalid, "Idempotency-Key must be 1-128 printable ASCII characters")
 	}
-	res, replay, err := s.reserver.Reserve(ctx, inventory.Request{SaleID: r.SaleID, UserID: r.UserID, Key: r.Key, Quantity: r.Quantity})
-	if errors.Is(err, inventory.ErrInProgress) && res.OrderID != "" && s.stored(ctx, res.OrderID) {
-		// The first request's event is durable, but its confirmation never
-		// came (its instance died, or it is a moment away): settle it now.
-		s.confirm(ctx, res)
-		ev := placedEvent(res)
-		return ev.Order(), nil
+	req := inventory.Request{SaleID: r.SaleID, UserID: r.UserID, Key: r.Key, Quantity: r.Quantity}
+	res, replay, err := s.reserver.Reserve(ctx, req)
+	if errors.Is(err, inventory.ErrInProgress) && res.OrderID != "" {
+		switch {
+		case s.stored(ctx, res.OrderID):
+			// The first request's event is durable, but its confirmation
+			// never came (its instance died, or it is a moment away).
+			s.confirm(ctx, res)
+			ev := placedEvent(res)
+			return ev.Order(), nil
+		case time.Since(res.PlacedAt) > s.abandonAfter():
+			// Its instance died before enqueueing, and nothing can store
+			// the event any more: free the units and place afresh.
+			s.log.Warn("releasing an abandoned reservation", "order_id", res.OrderID, "placed_at", res.PlacedAt)
+			if rerr := s.reserver.Release(ctx, res); rerr != nil {
+				return Order{}, err
+			}
+			res, replay, err = s.reserver.Reserve(ctx, req)
+		}
 	}
 	if err != nil {
 		return Order{}, err
@@ -115,6 +133,13 @@ func (s *Service) Place(ctx context.Context, r PlaceRequest) (Order, error) {
 		}
 		return Order{}, ErrInDoubt
 	}
+}
+
+func (s *Service) abandonAfter() time.Duration {
+	if s.AbandonAfter > 0 {
+		return s.AbandonAfter
+	}
+	return 90 * time.Second
 }
 
 // confirm marks a durable reservation confirmed. A failure only delays
@@ -172,6 +197,10 @@ func (s *Service) RunResolver(ctx context.Context) error {
 func (s *Service) resolve(ctx context.Context, res inventory.Reservation) {
 	ev := placedEvent(res)
 	backoff := 50 * time.Millisecond
+	// Stop well before a replay may call the reservation abandoned; the
+	// rebuild (embedded) or the replay path (clustered) settles it then.
+	ctx, cancel := context.WithDeadline(ctx, res.PlacedAt.Add(s.abandonAfter()/2))
+	defer cancel()
 	for {
 		if err := s.enqueue(ctx, ev); err == nil {
 			s.confirm(ctx, res)

@@ -89,6 +89,10 @@ type LimitsConfig struct {
 	// Instances is how many instances share the Redis-distributed limits:
 	// while Redis is unreachable each admits its share locally.
 	Instances int `yaml:"instances"`
+	// AbandonAfter is when a reservation left unconfirmed by a dead
+	// instance (and whose event is not durable) is released on its key's
+	// next replay. It must exceed the enqueue timeout by a wide margin.
+	AbandonAfter time.Duration `yaml:"abandon_after"`
 	// ShutdownTimeout bounds a graceful stop.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 }
@@ -98,7 +102,7 @@ func DefaultConfig() Config {
 	return Config{
 		Addr: "127.0.0.1:8080", Data: "./spike-data", LogFormat: "text",
 		NATS:   NATSConfig{Replicas: 1},
-		Limits: LimitsConfig{AdmissionInitial: 1000, AdmissionMin: 256, AdmissionMax: 20000, Instances: 1, ShutdownTimeout: time.Minute},
+		Limits: LimitsConfig{AdmissionInitial: 1000, AdmissionMin: 256, AdmissionMax: 20000, Instances: 1, AbandonAfter: 90 * time.Second, ShutdownTimeout: time.Minute},
 	}
 }
 
@@ -354,6 +358,8 @@ func (c *Config) Validate() error {
 		c.Limits.AdmissionInitial < c.Limits.AdmissionMin || c.Limits.AdmissionInitial > c.Limits.AdmissionMax:
 		return fmt.Errorf("config limits: need 1 <= admission_min (%d) <= admission_initial (%d) <= admission_max (%d)",
 			c.Limits.AdmissionMin, c.Limits.AdmissionInitial, c.Limits.AdmissionMax)
+	case c.Limits.AbandonAfter < 3*enqueueTimeout:
+		return fmt.Errorf("config limits.abandon_after: %v must be at least %v (3x the enqueue timeout)", c.Limits.AbandonAfter, 3*enqueueTimeout)
 	case c.Limits.Instances < 1:
 		return errors.New("config limits.instances: must be at least 1")
 	case c.Limits.ShutdownTimeout <= 0:

@@ -192,6 +192,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	}
 	a.orders = order.NewService(counters, newGuardedStream(stream, reg, log), a.store, log.With("component", "order"))
 	a.orders.EnqueueTimeout = enqueueTimeout
+	a.orders.AbandonAfter = cfg.Limits.AbandonAfter
 	a.orders.Lookup = a.bus
 	a.orders.Restore(a.restored)
 
