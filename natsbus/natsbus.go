@@ -36,7 +36,8 @@ type Config struct {
 	// Duplicates is the stream's deduplication window. If zero, 2m is used.
 	Duplicates time.Duration
 	// AckWait is how long a consumed event may stay unacknowledged before it
-	// is delivered again. If zero, 30s is used.
+	// is delivered again: how long the events held by a dead worker wait.
+	// Redelivery is harmless (inserts are idempotent). If zero, 10s is used.
 	AckWait time.Duration
 	// BatchSize is the largest batch handed to the persist function.
 	// If zero, 512 is used.
@@ -75,7 +76,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Bus
 		cfg.Duplicates = 2 * time.Minute
 	}
 	if cfg.AckWait == 0 {
-		cfg.AckWait = 30 * time.Second
+		cfg.AckWait = 10 * time.Second
 	}
 	if cfg.BatchSize == 0 {
 		cfg.BatchSize = 512
