@@ -212,33 +212,8 @@ type PersistFunc func(ctx context.Context, events []order.Placed) error
 // so batches grow with load and latency stays low when it is light. It
 // returns after ctx is done and the batch in hand is persisted.
 func (b *Bus) RunWorker(ctx context.Context, persist PersistFunc) error {
-	cons, err := b.stream.Consumer(ctx, b.cfg.Consumer)
-	if err != nil {
-		return err
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(2 * b.cfg.BatchSize))
-	if err != nil {
-		return err
-	}
 	msgs := make(chan jetstream.Msg, b.cfg.BatchSize)
-	go func() {
-		defer close(msgs)
-		for {
-			m, err := it.Next()
-			if err != nil {
-				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					return
-				}
-				continue
-			}
-			msgs <- m
-		}
-	}()
-	go func() {
-		<-ctx.Done()
-		it.Drain() // deliver what was already pulled, then close
-	}()
-
+	go b.pull(ctx, msgs)
 	batch := make([]jetstream.Msg, 0, b.cfg.BatchSize)
 	events := make([]order.Placed, 0, b.cfg.BatchSize)
 	for {
@@ -286,6 +261,55 @@ func (b *Bus) RunWorker(ctx context.Context, persist PersistFunc) error {
 		}
 		b.persistBatch(ctx, persist, events, good)
 	}
+}
+
+// pull feeds msgs from the durable consumer until ctx is done, then
+// closes it. An iterator that breaks (the server restarted, the consumer
+// was recreated, heartbeats stopped) is replaced after a backoff, so the
+// workers resume by themselves once NATS is back.
+func (b *Bus) pull(ctx context.Context, msgs chan<- jetstream.Msg) {
+	defer close(msgs)
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		it, err := b.messages(ctx)
+		if err != nil {
+			b.log.Warn("order workers: cannot subscribe; retrying", "err", err, "in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		stop := context.AfterFunc(ctx, it.Drain) // deliver what was pulled, then close
+		for {
+			m, err := it.Next()
+			if err != nil {
+				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) && ctx.Err() == nil {
+					b.log.Warn("order workers: consumer iterator failed; resubscribing", "err", err)
+				}
+				break
+			}
+			backoff = 100 * time.Millisecond
+			msgs <- m
+		}
+		stop()
+		it.Stop()
+		if ctx.Err() == nil {
+			time.Sleep(backoff)
+		}
+	}
+}
+
+func (b *Bus) messages(ctx context.Context) (jetstream.MessagesContext, error) {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	cons, err := b.stream.Consumer(cctx, b.cfg.Consumer)
+	if err != nil {
+		return nil, err
+	}
+	return cons.Messages(jetstream.PullMaxMessages(2*b.cfg.BatchSize), jetstream.WithMessagesErrOnMissingHeartbeat(true))
 }
 
 // persistBatch retries persist until it succeeds or the process is
