@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/spikehq/spike"
 	"github.com/spikehq/spike/catalogcache"
 	"github.com/spikehq/spike/httpapi"
 	"github.com/spikehq/spike/order"
@@ -133,4 +135,71 @@ func sharedPerUser(r *redisStock, board *switches.Board, instances int) httpapi.
 		}
 	})
 	return l
+}
+
+// guardedOrderReads puts the order store's reads (buyers reading their
+// orders, listings) behind a timeout funnel, a bulkhead and a breaker, so a
+// slow database sheds those reads quickly instead of piling goroutines up.
+// Writes (the workers' inserts) are not guarded here: they retry with
+// backoff and their events wait on the stream.
+type guardedOrderReads struct {
+	stores
+	breaker *resilience.Breaker
+	slots   *resilience.Semaphore
+}
+
+func newGuardedOrderReads(st stores, reg prometheus.Registerer, log *slog.Logger) *guardedOrderReads {
+	state := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "spike_breaker_state", Help: "Circuit breaker state (0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed).",
+		ConstLabels: prometheus.Labels{"dependency": "order_reads"},
+	})
+	reg.MustRegister(state)
+	return &guardedOrderReads{
+		stores: st,
+		breaker: resilience.NewBreaker(resilience.BreakerConfig{
+			Name: "order_reads", Window: resilience.TimeWindow, WindowSize: 10, MinimumCalls: 20,
+			FailureRateThreshold: 0.5, SlowCallDuration: time.Second, SlowCallRateThreshold: 0.8,
+			OpenTimeout: 2 * time.Second, HalfOpenCalls: 5,
+			// Not found is an answer, not a failure of the database.
+			IsFailure: func(err error) bool { return err != nil && !errors.Is(err, order.ErrOrderNotFound) },
+			OnStateChange: func(name string, from, to resilience.State) {
+				state.Set(float64(to))
+				log.Warn("circuit breaker", "dependency", name, "from", from.String(), "to", to.String())
+			},
+		}),
+		slots: resilience.NewSemaphore(64, 100*time.Millisecond),
+	}
+}
+
+var errOrderReadsShed = &spike.Error{Kind: spike.ErrUnavailable, Message: "order reads are shed while the database is slow; retry shortly"}
+
+// guard runs a read within a 2 s budget (never past the caller's
+// deadline), a slot of the bulkhead and the breaker.
+func (g *guardedOrderReads) guard(ctx context.Context, read func(context.Context) error) error {
+	if err := g.slots.Acquire(ctx); err != nil {
+		return errOrderReadsShed
+	}
+	defer g.slots.Release()
+	err := g.breaker.Do(ctx, func(ctx context.Context) error {
+		ctx, cancel := resilience.Budget(ctx, 2*time.Second, 10*time.Millisecond)
+		defer cancel()
+		return read(ctx)
+	})
+	if errors.Is(err, resilience.ErrBreakerOpen) || errors.Is(err, resilience.ErrTimeout) {
+		return errOrderReadsShed
+	}
+	return err
+}
+
+func (g *guardedOrderReads) Order(ctx context.Context, id string) (o order.Order, err error) {
+	err = g.guard(ctx, func(ctx context.Context) (err error) { o, err = g.stores.Order(ctx, id); return err })
+	return o, err
+}
+
+func (g *guardedOrderReads) ListOrders(ctx context.Context, userID int64, after order.Cursor, limit int) (os []order.Order, err error) {
+	err = g.guard(ctx, func(ctx context.Context) (err error) {
+		os, err = g.stores.ListOrders(ctx, userID, after, limit)
+		return err
+	})
+	return os, err
 }

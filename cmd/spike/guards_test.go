@@ -2,12 +2,17 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spikehq/spike/order"
 )
@@ -200,4 +205,55 @@ func grep(text, substr string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// slowOrderStore answers Order after a delay.
+type slowOrderStore struct {
+	stores
+	delay time.Duration
+	calls atomic.Int64
+}
+
+func (s *slowOrderStore) Order(ctx context.Context, id string) (order.Order, error) {
+	s.calls.Add(1)
+	select {
+	case <-time.After(s.delay):
+		return order.Order{ID: id}, nil
+	case <-ctx.Done():
+		return order.Order{}, ctx.Err()
+	}
+}
+
+// TestSlowOrderReadsAreShed: reads slower than the breaker's slow-call
+// threshold open it, and then fail fast without reaching the database.
+func TestSlowOrderReadsAreShed(t *testing.T) {
+	slow := &slowOrderStore{delay: 1200 * time.Millisecond}
+	g := newGuardedOrderReads(slow, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var wg sync.WaitGroup
+	for range 30 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g.Order(context.Background(), "x")
+		}()
+	}
+	wg.Wait()
+	before := slow.calls.Load()
+	began := time.Now()
+	_, err := g.Order(context.Background(), "x")
+	if !errors.Is(err, errOrderReadsShed) {
+		t.Fatalf("after 30 slow reads: %v, want the shed error", err)
+	}
+	if slow.calls.Load() != before {
+		t.Error("a shed read reached the database")
+	}
+	t.Logf("a shed read answered in %v", time.Since(began))
+	// A read whose caller has less time than the store needs is cut at the budget.
+	slow.delay = 0
+	fast := newGuardedOrderReads(&slowOrderStore{delay: time.Minute}, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := fast.Order(ctx, "x"); err == nil {
+		t.Error("a read past its deadline succeeded")
+	}
 }

@@ -190,7 +190,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	if cfg.wrapStream != nil {
 		stream = cfg.wrapStream(stream) // tests: faults in front of the stream, inside the guards
 	}
-	a.orders = order.NewService(counters, newGuardedStream(stream, reg, log), a.store, log.With("component", "order"))
+	a.orders = order.NewService(counters, newGuardedStream(stream, reg, log), newGuardedOrderReads(a.store, reg, log), log.With("component", "order"))
 	a.orders.EnqueueTimeout = enqueueTimeout
 	a.orders.AbandonAfter = cfg.Limits.AbandonAfter
 	a.orders.Lookup = a.bus
