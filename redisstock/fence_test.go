@@ -31,6 +31,18 @@ func placeSome(t *testing.T, c *redisstock.Counters, cp inventory.Campaign, n in
 	return hs
 }
 
+// reserveRetry reserves, retrying a 503 (a connection the restart broke)
+// as a client would.
+func reserveRetry(ctx context.Context, c *redisstock.Counters, r inventory.Request) (inventory.Reservation, bool, error) {
+	for try := 0; ; try++ {
+		res, replay, err := c.Reserve(ctx, r)
+		if !errors.Is(err, redisstock.ErrUnavailable) || try == 20 {
+			return res, replay, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // checkRecovery fences the sale through lose, rebuilds it from hs on one of
 // two racing instances, and checks that both resume with the right counters.
 func checkRecovery(t *testing.T, addrs []string, lose func()) {
@@ -105,12 +117,12 @@ func checkRecovery(t *testing.T, addrs []string, lose func()) {
 		t.Errorf("Remaining() after rebuild = %d, %v, %v; want 7, true, nil", n, ok, err)
 	}
 	// Replays of orders placed before the loss still get their order.
-	res, replay, err := b.Reserve(ctx, req(cp, 2, "k", 1))
+	res, replay, err := reserveRetry(ctx, b, req(cp, 2, "k", 1))
 	if err != nil || !replay || res.OrderID != hs[1].OrderID {
 		t.Errorf("replay after rebuild = %+v, %v, %v; want order %s", res, replay, err, hs[1].OrderID)
 	}
 	// The per-user limit survives too, and new buyers resume.
-	if _, _, err := a.Reserve(ctx, req(cp, 3, "again", 1)); !errors.Is(err, inventory.ErrLimit) {
+	if _, _, err := reserveRetry(ctx, a, req(cp, 3, "again", 1)); !errors.Is(err, inventory.ErrLimit) {
 		t.Errorf("Reserve() over the limit after rebuild = %v, want ErrLimit", err)
 	}
 	for i := range 7 {
@@ -126,7 +138,7 @@ func checkRecovery(t *testing.T, addrs []string, lose func()) {
 			t.Fatalf("Reserve() after rebuild = %v", err)
 		}
 	}
-	if _, _, err := b.Reserve(ctx, req(cp, 200, "new", 1)); !errors.Is(err, inventory.ErrSoldOut) {
+	if _, _, err := reserveRetry(ctx, b, req(cp, 200, "new", 1)); !errors.Is(err, inventory.ErrSoldOut) {
 		t.Errorf("Reserve() past the allocation = %v, want ErrSoldOut", err)
 	}
 }
