@@ -54,7 +54,12 @@ lua() { # $1 = sale id or "reads"
   cat <<LUA
 local counter, tid, threads = 0, 0, 0
 function setup(thread) thread:set("tid", threads); threads = threads + 1 end
-function init(args) tid = tonumber(wrk.thread:get("tid")) or 0 end
+-- A fresh prefix per run and thread: a key reused from an earlier round
+-- would be a replay (cheap, nothing placed) and inflate the figure.
+function init(args)
+  math.randomseed(os.time() + (tonumber(wrk.thread:get("tid")) or 0))
+  tid = tostring(math.random(1000000000)) .. "-" .. (wrk.thread:get("tid") or "0")
+end
 request = function()
   counter = counter + 1
   if "$1" == "reads" then
