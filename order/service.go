@@ -227,11 +227,10 @@ func (s *Service) Persist(ctx context.Context, events []Placed) error {
 	if err := s.store.InsertOrders(ctx, orders); err != nil {
 		return err
 	}
+	// An order whose placing instance died before confirming it is settled
+	// by the next replay of its key (see Place), without a round trip here.
 	for i := range orders {
 		s.pending.remove(orders[i])
-		// Persisted is durable: confirm the reservation here too, for the
-		// orders whose placing instance died before it could.
-		s.confirm(ctx, inventory.Reservation{OrderID: events[i].OrderID, SaleID: events[i].SaleID, UserID: events[i].UserID, Key: events[i].Key})
 	}
 	return nil
 }
