@@ -47,11 +47,11 @@ func startCluster(t *testing.T) []string {
 	}
 	var addrs []string
 	for range 3 {
-		s := &server{t: t, dir: t.TempDir(), args: []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"}}
+		s := &server{T: t, Dir: t.TempDir(), Args: []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"}}
 		if _, err := exec.LookPath("redis-server"); err != nil {
 			t.Skip("redis-server not found")
 		}
-		s.port = clusterPort(t)
+		s.Port = clusterPort(t)
 		s.Start()
 		t.Cleanup(s.Kill)
 		addrs = append(addrs, s.Addr())
