@@ -12,15 +12,10 @@ import (
 	"github.com/spikehq/spike/internal/redistest"
 )
 
-// newClient connects to addr and closes the client at cleanup.
-func newClient(t testing.TB, addr string) rueidis.Client {
+// newClient connects to addrs and closes the client at cleanup.
+func newClient(t testing.TB, addrs ...string) rueidis.Client {
 	t.Helper()
-	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true})
-	if err != nil {
-		t.Fatalf("connect to redis %s: %v", addr, err)
-	}
-	t.Cleanup(client.Close)
-	return client
+	return redistest.NewClient(t, addrs...)
 }
 
 // mustShared returns a client of the shared Redis at SPIKE_TEST_REDIS_ADDR.

@@ -19,21 +19,7 @@ import (
 // newClient connects to addrs and closes the client at cleanup.
 func newClient(t testing.TB, addrs ...string) rueidis.Client {
 	t.Helper()
-	var client rueidis.Client
-	var err error
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		client, err = rueidis.NewClient(rueidis.ClientOption{InitAddress: addrs, DisableCache: true})
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("connect to redis %v: %v", addrs, err)
-	}
-	t.Cleanup(client.Close)
-	return client
+	return redistest.NewClient(t, addrs...)
 }
 
 // mustShared returns a client of the shared Redis at SPIKE_TEST_REDIS_ADDR.

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/rueidis"
 )
 
 // MustAddr returns SPIKE_TEST_REDIS_ADDR, skipping the test when it is
@@ -112,4 +114,26 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// NewClient connects to addrs (one server, or nodes of a cluster), retrying
+// for up to 10 s while a just-started server comes up, and closes the client
+// at cleanup.
+func NewClient(t testing.TB, addrs ...string) rueidis.Client {
+	t.Helper()
+	var client rueidis.Client
+	var err error
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		client, err = rueidis.NewClient(rueidis.ClientOption{InitAddress: addrs, DisableCache: true})
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("connect to redis %v: %v", addrs, err)
+	}
+	t.Cleanup(client.Close)
+	return client
 }
