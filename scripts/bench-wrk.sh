@@ -4,6 +4,7 @@
 # on this machine, as ratios to a trivial net/http handler in the same run:
 #
 #   scripts/bench-wrk.sh            # SECS=8 ROUNDS=2 by default
+#   PROFILE=/tmp/cpu.pprof scripts/bench-wrk.sh   # also a CPU profile of round 1's placements
 #
 # Scenarios: placements (202, durably enqueued), sold-out rejections,
 # cached product reads; each round runs the trivial handler first.
@@ -31,7 +32,9 @@ func main() {
 GO
 (cd "$dir" && go mod init trivial >/dev/null 2>&1 && go build -o trivial trivial.go)
 export SPIKE_JWT_SECRET=bench-wrk-secret-0123456789abcdef01234567
-"$dir/spike" serve --data "$dir/data" --addr 127.0.0.1:18500 >"$dir/serve.log" 2>&1 &
+pprof=()
+if [ -n "${PROFILE:-}" ]; then pprof=(--pprof 127.0.0.1:18502); fi
+"$dir/spike" serve --data "$dir/data" --addr 127.0.0.1:18500 "${pprof[@]}" >"$dir/serve.log" 2>&1 &
 spid=$!
 "$dir/trivial" &
 tpid=$!
@@ -76,6 +79,10 @@ echo "machine: $(nproc) cores, $(uptime | sed 's/.*load average/load average/')"
 printf "%-6s %10s %12s %10s %10s %8s %8s %8s\n" round trivial placements sold_out reads p_ratio s_ratio r_ratio
 for r in $(seq "$rounds"); do
   t=$(run http://127.0.0.1:18501 "$dir/big.lua")
+  if [ -n "${PROFILE:-}" ] && [ "$r" = 1 ]; then
+    # CPU profile of the placement run (PROFILE=file): go tool pprof "$PROFILE"
+    (sleep 1; curl -fs -o "$PROFILE" "http://127.0.0.1:18502/debug/pprof/profile?seconds=$((secs - 2))") &
+  fi
   p=$(run $url "$dir/big.lua")
   s=$(run $url "$dir/tiny.lua")
   rd=$(run $url "$dir/reads.lua")
