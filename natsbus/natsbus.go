@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -45,6 +46,13 @@ type Config struct {
 	// Linger is how long the worker waits for a batch to fill once it has
 	// an event. If zero, 5ms is used.
 	Linger time.Duration
+	// PublishBatch, if above 1, publishes placements in batches of up to
+	// this many events per stream message (see batch.go). Only for a
+	// stream this process alone publishes batches to: embedded mode.
+	PublishBatch int
+	// PublishInFlight is how many batches may await their acknowledgement
+	// at once. If zero, 2 is used.
+	PublishInFlight int
 }
 
 // Bus publishes and consumes order events. It implements order.Stream.
@@ -53,6 +61,13 @@ type Bus struct {
 	stream jetstream.Stream
 	cfg    Config
 	log    *slog.Logger
+
+	// Batched publishing only (Config.PublishBatch > 1).
+	requests      chan *publishRequest
+	index         storedIndex
+	closed        chan struct{}
+	closeOnce     sync.Once
+	publisherDone chan struct{}
 }
 
 var _ order.Stream = (*Bus)(nil)
@@ -113,12 +128,42 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Bus
 	if err != nil {
 		return nil, fmt.Errorf("create consumer %s: %w", cfg.Consumer, err)
 	}
-	return &Bus{js: js, stream: stream, cfg: cfg, log: log}, nil
+	b := &Bus{js: js, stream: stream, cfg: cfg, log: log, closed: make(chan struct{}), publisherDone: make(chan struct{})}
+	b.index.init()
+	// Events stored in batches by an earlier run are found by id only
+	// through the index: fill it before anything is published or consumed.
+	if cfg.PublishBatch > 1 {
+		queued, err := b.Unpersisted(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("read stream %s: %w", cfg.Stream, err)
+		}
+		for _, e := range queued {
+			b.index.restored(e)
+		}
+		if b.cfg.PublishInFlight == 0 {
+			b.cfg.PublishInFlight = 2
+		}
+		b.requests = make(chan *publishRequest, 4*cfg.PublishBatch)
+		go b.publishLoop()
+	} else {
+		close(b.publisherDone)
+	}
+	return b, nil
+}
+
+// Close stops the batch publisher; Enqueue then fails. Batches already
+// sent still get their answers. It does not close the NATS connection.
+func (b *Bus) Close() {
+	b.closeOnce.Do(func() { close(b.closed) })
+	<-b.publisherDone
 }
 
 // Enqueue implements order.Stream: it publishes e with Nats-Msg-Id set to
 // its order id and waits for the stream's acknowledgement.
 func (b *Bus) Enqueue(ctx context.Context, e order.Placed) error {
+	if b.requests != nil {
+		return b.enqueueBatched(ctx, e)
+	}
 	data, err := json.Marshal(&e)
 	if err != nil {
 		return fmt.Errorf("encode event: %w: %w", err, order.ErrNotEnqueued)
@@ -161,6 +206,7 @@ func (b *Bus) Unpersisted(ctx context.Context) ([]order.Placed, error) {
 		return nil, err
 	}
 	var out []order.Placed
+	seen := make(map[string]bool)
 	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; {
 		m, err := b.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(b.cfg.Subject+".>"))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -169,12 +215,19 @@ func (b *Bus) Unpersisted(ctx context.Context) ([]order.Placed, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read stream at %d: %w", seq, err)
 		}
-		var e order.Placed
-		if err := json.Unmarshal(m.Data, &e); err == nil && e.Validate() == nil {
-			out = append(out, e)
-		} else {
+		n := len(out)
+		if out, err = decodeEvents(m.Data, out); err != nil {
 			b.log.Error("malformed event on the stream", "seq", m.Sequence)
 		}
+		// An in-doubt event published again may be on the stream twice.
+		for _, e := range out[n:] {
+			if !seen[e.OrderID] {
+				seen[e.OrderID] = true
+				out[n] = e
+				n++
+			}
+		}
+		out = out[:n]
 		seq = m.Sequence + 1
 	}
 	return out, nil
@@ -186,9 +239,16 @@ func (b *Bus) DeleteStream(ctx context.Context) error {
 }
 
 // Placed returns the event of an order still on the stream: acknowledged
-// and not yet persisted. Each event has its own subject, so this is an
-// index lookup, from any instance.
+// and not yet persisted. An event published alone has its own subject, so
+// this is an index lookup, from any instance; one published in a batch is
+// found in the bus's own index of them.
 func (b *Bus) Placed(ctx context.Context, orderID string) (order.Placed, bool, error) {
+	if b.requests != nil {
+		// Everything on the stream is in the index: what this process
+		// published, and what was there when it started.
+		e, ok := b.index.find(orderID)
+		return e, ok, nil
+	}
 	m, err := b.stream.GetLastMsgForSubject(ctx, b.cfg.Subject+"."+orderID)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return order.Placed{}, false, nil
@@ -216,50 +276,51 @@ func (b *Bus) RunWorker(ctx context.Context, persist PersistFunc) error {
 	go b.pull(ctx, msgs)
 	batch := make([]jetstream.Msg, 0, b.cfg.BatchSize)
 	events := make([]order.Placed, 0, b.cfg.BatchSize)
+	// add decodes m into the batch; a message may carry many events.
+	add := func(m jetstream.Msg) {
+		n := len(events)
+		var err error
+		if events, err = decodeEvents(m.Data(), events); err != nil {
+			events = events[:n]
+			b.log.Error("dropping malformed event", "subject", m.Subject())
+			_ = m.Term()
+			return
+		}
+		batch = append(batch, m)
+	}
 	for {
 		m, ok := <-msgs
 		if !ok {
 			return nil
 		}
-		batch = append(batch[:0], m)
+		batch, events = batch[:0], events[:0]
+		add(m)
 		// Linger briefly for more: every commit rewrites the touched index
 		// pages, so under load a few milliseconds buy batches many times
 		// larger; when traffic is light the wait ends with the first gap.
 		linger := time.NewTimer(b.cfg.Linger)
 	fill:
-		for len(batch) < b.cfg.BatchSize {
+		for len(events) < b.cfg.BatchSize {
 			select {
 			case m, ok := <-msgs:
 				if !ok {
 					break fill
 				}
-				batch = append(batch, m)
+				add(m)
 			default:
 				select {
 				case m, ok := <-msgs:
 					if !ok {
 						break fill
 					}
-					batch = append(batch, m)
+					add(m)
 				case <-linger.C:
 					break fill
 				}
 			}
 		}
 		linger.Stop()
-		events = events[:0]
-		good := batch[:0:0]
-		for _, m := range batch {
-			var e order.Placed
-			if err := json.Unmarshal(m.Data(), &e); err != nil || e.Validate() != nil {
-				b.log.Error("dropping malformed event", "subject", m.Subject())
-				_ = m.Term()
-				continue
-			}
-			events = append(events, e)
-			good = append(good, m)
-		}
-		b.persistBatch(ctx, persist, events, good)
+		b.persistBatch(ctx, persist, events, batch)
 	}
 }
 
@@ -328,6 +389,7 @@ func (b *Bus) persistBatch(ctx context.Context, persist PersistFunc, events []or
 			for _, m := range msgs {
 				_ = m.Ack()
 			}
+			b.index.forgetAll(events)
 			return
 		}
 		b.log.Warn("persist batch", "events", len(events), "attempt", attempt, "err", err)

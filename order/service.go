@@ -81,14 +81,15 @@ func (s *Service) Place(ctx context.Context, r PlaceRequest) (Order, error) {
 	req := inventory.Request{SaleID: r.SaleID, UserID: r.UserID, Key: r.Key, Quantity: r.Quantity}
 	res, replay, err := s.reserver.Reserve(ctx, req)
 	if errors.Is(err, inventory.ErrInProgress) && res.OrderID != "" {
+		stored, known := s.stored(ctx, res.OrderID)
 		switch {
-		case s.stored(ctx, res.OrderID):
+		case stored:
 			// The first request's event is durable, but its confirmation
 			// never came (its instance died, or it is a moment away).
 			s.confirm(ctx, res)
 			ev := placedEvent(res)
 			return ev.Order(), nil
-		case time.Since(res.PlacedAt) > s.abandonAfter():
+		case known && time.Since(res.PlacedAt) > s.abandonAfter():
 			// Its instance died before enqueueing, and nothing can store
 			// the event any more: free the units and place afresh.
 			s.log.Warn("releasing an abandoned reservation", "order_id", res.OrderID, "placed_at", res.PlacedAt)
@@ -151,15 +152,25 @@ func (s *Service) confirm(ctx context.Context, res inventory.Reservation) {
 }
 
 // stored reports whether an order's event is durable: on the stream or
-// persisted.
-func (s *Service) stored(ctx context.Context, id string) bool {
+// persisted. known is false when a lookup failed, so "not stored" is not
+// certain: an abandoned reservation must not be released on a guess.
+func (s *Service) stored(ctx context.Context, id string) (stored, known bool) {
+	known = true
 	if s.Lookup != nil {
-		if _, ok, err := s.Lookup.Placed(ctx, id); err == nil && ok {
-			return true
+		_, ok, err := s.Lookup.Placed(ctx, id)
+		if err == nil && ok {
+			return true, true
 		}
+		known = err == nil
 	}
 	_, err := s.store.Order(ctx, id)
-	return err == nil
+	switch {
+	case err == nil:
+		return true, true
+	case !errors.Is(err, ErrOrderNotFound):
+		known = false
+	}
+	return false, known
 }
 
 func (s *Service) enqueue(ctx context.Context, ev Placed) error {

@@ -58,6 +58,10 @@ type NATSConfig struct {
 	Listen     string   `yaml:"listen"`      // embedded only: also listen on this address
 	SyncAlways bool     `yaml:"sync_always"` // embedded only: fsync every stream write
 	Replicas   int      `yaml:"replicas"`    // stream replicas: 1, or 3 in a NATS cluster
+	// PublishBatch is how many placements may share one stream message
+	// (group commit). Embedded only: batched events are found by id through
+	// the publishing process's own index. 0: 128 embedded, 1 with urls.
+	PublishBatch int `yaml:"publish_batch"`
 }
 
 // MySQLConfig selects MySQL. Without a primary, SQLite in Data is used.
@@ -352,6 +356,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config nats.replicas: %d must be 1, 3 or 5", c.NATS.Replicas)
 	case len(c.NATS.URLs) > 0 && (c.NATS.Listen != "" || c.NATS.SyncAlways):
 		return errors.New("config nats.listen and nats.sync_always apply to embedded NATS only; drop them or nats.urls")
+	case c.NATS.PublishBatch < 0 || c.NATS.PublishBatch > 4096:
+		return fmt.Errorf("config nats.publish_batch: %d must be between 0 (automatic) and 4096", c.NATS.PublishBatch)
+	case len(c.NATS.URLs) > 0 && c.NATS.PublishBatch > 1:
+		return errors.New("config nats.publish_batch: above 1 applies to embedded NATS only (instances must find each other's events by order id); drop it or nats.urls")
 	case len(c.MySQL.Replicas) > 0 && c.MySQL.Primary == "", len(c.MySQL.OrderShards) > 0 && c.MySQL.Primary == "":
 		return errors.New("config mysql.primary: required when replicas or order_shards are set")
 	case c.Limits.AdmissionMin < 1 || c.Limits.AdmissionMax < c.Limits.AdmissionMin ||

@@ -135,7 +135,11 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	if err := a.connectNATS(cfg); err != nil {
 		return nil, err
 	}
-	if a.bus, err = natsbus.New(ctx, a.nc, natsbus.Config{Replicas: cfg.NATS.Replicas}, log.With("component", "natsbus")); err != nil {
+	publishBatch := cfg.NATS.PublishBatch
+	if publishBatch == 0 && a.nats != nil {
+		publishBatch = 128
+	}
+	if a.bus, err = natsbus.New(ctx, a.nc, natsbus.Config{Replicas: cfg.NATS.Replicas, PublishBatch: publishBatch}, log.With("component", "natsbus")); err != nil {
 		return nil, err
 	}
 
@@ -361,6 +365,9 @@ func (a *app) close() {
 	}
 	if a.products != nil {
 		a.products.Close()
+	}
+	if a.bus != nil {
+		a.bus.Close()
 	}
 	if a.redis != nil {
 		a.redis.Close()

@@ -1,0 +1,57 @@
+package natsbus
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/spikehq/spike/order"
+)
+
+// FuzzAppendPlaced holds the hand-written event encoder to encoding/json:
+// what it writes decodes to what json.Marshal's output decodes to.
+func FuzzAppendPlaced(f *testing.F) {
+	f.Add("06H2HVJ3P87HFS8766S26U3DH0", "sale-1", "sku-1", "key-1", int64(42), int64(1), int64(100), int64(1_700_000_000_123_456_789))
+	f.Add(`a"b\c`, "\x00\x1f\u2028", "\xff\xfe", "<&>", int64(-1), int64(0), int64(1e12), int64(0))
+	f.Fuzz(func(t *testing.T, id, sale, sku, key string, user, qty, price, nanos int64) {
+		e := order.Placed{V: 1, OrderID: id, SaleID: sale, SKU: sku, UserID: user, Quantity: qty, PriceCents: price, Key: key,
+			PlacedAt: time.Unix(0, nanos).UTC()}
+		want, err := json.Marshal(&e)
+		if err != nil {
+			t.Skip() // a time json cannot encode
+		}
+		var fromJSON, fromOurs order.Placed
+		if err := json.Unmarshal(want, &fromJSON); err != nil {
+			t.Fatal(err)
+		}
+		got := appendPlaced(nil, &e)
+		if err := json.Unmarshal(got, &fromOurs); err != nil {
+			t.Fatalf("our encoding %q does not decode: %v", got, err)
+		}
+		if !fromOurs.PlacedAt.Equal(fromJSON.PlacedAt) {
+			t.Fatalf("placed_at: ours %v, json %v", fromOurs.PlacedAt, fromJSON.PlacedAt)
+		}
+		fromOurs.PlacedAt, fromJSON.PlacedAt = time.Time{}, time.Time{}
+		if fromOurs != fromJSON {
+			t.Fatalf("ours decodes to %+v, json to %+v (ours %q)", fromOurs, fromJSON, got)
+		}
+	})
+}
+
+func BenchmarkEncodePlaced(b *testing.B) {
+	e := order.Placed{V: 1, OrderID: "06H2HVJ3P87HFS8766S26U3DH0", SaleID: "big", SKU: "p-big", UserID: 12345, Quantity: 1, PriceCents: 50,
+		Key: "k123456789-1-42", PlacedAt: time.Now().UTC()}
+	b.Run("json.Marshal", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_, _ = json.Marshal(&e)
+		}
+	})
+	b.Run("appendPlaced", func(b *testing.B) {
+		b.ReportAllocs()
+		buf := make([]byte, 0, 512)
+		for b.Loop() {
+			buf = appendPlaced(buf[:0], &e)
+		}
+	})
+}
