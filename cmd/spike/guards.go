@@ -12,8 +12,10 @@ import (
 	"github.com/spikehq/spike"
 	"github.com/spikehq/spike/catalogcache"
 	"github.com/spikehq/spike/httpapi"
+	"github.com/spikehq/spike/inventory"
 	"github.com/spikehq/spike/order"
 	"github.com/spikehq/spike/redislimit"
+	"github.com/spikehq/spike/redisstock"
 	"github.com/spikehq/spike/resilience"
 	"github.com/spikehq/spike/switches"
 )
@@ -140,8 +142,7 @@ func sharedPerUser(r *redisStock, board *switches.Board, instances int) httpapi.
 // guardedOrderReads puts the order store's reads (buyers reading their
 // orders, listings) behind a timeout funnel, a bulkhead and a breaker, so a
 // slow database sheds those reads quickly instead of piling goroutines up.
-// Writes (the workers' inserts) are not guarded here: they retry with
-// backoff and their events wait on the stream.
+// Writes (the workers' inserts) have their own guard, guardedOrderWrites.
 type guardedOrderReads struct {
 	stores
 	breaker *resilience.Breaker
@@ -202,4 +203,248 @@ func (g *guardedOrderReads) ListOrders(ctx context.Context, userID int64, after 
 		return err
 	})
 	return os, err
+}
+
+// breakerMetrics exports one dependency's breaker: spike_breaker_state
+// (kept current by onStateChange, which also logs each change) and
+// spike_breaker_rejected_total (read from breaker, set once it exists).
+type breakerMetrics struct {
+	state   prometheus.Gauge
+	log     *slog.Logger
+	breaker *resilience.Breaker
+}
+
+func newBreakerMetrics(reg prometheus.Registerer, log *slog.Logger, dependency string) *breakerMetrics {
+	m := &breakerMetrics{log: log}
+	labels := prometheus.Labels{"dependency": dependency}
+	m.state = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "spike_breaker_state", Help: "Circuit breaker state (0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed).",
+		ConstLabels: labels,
+	})
+	reg.MustRegister(m.state)
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "spike_breaker_rejected_total", Help: "Calls refused by an open circuit breaker, without reaching the dependency.",
+		ConstLabels: labels,
+	}, func() float64 {
+		if m.breaker == nil {
+			return 0
+		}
+		return float64(m.breaker.Counts().Rejected)
+	}))
+	return m
+}
+
+func (m *breakerMetrics) onStateChange(name string, from, to resilience.State) {
+	m.state.Set(float64(to))
+	m.log.Warn("circuit breaker", "dependency", name, "from", from.String(), "to", to.String())
+}
+
+// Redis stock calls: each reserve, confirm and release gets stockCallTimeout
+// (never past the caller's deadline). A healthy call takes about a
+// millisecond; stockSlowCall marks one as slow for the breaker.
+const (
+	stockCallTimeout = time.Second
+	stockSlowCall    = 250 * time.Millisecond
+	// stockInFlight bounds reserves waiting on Redis at once: far above
+	// what a healthy Redis needs (thousands of placements per second at a
+	// millisecond each are a few dozen in flight).
+	stockInFlight = 4096
+	// releaseRetryFor bounds the background retries of a failed release.
+	releaseRetryFor = 30 * time.Second
+)
+
+var (
+	errStockBreakerOpen = &spike.Error{Kind: spike.ErrUnavailable, Message: "the stock counters are failing fast while Redis is slow or down; nothing was reserved, retry shortly"}
+	errStockBusy        = &spike.Error{Kind: spike.ErrUnavailable, Message: "too many placements are waiting on the stock counters; nothing was reserved, retry shortly"}
+)
+
+// guardedStock puts the Redis stock counters' hot-path calls behind a
+// per-call timeout, a circuit breaker (failure rate and slow-call rate)
+// and a bulkhead, so that a slow or failing Redis makes placements fail
+// fast with 503 instead of piling up.
+//
+//   - Reserve: refused by the bulkhead or the open breaker, it never
+//     reached Redis: nothing was reserved, and the caller gets a 503 kind.
+//     A reserve cut by the timeout is in doubt; redisstock undoes it in the
+//     background (it releases that order id, which was never enqueued nor
+//     returned, so no sold unit is ever given back) and returns its
+//     ErrUnavailable (503).
+//   - Confirm and Release finish a reservation that was already taken:
+//     they are never refused (refusing a release would hold its units
+//     until a rebuild; refusing a confirm would delay replays) and do not
+//     take bulkhead slots (there is at most one per reservation in flight),
+//     but they run under the timeout, and their outcomes count while the
+//     breaker is closed. A failed confirm is retried by redisstock; a failed
+//     release is retried here in the background (releasing is idempotent:
+//     it acts only while the key still maps to that very order id), and
+//     still reported to the caller as before.
+//
+// Only Redis failures count against the breaker: domain answers (sold
+// out, limit, fenced, in progress...) are successes, and a caller that
+// gave up (context.Canceled) is ignored.
+type guardedStock struct {
+	inner   order.Reserver
+	breaker *resilience.Breaker
+	slots   *resilience.Semaphore
+	timeout time.Duration
+	log     *slog.Logger
+}
+
+var _ order.Reserver = (*guardedStock)(nil)
+
+func newGuardedStock(inner order.Reserver, reg prometheus.Registerer, log *slog.Logger) *guardedStock {
+	m := newBreakerMetrics(reg, log, "redis_stock")
+	g := &guardedStock{
+		inner: inner,
+		breaker: resilience.NewBreaker(resilience.BreakerConfig{
+			Name: "redis_stock", Window: resilience.TimeWindow, WindowSize: 10, MinimumCalls: 20,
+			FailureRateThreshold: 0.5, SlowCallDuration: stockSlowCall, SlowCallRateThreshold: 0.8,
+			OpenTimeout: 2 * time.Second, HalfOpenCalls: 5,
+			IsFailure:     isRedisStockFailure,
+			OnStateChange: m.onStateChange,
+		}),
+		slots:   resilience.NewSemaphore(stockInFlight, 0),
+		timeout: stockCallTimeout,
+		log:     log,
+	}
+	m.breaker = g.breaker
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "spike_bulkhead_in_use", Help: "Calls holding a slot of a dependency's bulkhead.",
+		ConstLabels: prometheus.Labels{"dependency": "redis_stock"},
+	}, func() float64 { return float64(g.slots.InUse()) }))
+	return g
+}
+
+// isRedisStockFailure reports whether err says Redis failed (no answer,
+// timeout, error reply), as opposed to a domain answer or a caller that
+// gave up.
+func isRedisStockFailure(err error) bool {
+	return err != nil && errors.Is(err, redisstock.ErrUnavailable) && !errors.Is(err, context.Canceled)
+}
+
+// Reserve implements order.Reserver.
+func (g *guardedStock) Reserve(ctx context.Context, r inventory.Request) (inventory.Reservation, bool, error) {
+	if !g.slots.TryAcquire() {
+		return inventory.Reservation{}, false, errStockBusy
+	}
+	defer g.slots.Release()
+	permit, err := g.breaker.Acquire()
+	if err != nil {
+		return inventory.Reservation{}, false, errStockBreakerOpen
+	}
+	ctx, cancel := resilience.Budget(ctx, g.timeout, 0)
+	defer cancel()
+	res, replay, err := g.inner.Reserve(ctx, r)
+	permit.Record(err)
+	return res, replay, err
+}
+
+// Confirm implements order.Reserver.
+func (g *guardedStock) Confirm(ctx context.Context, res inventory.Reservation) error {
+	return g.finish(ctx, func(ctx context.Context) error { return g.inner.Confirm(ctx, res) })
+}
+
+// Release implements order.Reserver. A release that fails is retried in
+// the background, and the failure is returned as before.
+func (g *guardedStock) Release(ctx context.Context, res inventory.Reservation) error {
+	release := func(ctx context.Context) error { return g.inner.Release(ctx, res) }
+	err := g.finish(ctx, release)
+	if isRedisStockFailure(err) {
+		go g.retryRelease(context.WithoutCancel(ctx), res, release)
+	}
+	return err
+}
+
+func (g *guardedStock) retryRelease(ctx context.Context, res inventory.Reservation, release func(context.Context) error) {
+	ctx, cancel := context.WithTimeout(ctx, releaseRetryFor)
+	defer cancel()
+	backoff := 100 * time.Millisecond
+	for {
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			g.log.Error("release reservation: giving up; its units stay held until the counters are rebuilt", "order_id", res.OrderID)
+			return
+		case <-t.C:
+		}
+		if err := g.finish(ctx, release); !isRedisStockFailure(err) {
+			if err == nil {
+				g.log.Info("release reservation: done on retry", "order_id", res.OrderID)
+			}
+			return
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// finish runs a confirm or release: never refused, bounded by the
+// timeout, recorded while the breaker is closed (half-open trials are left
+// to reserves).
+func (g *guardedStock) finish(ctx context.Context, call func(context.Context) error) error {
+	ctx, cancel := resilience.Budget(ctx, g.timeout, 0)
+	defer cancel()
+	if g.breaker.State() != resilience.Closed {
+		return call(ctx)
+	}
+	permit, err := g.breaker.Acquire()
+	if err != nil {
+		return call(ctx)
+	}
+	err = call(ctx)
+	permit.Record(err)
+	return err
+}
+
+// Order store writes (the order workers' batches): each batch gets
+// orderWriteTimeout, below the stream's AckWait (10 s) so that a batch gives
+// up before its events are redelivered to another worker.
+const (
+	orderWriteTimeout  = 5 * time.Second
+	orderWriteSlowCall = 2 * time.Second
+)
+
+var errOrderWritesOpen = &spike.Error{Kind: spike.ErrUnavailable, Message: "order writes are paused while the database is slow or down"}
+
+// guardedOrderWrites puts the order store's inserts behind a timeout and a
+// circuit breaker. The order workers call it once per batch, one batch at
+// a time per instance, so no bulkhead is needed. When the database is
+// slow or down the breaker opens and the workers' batches fail at once;
+// the workers back off (natsbus: up to 5 s) and the events stay on the
+// durable stream, unacknowledged, until a trial insert succeeds.
+type guardedOrderWrites struct {
+	stores
+	breaker *resilience.Breaker
+	timeout time.Duration
+}
+
+func newGuardedOrderWrites(st stores, reg prometheus.Registerer, log *slog.Logger) *guardedOrderWrites {
+	m := newBreakerMetrics(reg, log, "order_writes")
+	g := &guardedOrderWrites{
+		stores: st,
+		breaker: resilience.NewBreaker(resilience.BreakerConfig{
+			// Batches are few (one at a time per instance), so the window
+			// counts calls, and a few slow or failed batches suffice.
+			Name: "order_writes", Window: resilience.CountWindow, WindowSize: 10, MinimumCalls: 3,
+			FailureRateThreshold: 0.5, SlowCallDuration: orderWriteSlowCall, SlowCallRateThreshold: 0.5,
+			OpenTimeout: 5 * time.Second, HalfOpenCalls: 1,
+			OnStateChange: m.onStateChange,
+		}),
+		timeout: orderWriteTimeout,
+	}
+	m.breaker = g.breaker
+	return g
+}
+
+// InsertOrders implements order.Store.
+func (g *guardedOrderWrites) InsertOrders(ctx context.Context, orders []order.Order) error {
+	permit, err := g.breaker.Acquire()
+	if err != nil {
+		return errOrderWritesOpen
+	}
+	ctx, cancel := resilience.Budget(ctx, g.timeout, 0)
+	defer cancel()
+	err = g.stores.InsertOrders(ctx, orders)
+	permit.Record(err)
+	return err
 }

@@ -194,7 +194,16 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	if cfg.wrapStream != nil {
 		stream = cfg.wrapStream(stream) // tests: faults in front of the stream, inside the guards
 	}
-	a.orders = order.NewService(counters, newGuardedStream(stream, reg, log), newGuardedOrderReads(a.store, reg, log), log.With("component", "order"))
+	// Every outbound dependency of the order path has its own timeout,
+	// breaker and bulkhead (cmd/spike/guards.go): the Redis stock counters,
+	// the stream, and the order store's writes and reads. In-process
+	// counters are no dependency and are called directly.
+	var reserver order.Reserver = counters
+	if a.redis != nil {
+		reserver = newGuardedStock(counters, reg, log.With("component", "redisstock"))
+	}
+	orderStore := newGuardedOrderReads(newGuardedOrderWrites(a.store, reg, log), reg, log)
+	a.orders = order.NewService(reserver, newGuardedStream(stream, reg, log), orderStore, log.With("component", "order"))
 	a.orders.EnqueueTimeout = enqueueTimeout
 	a.orders.AbandonAfter = cfg.Limits.AbandonAfter
 	a.orders.Lookup = a.bus

@@ -1,0 +1,362 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/spikehq/spike/internal/faultproxy"
+	"github.com/spikehq/spike/internal/redistest"
+)
+
+// mustMySQLDatabases creates n empty databases on the server named by
+// SPIKE_TEST_MYSQL_DSN (dropped at cleanup) and returns their DSNs. The
+// test is skipped without the variable, and fails under SPIKE_TEST_REQUIRE.
+func mustMySQLDatabases(t *testing.T, n int) []*mysql.Config {
+	t.Helper()
+	dsn := os.Getenv("SPIKE_TEST_MYSQL_DSN")
+	if dsn == "" {
+		if os.Getenv("SPIKE_TEST_REQUIRE") != "" {
+			t.Fatal("SPIKE_TEST_MYSQL_DSN unset")
+		}
+		t.Skip("set SPIKE_TEST_MYSQL_DSN (e.g. root@tcp(127.0.0.1:3306)/test) to run MySQL tests")
+	}
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		t.Fatalf("SPIKE_TEST_MYSQL_DSN: %v", err)
+	}
+	admin := cfg.Clone()
+	admin.DBName = ""
+	db, err := sql.Open("mysql", admin.FormatDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	var b [4]byte
+	rand.Read(b[:])
+	var out []*mysql.Config
+	for i := range n {
+		name := fmt.Sprintf("spike_test_%s_%d", hex.EncodeToString(b[:]), i)
+		if _, err := db.Exec("CREATE DATABASE " + name); err != nil {
+			t.Fatalf("create database %s: %v", name, err)
+		}
+		t.Cleanup(func() { db.Exec("DROP DATABASE IF EXISTS " + name) })
+		c := cfg.Clone()
+		c.DBName = name
+		out = append(out, c)
+	}
+	return out
+}
+
+// startClustered starts Spike on MySQL (and Redis when redisAddr is set),
+// with the stream embedded in a temporary folder.
+func startClustered(t *testing.T, redisAddr string, primary, orders *mysql.Config) *app {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.Data = t.TempDir()
+	cfg.MySQL.Primary = primary.FormatDSN()
+	cfg.MySQL.Migrate = true
+	if orders != nil {
+		cfg.MySQL.OrderShards = []ShardEntry{{Primary: orders.FormatDSN()}}
+	}
+	if redisAddr != "" {
+		cfg.Redis.Addrs = []string{redisAddr}
+	}
+	a, err := start(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// metric returns the value of one series of the /metrics page, or -1.
+func metric(c *client, series string) float64 {
+	body := string(c.must("GET", "/metrics", "", nil, 200).body)
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return -1
+}
+
+// waitFor polls cond every 50 ms until it holds and returns how long that
+// took, or fails the test after timeout.
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) time.Duration {
+	t.Helper()
+	began := time.Now()
+	for !cond() {
+		if time.Since(began) > timeout {
+			t.Fatalf("%s: not within %v", what, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return time.Since(began)
+}
+
+// TestSlowRedisOpensStockBreaker runs the clustered wiring (MySQL, Redis
+// behind a fault-injecting proxy) and makes Redis slow, then unresponsive:
+// the redis_stock breaker opens, placements fail fast with 503 and
+// Retry-After without taking stock, the breaker closes once Redis heals,
+// and I1–I5 hold at the end (reserves cut by the timeout were undone).
+func TestSlowRedisOpensStockBreaker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault test")
+	}
+	redis := redistest.Start(t)
+	dbs := mustMySQLDatabases(t, 1)
+	proxy, err := faultproxy.Start(redis.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	a := startClustered(t, proxy.Addr(), dbs[0], nil)
+	defer stopApp(t, a)
+	c := newClient(t, a.addr, a.secret)
+	const (
+		stock   = 100_000
+		perUser = 1000
+		saleID  = "redis-slow"
+		state   = `spike_breaker_state{dependency="redis_stock"}`
+		refused = `spike_breaker_rejected_total{dependency="redis_stock"}`
+	)
+	c.setupSale("sku-redis-slow", saleID, stock, perUser)
+	c.must("PUT", "/v1/admin/switches/ratelimit.user_rps", c.token(1, true), `{"value":0}`, 200)
+	l := newLedger()
+	place := func(user int64, key string) apiResponse {
+		r, p, err := c.place(context.Background(), user, c.token(user, false), saleID, key, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.status == 202 {
+			l.record(user, key, 1, p)
+		}
+		return r
+	}
+	// wave sends n placements at once and counts the answers; timedOut are
+	// the 503s of reserves cut by the timeout (the others were refused
+	// before reaching Redis).
+	var timedOut int
+	wave := func(phase string, firstUser int64, n int) (accepted, unavailable int) {
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := place(firstUser+int64(i), phase)
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case r.status == 202:
+					accepted++
+				case r.status == 503 && r.code() == "unavailable" && r.header.Get("Retry-After") != "":
+					unavailable++
+					if !strings.Contains(string(r.body), "failing fast") {
+						timedOut++
+					}
+				default:
+					t.Errorf("%s: %d %s", phase, r.status, r.body)
+				}
+			}()
+		}
+		wg.Wait()
+		return accepted, unavailable
+	}
+	// healUntilClosed places (one buyer, fresh keys) until the breaker is
+	// closed and returns how long that took.
+	healUntilClosed := func(user int64, phase string) time.Duration {
+		healed := time.Now()
+		for i := 0; metric(c, state) != 0; i++ {
+			if time.Since(healed) > 30*time.Second {
+				t.Fatalf("%s: the breaker did not close after Redis healed", phase)
+			}
+			if r := place(user, fmt.Sprintf("%s-%d", phase, i)); r.status != 202 {
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+		return time.Since(healed)
+	}
+	for i := range 10 {
+		if r := place(int64(10+i), "warm"); r.status != 202 {
+			t.Fatalf("healthy placement: %d %s", r.status, r.body)
+		}
+	}
+	if s := metric(c, state); s != 0 {
+		t.Fatalf("%s = %v before any fault", state, s)
+	}
+
+	// 1. Slow: every Redis reply is 400 ms late (a slow call is ≥ 250 ms).
+	proxy.SetLatency(0, 400*time.Millisecond)
+	began := time.Now()
+	var acc, unav int
+	for w := 0; metric(c, state) != 1; w++ {
+		if time.Since(began) > time.Minute {
+			t.Fatalf("the redis_stock breaker did not open with a slow Redis")
+		}
+		a, u := wave(fmt.Sprintf("slow-%d", w), int64(1000+100*w), 30)
+		acc, unav = acc+a, unav+u
+	}
+	t.Logf("slow Redis (+400 ms per reply): breaker open after %v; meanwhile %d placed slowly, %d refused",
+		time.Since(began).Round(time.Millisecond), acc, unav)
+
+	// Open: placements fail fast, reach no Redis and take no stock. The
+	// breaker goes half-open after 2 s and lets 5 trials through (slow, so
+	// it opens again); a trial that succeeds is a real placement.
+	var before, after saleView
+	c.must("GET", "/v1/sales/"+saleID, "", nil, 200).decode(t, &before)
+	refusedBefore := metric(c, refused)
+	var slowest time.Duration
+	refusedFast, trials := 0, 0
+	phase := time.Now()
+	for i := range 20 {
+		t0 := time.Now()
+		r := place(int64(5000+i), "open")
+		switch {
+		case r.status == 503 && r.code() == "unavailable" && r.header.Get("Retry-After") != "":
+			refusedFast++
+			slowest = max(slowest, time.Since(t0))
+		case r.status == 202:
+			trials++
+		default:
+			t.Errorf("with the breaker open: %d %s", r.status, r.body)
+		}
+	}
+	elapsed := time.Since(phase)
+	c.must("GET", "/v1/sales/"+saleID, "", nil, 200).decode(t, &after)
+	if refusedFast < 15 {
+		t.Errorf("only %d of 20 placements refused with the breaker open (%d trials placed)", refusedFast, trials)
+	}
+	if got := metric(c, refused) - refusedBefore; got < float64(refusedFast) {
+		t.Errorf("the breaker counted %v refusals, want at least %d", got, refusedFast)
+	}
+	if before.Remaining-after.Remaining != int64(trials) {
+		t.Errorf("refused placements took stock: remaining %d, then %d, with %d trials placed", before.Remaining, after.Remaining, trials)
+	}
+	t.Logf("breaker open: %d placements refused with 503 + Retry-After (slowest %v; all 20 in %v, Redis answers in ≥ 400 ms), %d half-open trials placed",
+		refusedFast, slowest.Round(time.Microsecond), elapsed.Round(time.Millisecond), trials)
+
+	// Heal: trial calls succeed and the breaker closes. It needs traffic
+	// to close (its half-open trials are placements).
+	proxy.SetLatency(0, 0)
+	t.Logf("Redis healed: breaker closed after %v of placements", healUntilClosed(900, "heal"))
+	for i := range 10 {
+		if r := place(901, fmt.Sprintf("after-%d", i)); r.status != 202 {
+			t.Errorf("after healing: %d %s", r.status, r.body)
+		}
+	}
+
+	// 2. Unresponsive: Redis stops answering. Reserves are cut by the 1 s
+	// timeout (in doubt: redisstock undoes them once it can), the failures
+	// open the breaker, and later placements are refused at once.
+	proxy.Blackhole(true)
+	began = time.Now()
+	timedOut = 0
+	acc, unav = wave("blackhole", 7000, 40)
+	if acc != 0 {
+		t.Errorf("%d placements accepted while Redis did not answer", acc)
+	}
+	waitFor(t, "breaker open with Redis unresponsive", 30*time.Second, func() bool { return metric(c, state) == 1 })
+	t.Logf("Redis unresponsive: %d of 40 concurrent placements answered 503 in %v (%d cut by the 1 s timeout, in doubt and undone; %d refused); breaker open",
+		unav, time.Since(began).Round(time.Millisecond), timedOut, unav-timedOut)
+	if timedOut == 0 {
+		t.Error("no reserve was cut by the timeout: the in-doubt path was not exercised")
+	}
+	proxy.Blackhole(false)
+	t.Logf("blackhole lifted: breaker closed after %v of placements", healUntilClosed(902, "heal2"))
+
+	// I1–I5, with conservation: the timed-out reserves gave their units back.
+	verifyInvariants(t, c, saleID, stock, perUser, l, false)
+}
+
+// TestSlowOrderDatabasePausesWrites puts the order database (one shard)
+// behind a fault-injecting proxy and slows it down: the order_writes
+// breaker opens, the workers' batches fail at once instead of waiting on
+// the database, placements go on (the stream buffers them), and once the
+// database heals the breaker closes and every order is persisted.
+func TestSlowOrderDatabasePausesWrites(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault test")
+	}
+	dbs := mustMySQLDatabases(t, 2)
+	proxy, err := faultproxy.Start(dbs[1].Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	viaProxy := dbs[1].Clone()
+	viaProxy.Addr = proxy.Addr()
+	a := startClustered(t, "", dbs[0], viaProxy) // stock counters in process
+	defer stopApp(t, a)
+	c := newClient(t, a.addr, a.secret)
+	const (
+		stock   = 10_000
+		perUser = 1000
+		saleID  = "db-slow"
+		state   = `spike_breaker_state{dependency="order_writes"}`
+		refused = `spike_breaker_rejected_total{dependency="order_writes"}`
+	)
+	c.setupSale("sku-db-slow", saleID, stock, perUser)
+	c.must("PUT", "/v1/admin/switches/ratelimit.user_rps", c.token(1, true), `{"value":0}`, 200)
+	l := newLedger()
+	placeSome := func(phase string, n int) {
+		for i := range n {
+			user := int64(100 + i%20)
+			key := fmt.Sprintf("%s-%d", phase, i)
+			r, p, err := c.place(context.Background(), user, c.token(user, false), saleID, key, 1)
+			if err != nil || r.status != 202 {
+				t.Fatalf("%s: placement: %v %d %s", phase, err, r.status, r.body)
+			}
+			l.record(user, key, 1, p)
+		}
+	}
+	pending := func() float64 { return metric(c, "spike_orders_pending") }
+	placeSome("warm", 10)
+	waitFor(t, "warm-up orders persisted", 30*time.Second, func() bool { return pending() == 0 })
+
+	// Slow: every reply of the order database is 1.5 s late; one batch
+	// takes several round trips, past the 2 s slow-call mark or the 5 s
+	// write timeout.
+	proxy.SetLatency(0, 1500*time.Millisecond)
+	began := time.Now()
+	for w := 0; metric(c, state) != 1; w++ {
+		if time.Since(began) > 2*time.Minute {
+			t.Fatal("the order_writes breaker did not open with a slow database")
+		}
+		placeSome(fmt.Sprintf("slow-%d", w), 5) // placements do not wait on the database
+		time.Sleep(time.Second)
+	}
+	opened := time.Since(began)
+	refusedAtOpen := metric(c, refused)
+	placeSome("open", 20)
+	waitFor(t, "worker batches refused by the open breaker", time.Minute, func() bool { return metric(c, refused) > refusedAtOpen })
+	t.Logf("slow order database (+1.5 s per reply): order_writes breaker open after %v; %v orders pending on the stream; batches refused at once: %v",
+		opened.Round(time.Millisecond), pending(), metric(c, refused)-refusedAtOpen)
+	if pending() == 0 {
+		t.Error("no order pending while the order database is slow")
+	}
+
+	// Heal: a trial batch succeeds, the breaker closes, the stream drains.
+	proxy.SetLatency(0, 0)
+	healed := time.Now()
+	waitFor(t, "order_writes breaker closed after the database healed", time.Minute, func() bool { return metric(c, state) == 0 })
+	waitFor(t, "pending orders persisted", time.Minute, func() bool { return pending() == 0 })
+	t.Logf("database healed: every order persisted %v later", time.Since(healed).Round(time.Millisecond))
+	verifyInvariants(t, c, saleID, stock, perUser, l, false)
+}
