@@ -25,7 +25,7 @@ func TestWebhookSignsAndPosts(t *testing.T) {
 	secret := []byte("webhook-secret")
 	type got struct {
 		method, ctype, sig, id string
-		body               []byte
+		body                   []byte
 	}
 	reqs := make(chan got, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
