@@ -29,9 +29,13 @@ func newNotifier(cfg NotifyConfig, board *switches.Board, reg prometheus.Registe
 	default:
 		p = notify.NewLog(log)
 	}
+	queue := cfg.Queue
+	if queue == 0 {
+		queue = -1 // notify.queue 0: send only when a worker is idle (notify.Config's 0 is its default)
+	}
 	n := notify.New(p, notify.Config{
 		Workers: cfg.Workers,
-		Queue:   cfg.Queue,
+		Queue:   queue,
 		Timeout: cfg.Timeout,
 		Enabled: func() bool { return board.On(switches.Notifications) },
 		Breaker: resilience.BreakerConfig{
