@@ -25,9 +25,9 @@ import (
 type receiver struct {
 	srv     *httptest.Server
 	secret  []byte
-	mode    atomic.Int32           // receiverOK, receiverFail or receiverHang
+	mode    atomic.Int32        // receiverOK, receiverFail or receiverHang
 	lookup  atomic.Pointer[app] // set once the app runs
-	release chan struct{}          // ends hanging requests
+	release chan struct{}       // ends hanging requests
 
 	mu       sync.Mutex
 	got      map[string]notify.Notification // order id → notification
