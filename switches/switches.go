@@ -38,6 +38,7 @@ type Def struct {
 // Names of the built-in switches.
 const (
 	OrdersAccept   = "orders.accept"        // false: placements answer 503
+	Notifications  = "notifications"        // false: buyer notifications are dropped (counted), not sent
 	ReadsCacheOnly = "reads.cache_only"     // true: product reads never reach the database
 	UserRate       = "ratelimit.user_rps"   // placements per second per buyer; 0: unlimited
 	UserBurst      = "ratelimit.user_burst" // burst per buyer
@@ -47,6 +48,7 @@ const (
 // Defs are the built-in switches.
 var Defs = []Def{
 	{Name: OrdersAccept, Kind: Bool, Default: "true", Help: "take order placements (false: 503 unavailable)"},
+	{Name: Notifications, Kind: Bool, Default: "true", Help: "send buyer notifications (false: drop them, counted)"},
 	{Name: ReadsCacheOnly, Kind: Bool, Default: "false", Help: "serve product reads from caches only"},
 	{Name: UserRate, Kind: Number, Default: "20", Help: "placements per second per buyer, per instance (0: unlimited)"},
 	{Name: UserBurst, Kind: Number, Default: "40", Help: "burst of placements per buyer", Min: 1},

@@ -18,6 +18,8 @@ func TestValidate(t *testing.T) {
 		{switches.OrdersAccept, "0", "false", nil},
 		{switches.OrdersAccept, "TRUE", "true", nil},
 		{switches.OrdersAccept, "maybe", "", spike.ErrInvalid},
+		{switches.Notifications, "false", "false", nil},
+		{switches.Notifications, "off", "", spike.ErrInvalid},
 		{switches.UserRate, "20", "20", nil},
 		{switches.UserRate, "0.5", "0.5", nil},
 		{switches.UserRate, "-1", "", spike.ErrInvalid},
@@ -46,7 +48,7 @@ func TestApplyNotifiesOnChangeOnly(t *testing.T) {
 	b := switches.New(switches.Defs)
 	var seen []string
 	b.OnChange(func(name, value string) { seen = append(seen, name+"="+value) })
-	if !b.On(switches.OrdersAccept) || b.Number(switches.UserRate) != 20 {
+	if !b.On(switches.OrdersAccept) || !b.On(switches.Notifications) || b.Number(switches.UserRate) != 20 {
 		t.Fatalf("defaults: %v", b.Snapshot())
 	}
 	b.Apply(switches.OrdersAccept, "false")

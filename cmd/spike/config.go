@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -46,6 +47,7 @@ type Config struct {
 	MySQL  MySQLConfig  `yaml:"mysql"`
 	Redis  RedisConfig  `yaml:"redis"`
 	Limits LimitsConfig `yaml:"limits"`
+	Notify NotifyConfig `yaml:"notify"`
 
 	ConfigFile string `yaml:"-"`
 
@@ -101,12 +103,39 @@ type LimitsConfig struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 }
 
+// NotifyConfig selects where buyer notifications go. Notifications are
+// non-core: sent by a small pool of workers after orders are persisted,
+// dropped (and counted) when the pool is full, the provider is failing or
+// the notifications switch is off.
+type NotifyConfig struct {
+	// Provider is webhook, log or none; empty means webhook when
+	// WebhookURL is set, else log.
+	Provider      string        `yaml:"provider"`
+	WebhookURL    string        `yaml:"webhook_url"`    // receives a signed JSON POST per notification
+	WebhookSecret Secret        `yaml:"webhook_secret"` // HMAC-SHA256 key of the X-Spike-Signature header
+	Workers       int           `yaml:"workers"`        // sends in flight at most
+	Queue         int           `yaml:"queue"`          // notifications waiting for a worker; more are dropped
+	Timeout       time.Duration `yaml:"timeout"`        // per attempt to send
+}
+
+// provider returns the effective provider: webhook, log or none.
+func (n NotifyConfig) provider() string {
+	if n.Provider == "" {
+		if n.WebhookURL != "" {
+			return "webhook"
+		}
+		return "log"
+	}
+	return n.Provider
+}
+
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
 		Addr: "127.0.0.1:8080", Data: "./spike-data", LogFormat: "text",
 		NATS:   NATSConfig{Replicas: 1},
 		Limits: LimitsConfig{AdmissionInitial: 1000, AdmissionMin: 256, AdmissionMax: 20000, Instances: 1, AbandonAfter: 90 * time.Second, ShutdownTimeout: time.Minute},
+		Notify: NotifyConfig{Workers: 4, Queue: 4096, Timeout: 2 * time.Second},
 	}
 }
 
@@ -183,6 +212,7 @@ func setFlag(cfg *Config, name, value string) error {
 var flagKeys = map[string]string{
 	"addr": "addr", "data": "data", "pprof": "pprof",
 	"nats-listen": "nats.listen", "sync-always": "nats.sync_always",
+	"notify": "notify.provider", "notify-webhook-url": "notify.webhook_url",
 }
 
 func loadFile(cfg *Config, path string) error {
@@ -372,6 +402,24 @@ func (c *Config) Validate() error {
 		return errors.New("config limits.instances: must be at least 1")
 	case c.Limits.ShutdownTimeout <= 0:
 		return errors.New("config limits.shutdown_timeout: must be positive")
+	case c.Notify.Provider != "" && c.Notify.Provider != "webhook" && c.Notify.Provider != "log" && c.Notify.Provider != "none":
+		return fmt.Errorf("config notify.provider: %q must be webhook, log or none", c.Notify.Provider)
+	case c.Notify.provider() == "webhook" && c.Notify.WebhookURL == "":
+		return errors.New("config notify.webhook_url: required with notify.provider webhook")
+	case c.Notify.provider() == "webhook" && c.Notify.WebhookSecret == "":
+		return errors.New("config notify.webhook_secret: required with notify.webhook_url (receivers verify the X-Spike-Signature header with it)")
+	case c.Notify.Workers < 1:
+		return errors.New("config notify.workers: must be at least 1")
+	case c.Notify.Queue < 0:
+		return errors.New("config notify.queue: must not be negative")
+	case c.Notify.Timeout <= 0:
+		return errors.New("config notify.timeout: must be positive")
+	}
+	if c.Notify.WebhookURL != "" {
+		u, err := url.Parse(c.Notify.WebhookURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("config notify.webhook_url: %q must be an http:// or https:// URL", redactURL(c.Notify.WebhookURL))
+		}
 	}
 	for _, u := range c.NATS.URLs {
 		if !strings.HasPrefix(u, "nats://") && !strings.HasPrefix(u, "tls://") {
@@ -418,6 +466,10 @@ func (c Config) redacted() string {
 		m.OrderShards[i] = s
 	}
 	c.MySQL = m
+	if c.Notify.WebhookSecret != "" {
+		c.Notify.WebhookSecret = "REDACTED"
+	}
+	c.Notify.WebhookURL = redactURL(c.Notify.WebhookURL)
 	c.wrapStream = nil
 	b, _ := json.Marshal(struct {
 		Addr, Data, LogFormat, Pprof string
@@ -426,9 +478,26 @@ func (c Config) redacted() string {
 		MySQL                        MySQLConfig
 		Redis                        RedisConfig
 		Limits                       LimitsConfig
+		Notify                       NotifyConfig
 		ConfigFile                   string
-	}{c.Addr, c.Data, c.LogFormat, c.Pprof, c.JWTSecret, c.NATS, c.MySQL, c.Redis, c.Limits, c.ConfigFile})
+	}{c.Addr, c.Data, c.LogFormat, c.Pprof, c.JWTSecret, c.NATS, c.MySQL, c.Redis, c.Limits, c.Notify, c.ConfigFile})
 	return string(b)
+}
+
+// redactURL hides a URL's password and query (webhook URLs often carry
+// tokens there); the path is kept.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		if s == "" {
+			return ""
+		}
+		return "REDACTED"
+	}
+	if u.RawQuery != "" {
+		u.RawQuery = "REDACTED"
+	}
+	return u.Redacted()
 }
 
 const secretFile = "jwt.secret"

@@ -101,3 +101,60 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		})
 	}
 }
+
+func TestNotifyConfig(t *testing.T) {
+	file := writeConfig(t, `
+notify:
+  workers: 8
+  webhook_url: https://file.example/hook
+  timeout: 1s
+`)
+	fs := newFlagSet("serve")
+	fs.String("notify-webhook-url", "", "")
+	cfg, err := fs.load([]string{"--config", file, "--notify-webhook-url", "https://user:pw@flag.example/hook?token=tok3n"}, env(map[string]string{
+		"SPIKE_NOTIFY_WEBHOOK_URL":    "https://env.example/hook", // the flag wins
+		"SPIKE_NOTIFY_WEBHOOK_SECRET": "hmac-s3cret",
+		"SPIKE_NOTIFY_QUEUE":          "100", // env beats the default
+	}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := cfg.Notify
+	if n.WebhookURL != "https://user:pw@flag.example/hook?token=tok3n" || n.WebhookSecret != "hmac-s3cret" || n.Workers != 8 ||
+		n.Queue != 100 || n.Timeout != time.Second || n.provider() != "webhook" {
+		t.Errorf("effective notify config: %+v", n)
+	}
+	red := cfg.redacted()
+	for _, secret := range []string{"hmac-s3cret", "tok3n", ":pw@"} {
+		if strings.Contains(red, secret) {
+			t.Errorf("secret %q shows in the logged config: %s", secret, red)
+		}
+	}
+	if !strings.Contains(red, "flag.example/hook") {
+		t.Errorf("the logged config lost the webhook host and path: %s", red)
+	}
+	if def := DefaultConfig(); def.Notify.provider() != "log" {
+		t.Errorf("default provider %q, want log", def.Notify.provider())
+	}
+
+	for _, tt := range []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"bad provider", map[string]string{"SPIKE_NOTIFY_PROVIDER": "sms"}, "notify.provider"},
+		{"webhook without url", map[string]string{"SPIKE_NOTIFY_PROVIDER": "webhook"}, "notify.webhook_url"},
+		{"url without secret", map[string]string{"SPIKE_NOTIFY_WEBHOOK_URL": "https://x.example/"}, "notify.webhook_secret"},
+		{"url not http", map[string]string{"SPIKE_NOTIFY_WEBHOOK_URL": "ftp://x.example/", "SPIKE_NOTIFY_WEBHOOK_SECRET": "s"}, "notify.webhook_url"},
+		{"no workers", map[string]string{"SPIKE_NOTIFY_WORKERS": "0"}, "notify.workers"},
+		{"negative queue", map[string]string{"SPIKE_NOTIFY_QUEUE": "-1"}, "notify.queue"},
+		{"zero timeout", map[string]string{"SPIKE_NOTIFY_TIMEOUT": "0s"}, "notify.timeout"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := newFlagSet("serve").load(nil, env(tt.env), io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %v, want one naming %q", err, tt.want)
+			}
+		})
+	}
+}

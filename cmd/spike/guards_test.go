@@ -36,7 +36,7 @@ func TestSwitchesAdminAPI(t *testing.T) {
 	for _, s := range list.Switches {
 		names[s.Name] = s.Value
 	}
-	for _, n := range []string{"orders.accept", "reads.cache_only", "ratelimit.user_rps"} {
+	for _, n := range []string{"orders.accept", "notifications", "reads.cache_only", "ratelimit.user_rps"} {
 		if _, ok := names[n]; !ok {
 			t.Errorf("switch %s missing from %v", n, names)
 		}

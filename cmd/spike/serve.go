@@ -28,6 +28,7 @@ import (
 	"github.com/spikehq/spike/inventory"
 	"github.com/spikehq/spike/mysqlstore"
 	"github.com/spikehq/spike/natsbus"
+	"github.com/spikehq/spike/notify"
 	"github.com/spikehq/spike/order"
 	"github.com/spikehq/spike/rediscache"
 	"github.com/spikehq/spike/resilience"
@@ -41,6 +42,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	fs.String("nats-listen", "", "also expose the embedded NATS server on this address (env SPIKE_NATS_LISTEN)")
 	fs.String("pprof", "", "serve net/http/pprof on this address, e.g. 127.0.0.1:6060 (env SPIKE_PPROF)")
 	fs.Bool("sync-always", false, "fsync every stream write: survives power loss, slower (env SPIKE_NATS_SYNC_ALWAYS)")
+	fs.String("notify", "", "notification provider: webhook, log or none (env SPIKE_NOTIFY_PROVIDER)")
+	fs.String("notify-webhook-url", "", "POST buyer notifications here, signed with notify.webhook_secret (env SPIKE_NOTIFY_WEBHOOK_URL)")
 	cfg, err := fs.load(args, getenv, stderr)
 	if err != nil {
 		return err
@@ -107,6 +110,9 @@ type app struct {
 	nc       *nats.Conn
 	bus      *natsbus.Bus
 	orders   *order.Service
+	notifier *notify.Notifier // nil: notify.provider none
+	// notifyDrain bounds how long stopping waits for queued notifications.
+	notifyDrain time.Duration
 
 	stopWork context.CancelFunc
 	work     sync.WaitGroup
@@ -215,7 +221,14 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		a.redis.ctx = workCtx
 		a.goWork(func() error { return a.redis.Run(workCtx) })
 	}
-	a.goWork(func() error { return a.bus.RunWorker(workCtx, a.orders.Persist) })
+	// Notifications go out after an order is persisted, from a pool of
+	// their own that drops when full: they never slow the order workers.
+	persist := natsbus.PersistFunc(a.orders.Persist)
+	if a.notifier = newNotifier(cfg.Notify, board, reg, log.With("component", "notify")); a.notifier != nil {
+		a.notifyDrain = cfg.Notify.Timeout
+		persist = notifyPersisted(persist, a.notifier)
+	}
+	a.goWork(func() error { return a.bus.RunWorker(workCtx, persist) })
 	a.goWork(func() error { return a.orders.RunResolver(workCtx) })
 	a.goWork(func() error { return a.products.Run(workCtx) })
 	a.goWork(func() error { return inv.Subscribe(workCtx, a.products.Invalidate) })
@@ -371,6 +384,13 @@ func (a *app) close() {
 	if a.stopWork != nil {
 		a.stopWork()
 		a.work.Wait()
+	}
+	if a.notifier != nil {
+		// The order workers have stopped: nothing more is queued. Sends
+		// still waiting after notifyDrain are dropped (counted).
+		ctx, cancel := context.WithTimeout(context.Background(), a.notifyDrain)
+		a.notifier.Close(ctx)
+		cancel()
 	}
 	if a.products != nil {
 		a.products.Close()
