@@ -133,8 +133,8 @@ notify:
 	if !strings.Contains(red, "flag.example/hook") {
 		t.Errorf("the logged config lost the webhook host and path: %s", red)
 	}
-	if def := DefaultConfig(); def.Notify.provider() != "log" {
-		t.Errorf("default provider %q, want log", def.Notify.provider())
+	if def := DefaultConfig(); def.Notify.provider() != "none" {
+		t.Errorf("default provider %q, want none", def.Notify.provider())
 	}
 
 	for _, tt := range []struct {
