@@ -31,7 +31,7 @@ type client struct {
 }
 
 func newClient(t testing.TB, addr string, secret []byte) *client {
-	tr := &http.Transport{MaxIdleConns: 1000, MaxIdleConnsPerHost: 1000, IdleConnTimeout: 30 * time.Second}
+	tr := &http.Transport{MaxIdleConns: 1000, MaxIdleConnsPerHost: 1000, IdleConnTimeout: 20 * time.Second} // below HAProxy's keep-alive timeout (30 s)
 	t.Cleanup(tr.CloseIdleConnections)
 	return &client{t: t, base: "http://" + addr, secret: secret, tokens: map[int64]string{},
 		http: &http.Client{Transport: tr, Timeout: 20 * time.Second}}

@@ -552,6 +552,10 @@ defaults
     timeout client  30s
     timeout server  15s
     timeout http-request 10s
+    # Longer than the client's idle timeout: a connection the proxy closes
+    # while the client sends on it answers 408 (without this, http-request's
+    # 10 s applies to idle connections too).
+    timeout http-keep-alive 30s
     timeout queue 5s
     # Only a failed connection is retried (the request was never sent), on
     # another instance. A request that reached an instance is never sent
