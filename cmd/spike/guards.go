@@ -56,15 +56,18 @@ type guardedStream struct {
 
 // Stream limit settings. The floor is also the concurrency of the probes
 // that measure unqueued latency, so it must stay below what a slowed stream
-// serves at once. Tolerance 2 and the slack let the mean publish latency
-// reach max(2 × unqueued, unqueued + 5 ms) before the limit shrinks: a
-// healthy stream's sub-millisecond publishes jitter by more than 2× on a
-// busy CPU without any queue at the stream.
+// serves at once. Tolerance and slack let the mean publish latency reach
+// max(3 × unqueued, unqueued + 20 ms) before the limit shrinks: a healthy
+// stream's sub-millisecond publishes jitter by far more than 3× on a busy
+// CPU without any queue at the stream, and on the shared 2-core machine
+// tolerance 2 and 5 ms of slack starved a slowed stream (goodput 0.6× its
+// capacity in scripts/overload.sh dep, against 0.98× with these).
 const (
-	streamLimitInitial = 256
-	streamLimitMin     = 4
-	streamLimitMax     = 8192
-	streamLimitSlack   = 5 * time.Millisecond
+	streamLimitInitial   = 256
+	streamLimitMin       = 4
+	streamLimitMax       = 8192
+	streamLimitSlack     = 20 * time.Millisecond
+	streamLimitTolerance = 3
 )
 
 func newGuardedStream(inner order.Stream, reg prometheus.Registerer, log *slog.Logger) *guardedStream {
@@ -92,7 +95,7 @@ func newGuardedStream(inner order.Stream, reg prometheus.Registerer, log *slog.L
 		}),
 		limit: resilience.NewAdaptive(resilience.AdaptiveConfig{
 			InitialLimit: streamLimitInitial, MinLimit: streamLimitMin, MaxLimit: streamLimitMax,
-			Baseline: resilience.Probed, Tolerance: 2, Slack: streamLimitSlack,
+			Baseline: resilience.Probed, Tolerance: streamLimitTolerance, Slack: streamLimitSlack,
 		}),
 		// A bound on goroutines parked on acks, whatever the limit.
 		inFlight: resilience.NewSemaphore(streamLimitMax, 0),
