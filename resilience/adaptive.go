@@ -91,11 +91,13 @@ const (
 	LongAverage Baseline = iota
 	// Probed compares with the latency of calls that did not queue: the
 	// mean latency of a window in which at most MinLimit calls were in
-	// flight, or else measured as BBR's ProbeRTT does: when the baseline is
-	// unknown, or ProbeEvery updates old and the limit was reached in a
-	// window, the limit drops to MinLimit until
-	// 2 × WindowSamples calls admitted under it have completed; their mean
-	// latency becomes the baseline and the limit is restored. The
+	// flight, or else measured as BBR's ProbeRTT does: at the first update
+	// with more calls in flight, and then every ProbeEvery updates while the
+	// baseline is unknown or the limit was reached in a window, the limit drops to
+	// MinLimit until 2 × WindowSamples calls admitted under it have
+	// completed; their mean latency becomes the baseline and the limit is
+	// restored. A probe ends early, the baseline unchanged, when a call
+	// admitted under it is finished with Ignore, or after 10 windows. The
 	// baseline does not drift with a standing queue, so the limit settles
 	// where the mean latency is Tolerance × the unqueued latency (or that
 	// plus Slack): in flight near what the dependency serves at once.
@@ -105,6 +107,9 @@ const (
 	// connection pool, a stream), with MinLimit at or below that number.
 	Probed
 )
+
+// maxProbeWindows bounds a probe's length, in WindowDurations.
+const maxProbeWindows = 10
 
 // Adaptive is an adaptive concurrency limiter and load shedder, after
 // Netflix's gradient2 limiter: it measures the latency of completed calls and
@@ -132,13 +137,15 @@ type Adaptive struct {
 	alphaLong float64
 
 	// Probed baseline.
-	baseline   float64 // ns; 0 until the first probe
-	sinceProbe int     // updates since the last probe
-	probing    bool    // the limit is at MinLimit
-	probeStart int64   // ns
-	probeSaved float64 // the limit to restore
-	probeCount int
-	probeSum   int64 // ns
+	baseline    float64     // ns; 0 until the first probe
+	sinceProbe  int         // updates since the last probe
+	probing     bool        // the limit is at MinLimit
+	probingFlag atomic.Bool // probing, readable without a.mu
+	probed      bool        // a probe has started once
+	probeStart  int64       // ns
+	probeSaved  float64     // the limit to restore
+	probeCount  int
+	probeSum    int64 // ns
 }
 
 // Ticket is an admitted request, returned by [Adaptive.Acquire]. Call exactly
@@ -248,7 +255,7 @@ const (
 
 func (a *Adaptive) finish(t Ticket, outcome int) {
 	a.inflight.Add(-1)
-	if outcome == finishIgnore {
+	if outcome == finishIgnore && !a.probingFlag.Load() {
 		return
 	}
 	now := a.clock.nanos()
@@ -272,6 +279,10 @@ func (a *Adaptive) finish(t Ticket, outcome int) {
 	if (a.winCount >= a.cfg.WindowSamples || a.winDrops > 0) && now-a.winStart >= int64(a.cfg.WindowDuration) {
 		changed, limit = a.update()
 	}
+	if outcome == finishIgnore {
+		a.mu.Unlock()
+		return
+	}
 	a.mu.Unlock()
 	if changed && a.cfg.OnLimitChange != nil {
 		a.cfg.OnLimitChange(limit)
@@ -281,16 +292,27 @@ func (a *Adaptive) finish(t Ticket, outcome int) {
 // probe records a call finished during a probe and ends the probe when
 // enough calls admitted under it have completed; a.mu must be held.
 func (a *Adaptive) probe(t Ticket, outcome int, now int64) (changed bool, limit int) {
-	if outcome != finishSample || t.start < a.probeStart {
+	// A probe lasts at most maxProbeWindows windows, and a call admitted
+	// under it whose latency the caller ignores (e.g. while its CPU is
+	// saturated) ends it: the limit must not stay at MinLimit while
+	// latencies say nothing.
+	underProbe := t.start >= a.probeStart
+	abort := now-a.probeStart >= maxProbeWindows*int64(a.cfg.WindowDuration) || (underProbe && outcome == finishIgnore)
+	if !abort && (outcome != finishSample || !underProbe) {
 		return false, 0 // admitted before the probe: it may have queued
 	}
-	a.probeCount++
-	a.probeSum += now - t.start
-	if a.probeCount < 2*a.cfg.WindowSamples {
+	if outcome == finishSample && underProbe {
+		a.probeCount++
+		a.probeSum += now - t.start
+	}
+	if a.probeCount < 2*a.cfg.WindowSamples && !abort {
 		return false, 0
 	}
 	a.probing = false
-	a.baseline = max(1, float64(a.probeSum)/float64(a.probeCount))
+	a.probingFlag.Store(false)
+	if a.probeCount >= a.cfg.WindowSamples {
+		a.baseline = max(1, float64(a.probeSum)/float64(a.probeCount))
+	}
 	a.resetWindow()
 	a.setLimit(a.probeSaved)
 	return true, int(a.probeSaved)
@@ -300,7 +322,8 @@ func (a *Adaptive) probe(t Ticket, outcome int, now int64) (changed bool, limit 
 // must be held.
 func (a *Adaptive) startProbe(restore float64) {
 	a.sinceProbe = 0
-	a.probing, a.probeStart, a.probeSaved = true, a.clock.nanos(), restore
+	a.probing, a.probed, a.probeStart, a.probeSaved = true, true, a.clock.nanos(), restore
+	a.probingFlag.Store(true)
 	a.probeCount, a.probeSum = 0, 0
 	a.setLimit(float64(a.cfg.MinLimit))
 }
@@ -348,8 +371,8 @@ func (a *Adaptive) gradient(old, baseline, shortRTT float64) float64 {
 
 // updateProbed is update for the Probed baseline. A window whose calls all
 // ran at most MinLimit at a time measured unqueued latency itself; else,
-// when the baseline is unknown, or old and the limit was reached, a probe
-// starts. Unlike LongAverage, the limit also shrinks when it was not used:
+// the first time, and then when the baseline is old and the limit was
+// reached, a probe starts. Unlike LongAverage, the limit also shrinks when it was not used:
 // latency above the tolerated with fewer calls in flight than the limit
 // means the limit is too high to bind.
 func (a *Adaptive) updateProbed(old, shortRTT float64, used bool) (changed bool, limit int) {
@@ -366,7 +389,7 @@ func (a *Adaptive) updateProbed(old, shortRTT float64, used bool) (changed bool,
 	}
 	newLimit = min(max(newLimit, float64(a.cfg.MinLimit)), float64(a.cfg.MaxLimit))
 	reached := a.winMaxIn >= int64(old)
-	stale := a.baseline == 0 || (reached && a.sinceProbe >= a.cfg.ProbeEvery)
+	stale := !a.probed || (a.sinceProbe >= a.cfg.ProbeEvery && (reached || a.baseline == 0))
 	if stale && a.winMaxIn > int64(a.cfg.MinLimit) && old > float64(a.cfg.MinLimit) {
 		a.resetWindow()
 		a.startProbe(newLimit)

@@ -249,3 +249,28 @@ func TestAdaptiveProbedSlowNotQueueing(t *testing.T) {
 		t.Errorf("20 slots of 40 ms: limit %d, goodput %.0f/s, p99 %v; want limit <= 60, goodput >= 450/s, p99 <= 160ms", limit, goodput, p99)
 	}
 }
+
+// TestAdaptiveProbeEndsWhenLatenciesIgnored: a probe whose calls are all
+// ignored (their latency says nothing) ends after a bounded time instead of
+// holding the limit at MinLimit.
+func TestAdaptiveProbeEndsWhenLatenciesIgnored(t *testing.T) {
+	clk := newFakeClock()
+	a := resilience.NewAdaptive(resilience.AdaptiveConfig{
+		InitialLimit: 100, MinLimit: 4, Baseline: resilience.Probed, WindowSamples: 5,
+		WindowDuration: 10 * time.Millisecond, Now: clk.Now,
+	})
+	runWindow(clk, a, 20*time.Millisecond) // limit reached, baseline unknown: a probe starts
+	if got := a.Limit(); got != 4 {
+		t.Fatalf("Limit() after a window with no baseline = %d, want 4 (probing)", got)
+	}
+	for range 20 {
+		tk, ok := a.Acquire(resilience.Critical)
+		clk.Advance(10 * time.Millisecond)
+		if ok {
+			tk.Ignore()
+		}
+	}
+	if got := a.Limit(); got < 100 {
+		t.Errorf("Limit() after 200 ms of ignored calls = %d, want the probe over and >= 100", got)
+	}
+}
