@@ -46,9 +46,19 @@ type AdaptiveConfig struct {
 	InitialLimit int
 	// MinLimit and MaxLimit bound the limit; defaults 2 and 1000.
 	MinLimit, MaxLimit int
-	// Tolerance is how much the recent latency may exceed the long-term
-	// latency before the limit shrinks; default 1.5.
+	// Tolerance is how much the recent latency may exceed the baseline
+	// latency (see Baseline) before the limit shrinks; default 1.5.
 	Tolerance float64
+	// Baseline is the latency a window's mean latency is compared with:
+	// LongAverage (the default, as gradient2) or Probed.
+	Baseline Baseline
+	// ProbeEvery is how many updates apart Probed measures the baseline;
+	// default 50 (5 s at the default WindowDuration).
+	ProbeEvery int
+	// Slack is queueing delay that is always tolerated: the limit shrinks
+	// only when the window's mean latency exceeds both Tolerance × baseline
+	// and baseline + Slack. Default 0.
+	Slack time.Duration
 	// Smoothing is how far each update moves the limit toward its new
 	// estimate, in (0,1]; default 0.2.
 	Smoothing float64
@@ -70,6 +80,36 @@ type AdaptiveConfig struct {
 	// Now returns the current time; nil means the real monotonic clock.
 	Now func() time.Time
 }
+
+// Baseline selects the reference latency of an [Adaptive] limiter.
+type Baseline int
+
+const (
+	// LongAverage compares with an exponential moving average of window
+	// latencies over LongWindow updates (gradient2). It follows slow drifts
+	// of the latency, including those of a standing queue that lasts.
+	LongAverage Baseline = iota
+	// Probed compares with the latency of calls that did not queue: the
+	// mean latency of a window in which at most MinLimit calls were in
+	// flight, or else measured as BBR's ProbeRTT does: at the first update
+	// with more calls in flight, and then every ProbeEvery updates while the
+	// baseline is unknown or the limit was reached in a window, the limit drops to
+	// MinLimit until 2 × WindowSamples calls admitted under it have
+	// completed; their mean latency becomes the baseline and the limit is
+	// restored. A probe ends early, the baseline unchanged, when a call
+	// admitted under it is finished with Ignore, or after 10 windows. The
+	// baseline does not drift with a standing queue, so the limit settles
+	// where the mean latency is Tolerance × the unqueued latency (or that
+	// plus Slack): in flight near what the dependency serves at once.
+	// Slowness that is not queueing at the dependency (a busy CPU) raises
+	// the probed latency too, and does not shrink the limit. Suited to a
+	// dependency whose capacity is a number of calls at a time (a
+	// connection pool, a stream), with MinLimit at or below that number.
+	Probed
+)
+
+// maxProbeWindows bounds a probe's length, in WindowDurations.
+const maxProbeWindows = 10
 
 // Adaptive is an adaptive concurrency limiter and load shedder, after
 // Netflix's gradient2 limiter: it measures the latency of completed calls and
@@ -95,6 +135,17 @@ type Adaptive struct {
 	winMaxIn  int64 // most in flight seen in the window
 	winDrops  int
 	alphaLong float64
+
+	// Probed baseline.
+	baseline    float64     // ns; 0 until the first probe
+	sinceProbe  int         // updates since the last probe
+	probing     bool        // the limit is at MinLimit
+	probingFlag atomic.Bool // probing, readable without a.mu
+	probed      bool        // a probe has started once
+	probeStart  int64       // ns
+	probeSaved  float64     // the limit to restore
+	probeCount  int
+	probeSum    int64 // ns
 }
 
 // Ticket is an admitted request, returned by [Adaptive.Acquire]. Call exactly
@@ -119,6 +170,9 @@ func NewAdaptive(cfg AdaptiveConfig) *Adaptive {
 	}
 	if cfg.Tolerance < 1 {
 		cfg.Tolerance = 1.5
+	}
+	if cfg.ProbeEvery <= 0 {
+		cfg.ProbeEvery = 50
 	}
 	if cfg.Smoothing <= 0 || cfg.Smoothing > 1 {
 		cfg.Smoothing = 0.2
@@ -201,11 +255,19 @@ const (
 
 func (a *Adaptive) finish(t Ticket, outcome int) {
 	a.inflight.Add(-1)
-	if outcome == finishIgnore {
+	if outcome == finishIgnore && !a.probingFlag.Load() {
 		return
 	}
 	now := a.clock.nanos()
 	a.mu.Lock()
+	if a.probing {
+		changed, limit := a.probe(t, outcome, now)
+		a.mu.Unlock()
+		if changed && a.cfg.OnLimitChange != nil {
+			a.cfg.OnLimitChange(limit)
+		}
+		return
+	}
 	if outcome == finishDrop {
 		a.winDrops++
 	} else {
@@ -217,10 +279,53 @@ func (a *Adaptive) finish(t Ticket, outcome int) {
 	if (a.winCount >= a.cfg.WindowSamples || a.winDrops > 0) && now-a.winStart >= int64(a.cfg.WindowDuration) {
 		changed, limit = a.update()
 	}
+	if outcome == finishIgnore {
+		a.mu.Unlock()
+		return
+	}
 	a.mu.Unlock()
 	if changed && a.cfg.OnLimitChange != nil {
 		a.cfg.OnLimitChange(limit)
 	}
+}
+
+// probe records a call finished during a probe and ends the probe when
+// enough calls admitted under it have completed; a.mu must be held.
+func (a *Adaptive) probe(t Ticket, outcome int, now int64) (changed bool, limit int) {
+	// A probe lasts at most maxProbeWindows windows, and a call admitted
+	// under it whose latency the caller ignores (e.g. while its CPU is
+	// saturated) ends it: the limit must not stay at MinLimit while
+	// latencies say nothing.
+	underProbe := t.start >= a.probeStart
+	abort := now-a.probeStart >= maxProbeWindows*int64(a.cfg.WindowDuration) || (underProbe && outcome == finishIgnore)
+	if !abort && (outcome != finishSample || !underProbe) {
+		return false, 0 // admitted before the probe: it may have queued
+	}
+	if outcome == finishSample && underProbe {
+		a.probeCount++
+		a.probeSum += now - t.start
+	}
+	if a.probeCount < 2*a.cfg.WindowSamples && !abort {
+		return false, 0
+	}
+	a.probing = false
+	a.probingFlag.Store(false)
+	if a.probeCount >= a.cfg.WindowSamples {
+		a.baseline = max(1, float64(a.probeSum)/float64(a.probeCount))
+	}
+	a.resetWindow()
+	a.setLimit(a.probeSaved)
+	return true, int(a.probeSaved)
+}
+
+// startProbe cuts the limit to MinLimit to measure unqueued latency; a.mu
+// must be held.
+func (a *Adaptive) startProbe(restore float64) {
+	a.sinceProbe = 0
+	a.probing, a.probed, a.probeStart, a.probeSaved = true, true, a.clock.nanos(), restore
+	a.probingFlag.Store(true)
+	a.probeCount, a.probeSum = 0, 0
+	a.setLimit(float64(a.cfg.MinLimit))
 }
 
 // update closes the window and computes the new limit; a.mu must be held.
@@ -230,7 +335,13 @@ func (a *Adaptive) update() (changed bool, limit int) {
 	if a.winDrops > 0 {
 		newLimit = old * 0.9 // multiplicative decrease on drops, as AIMD
 	} else if a.winCount > 0 {
-		shortRTT := float64(a.winSum) / float64(a.winCount)
+		shortRTT := max(1, float64(a.winSum)/float64(a.winCount))
+		// Grow only if the limit was actually used: an idle server's low
+		// latency says nothing about a bigger limit.
+		used := float64(a.winMaxIn) >= old/2
+		if a.cfg.Baseline == Probed {
+			return a.updateProbed(old, shortRTT, used)
+		}
 		if a.longRTT == 0 {
 			a.longRTT = shortRTT
 		} else {
@@ -241,17 +352,61 @@ func (a *Adaptive) update() (changed bool, limit int) {
 		if a.longRTT/shortRTT > 2 {
 			a.longRTT *= 0.95
 		}
-		// Grow only if the limit was actually used: an idle server's low
-		// latency says nothing about a bigger limit.
-		if float64(a.winMaxIn) >= old/2 {
-			gradient := max(0.5, min(1, a.cfg.Tolerance*a.longRTT/shortRTT))
-			queue := math.Sqrt(old) // allowance for requests waiting
-			newLimit = old*(1-a.cfg.Smoothing) + (old*gradient+queue)*a.cfg.Smoothing
+		if used {
+			newLimit = a.gradient(old, a.longRTT, shortRTT)
+		}
+	}
+	return a.closeWindow(old, newLimit)
+}
+
+// gradient returns the limit that latency shortRTT against baseline asks
+// for: shrinking when shortRTT exceeds the tolerated latency, growing by a
+// queue allowance of √limit otherwise, Smoothing of the way.
+func (a *Adaptive) gradient(old, baseline, shortRTT float64) float64 {
+	target := max(a.cfg.Tolerance*baseline, baseline+float64(a.cfg.Slack))
+	gradient := max(0.5, min(1, target/shortRTT))
+	queue := math.Sqrt(old) // allowance for requests waiting
+	return old*(1-a.cfg.Smoothing) + (old*gradient+queue)*a.cfg.Smoothing
+}
+
+// updateProbed is update for the Probed baseline. A window whose calls all
+// ran at most MinLimit at a time measured unqueued latency itself; else,
+// the first time, and then when the baseline is old and the limit was
+// reached, a probe starts. Unlike LongAverage, the limit also shrinks when it was not used:
+// latency above the tolerated with fewer calls in flight than the limit
+// means the limit is too high to bind.
+func (a *Adaptive) updateProbed(old, shortRTT float64, used bool) (changed bool, limit int) {
+	newLimit := old
+	a.sinceProbe++
+	if a.winMaxIn <= int64(a.cfg.MinLimit) {
+		a.baseline, a.sinceProbe = shortRTT, 0
+	}
+	if a.baseline > 0 {
+		newLimit = a.gradient(old, a.baseline, shortRTT)
+		if !used {
+			newLimit = min(newLimit, old)
 		}
 	}
 	newLimit = min(max(newLimit, float64(a.cfg.MinLimit)), float64(a.cfg.MaxLimit))
+	reached := a.winMaxIn >= int64(old)
+	stale := !a.probed || (a.sinceProbe >= a.cfg.ProbeEvery && (reached || a.baseline == 0))
+	if stale && a.winMaxIn > int64(a.cfg.MinLimit) && old > float64(a.cfg.MinLimit) {
+		a.resetWindow()
+		a.startProbe(newLimit)
+		return true, a.cfg.MinLimit
+	}
+	return a.closeWindow(old, newLimit)
+}
+
+func (a *Adaptive) resetWindow() {
 	a.winCount, a.winSum, a.winMaxIn, a.winDrops = 0, 0, 0, 0
 	a.winStart = a.clock.nanos()
+}
+
+// closeWindow bounds and stores the new limit and starts a new window.
+func (a *Adaptive) closeWindow(old, newLimit float64) (changed bool, limit int) {
+	newLimit = min(max(newLimit, float64(a.cfg.MinLimit)), float64(a.cfg.MaxLimit))
+	a.resetWindow()
 	if int(newLimit) == int(old) {
 		a.limit = newLimit
 		return false, int(newLimit)

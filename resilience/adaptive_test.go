@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -132,5 +133,144 @@ func TestAdaptivePriorityHeadroom(t *testing.T) {
 	}
 	if err := a.Policy(resilience.Critical).Do(context.Background(), func(context.Context) error { return nil }); !errors.Is(err, resilience.ErrShed) {
 		t.Errorf("Policy().Do() at the limit = %v, want ErrShed", err)
+	}
+}
+
+// simulateDependency drives limiter a (on clk) with an open-loop load of
+// offered calls per second in front of a dependency that serves slots calls
+// at a time, each taking service, in simulated time. It returns the
+// goodput (calls/s) and the p99 latency of admitted calls over the second
+// half of the run, and the limit at the end.
+func simulateDependency(clk *fakeClock, a *resilience.Adaptive, slots int, service time.Duration, offered float64, run time.Duration) (goodput float64, p99 time.Duration, limit int) {
+	const step = 250 * time.Microsecond
+	type call struct {
+		t       resilience.Ticket
+		arrived time.Duration
+	}
+	var queue []call            // admitted, waiting for a slot (FIFO)
+	busy := make([]call, slots) // in service
+	until := make([]time.Duration, slots)
+	free := make([]bool, slots)
+	for i := range free {
+		free[i] = true
+	}
+	var lat []time.Duration
+	done, acc := 0, 0.0
+	for now := time.Duration(0); now < run; now += step {
+		clk.Advance(step)
+		for i := range slots { // completions
+			if !free[i] && until[i] <= now {
+				busy[i].t.Success()
+				free[i] = true
+				if now >= run/2 {
+					done++
+					lat = append(lat, now-busy[i].arrived)
+				}
+			}
+		}
+		for acc += offered * step.Seconds(); acc >= 1; acc-- { // arrivals
+			if t, ok := a.Acquire(resilience.Critical); ok {
+				queue = append(queue, call{t, now})
+			}
+		}
+		for i := range slots { // starts
+			if free[i] && len(queue) > 0 {
+				busy[i], queue = queue[0], queue[1:]
+				free[i], until[i] = false, now+service
+			}
+		}
+	}
+	slices.Sort(lat)
+	return float64(done) / (run / 2).Seconds(), lat[len(lat)*99/100], a.Limit()
+}
+
+// TestAdaptiveProbedSlowDependency: a dependency that serves 8 calls
+// at a time, 5 ms each (1600/s), offered 3x that. Against the lowest recent
+// latency, the limit settles near the dependency's concurrency: admitted
+// calls barely queue and the dependency stays busy. A fixed generous limit
+// (the bulkhead alone) queues them instead.
+func TestAdaptiveProbedSlowDependency(t *testing.T) {
+	const (
+		slots    = 8
+		service  = 5 * time.Millisecond
+		capacity = slots / 0.005
+	)
+	clk := newFakeClock()
+	a := resilience.NewAdaptive(resilience.AdaptiveConfig{
+		InitialLimit: 256, MinLimit: 4, MaxLimit: 8192,
+		Baseline: resilience.Probed, Tolerance: 2, Slack: 5 * time.Millisecond, Now: clk.Now,
+	})
+	goodput, p99, limit := simulateDependency(clk, a, slots, service, 3*capacity, 20*time.Second)
+	t.Logf("adaptive: goodput %.0f/s of %.0f/s, p99 %v (service %v), limit %d", goodput, capacity, p99, service, limit)
+	if goodput < 0.9*capacity {
+		t.Errorf("goodput %.0f/s < 0.9 x capacity %.0f/s: the limit starves the dependency", goodput, capacity)
+	}
+	if p99 > 4*service {
+		t.Errorf("p99 of admitted calls %v > 4 x service %v: admitted calls queue", p99, service)
+	}
+	if limit < slots || limit > 6*slots {
+		t.Errorf("limit settled at %d, want between %d and %d", limit, slots, 6*slots)
+	}
+
+	clk = newFakeClock()
+	fixed := resilience.NewAdaptive(resilience.AdaptiveConfig{InitialLimit: 256, MinLimit: 256, MaxLimit: 256, Now: clk.Now})
+	_, p99Fixed, _ := simulateDependency(clk, fixed, slots, service, 3*capacity, 20*time.Second)
+	t.Logf("fixed limit 256: p99 %v", p99Fixed)
+	if p99Fixed < 10*service {
+		t.Errorf("with a fixed limit of 256, p99 %v: expected the admitted calls to queue", p99Fixed)
+	}
+}
+
+// TestAdaptiveProbedSlowNotQueueing: calls that are slow but do not queue
+// (the dependency serves them all at once, or the CPU is slow for
+// everyone) do not shrink the limit: the probe measures the same latency.
+// Latency that rises with the calls in flight does.
+func TestAdaptiveProbedSlowNotQueueing(t *testing.T) {
+	clk := newFakeClock()
+	a := resilience.NewAdaptive(resilience.AdaptiveConfig{
+		InitialLimit: 100, MinLimit: 4, MaxLimit: 8192,
+		Baseline: resilience.Probed, Tolerance: 2, Now: clk.Now,
+	})
+	// 1000 slots of 40 ms: 25 000/s; offered 5000/s needs 200 in flight.
+	goodput, p99, limit := simulateDependency(clk, a, 1000, 40*time.Millisecond, 5000, 20*time.Second)
+	t.Logf("slow, not queueing: goodput %.0f/s, p99 %v, limit %d", goodput, p99, limit)
+	if limit < 200 || goodput < 0.9*5000 {
+		t.Errorf("limit %d, goodput %.0f/s: slow calls that do not queue shrank the limit", limit, goodput)
+	}
+	// The same dependency with 20 slots (500/s), offered 5000/s: shrinks.
+	clk = newFakeClock()
+	a = resilience.NewAdaptive(resilience.AdaptiveConfig{
+		InitialLimit: 100, MinLimit: 4, MaxLimit: 8192,
+		Baseline: resilience.Probed, Tolerance: 2, Now: clk.Now,
+	})
+	goodput, p99, limit = simulateDependency(clk, a, 20, 40*time.Millisecond, 5000, 20*time.Second)
+	t.Logf("20 slots: goodput %.0f/s, p99 %v, limit %d", goodput, p99, limit)
+	if limit > 60 || goodput < 0.9*500 || p99 > 4*40*time.Millisecond {
+		t.Errorf("20 slots of 40 ms: limit %d, goodput %.0f/s, p99 %v; want limit <= 60, goodput >= 450/s, p99 <= 160ms", limit, goodput, p99)
+	}
+}
+
+// TestAdaptiveProbeEndsWhenLatenciesIgnored: a probe whose calls are all
+// ignored (their latency says nothing) ends after a bounded time instead of
+// holding the limit at MinLimit.
+func TestAdaptiveProbeEndsWhenLatenciesIgnored(t *testing.T) {
+	clk := newFakeClock()
+	a := resilience.NewAdaptive(resilience.AdaptiveConfig{
+		InitialLimit: 100, MinLimit: 4, Baseline: resilience.Probed, WindowSamples: 5,
+		WindowDuration: 10 * time.Millisecond, Now: clk.Now,
+	})
+	runWindow(clk, a, 20*time.Millisecond) // limit reached, baseline unknown: a probe starts
+	if got := a.Limit(); got != 4 {
+		t.Fatalf("Limit() after a window with no baseline = %d, want 4 (probing)", got)
+	}
+	for range 20 {
+		tk, ok := a.Acquire(resilience.Critical)
+		clk.Advance(10 * time.Millisecond)
+		if ok {
+			tk.Ignore()
+		}
+	}
+	if got := a.Limit(); got < 100 {
+		t.Errorf("Limit() after 200 ms of ignored calls = %d, want the probe over and >= 100", got)
 	}
 }

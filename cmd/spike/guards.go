@@ -5,6 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"runtime/metrics"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,14 +26,51 @@ import (
 	"github.com/spikehq/spike/switches"
 )
 
-// guardedStream puts the order stream behind a circuit breaker and a
-// bulkhead: when JetStream is slow or down, placements fail fast (their
-// reservations undone) instead of piling up waiting for acks.
+// guardedStream puts the order stream behind a circuit breaker, an
+// adaptive concurrency limit and a bulkhead: when JetStream is slow or
+// down, placements fail fast (their reservations undone) instead of piling
+// up waiting for acks.
+//
+// The adaptive limit (a gradient limiter against the probed latency of
+// publishes that did not queue, resilience.Probed) keeps the publishes in
+// flight near what the stream serves at once: when the stream slows down,
+// the admitted placements do not queue behind each other and the excess is
+// refused at once with 503 and Retry-After (after the reservation, which
+// is undone). The bulkhead is only a hard bound on goroutines parked on
+// acks.
+//
+// While the CPU is saturated (goroutines wait to run, see cpuSaturation)
+// the limit still holds but learns nothing (the publishes' latencies are
+// ignored): publish latency then rises with the CPU's queue, not the
+// stream's, and shrinking the limit would refuse placements after their
+// reservation, wasting the work already done; the HTTP admission limit
+// sheds that overload before decoding. (Letting publishes through the limit
+// while the CPU is saturated was tried: with a slowed stream on a busy
+// machine they queued at the stream in bursts.)
 type guardedStream struct {
 	inner    order.Stream
 	breaker  *resilience.Breaker
+	limit    *resilience.Adaptive
 	inFlight *resilience.Semaphore
+	cpu      cpuSaturation
+	ignored  atomic.Uint64 // publishes whose latency was ignored: the CPU was saturated
 }
+
+// Stream limit settings. The floor is also the concurrency of the probes
+// that measure unqueued latency, so it must stay below what a slowed stream
+// serves at once. Tolerance and slack let the mean publish latency reach
+// max(3 × unqueued, unqueued + 20 ms) before the limit shrinks: a healthy
+// stream's sub-millisecond publishes jitter by far more than 3× on a busy
+// CPU without any queue at the stream, and on the shared 2-core machine
+// tolerance 2 and 5 ms of slack starved a slowed stream (goodput 0.6× its
+// capacity in scripts/overload.sh dep, against 0.98× with these).
+const (
+	streamLimitInitial   = 256
+	streamLimitMin       = 4
+	streamLimitMax       = 8192
+	streamLimitSlack     = 20 * time.Millisecond
+	streamLimitTolerance = 3
+)
 
 func newGuardedStream(inner order.Stream, reg prometheus.Registerer, log *slog.Logger) *guardedStream {
 	state := prometheus.NewGauge(prometheus.GaugeOpts{
@@ -52,31 +95,127 @@ func newGuardedStream(inner order.Stream, reg prometheus.Registerer, log *slog.L
 				log.Warn("circuit breaker", "dependency", name, "from", from.String(), "to", to.String())
 			},
 		}),
-		// Far above what a healthy stream needs; a bound on goroutines parked
-		// on acks when it is not.
-		inFlight: resilience.NewSemaphore(8192, 0),
+		limit: resilience.NewAdaptive(resilience.AdaptiveConfig{
+			InitialLimit: streamLimitInitial, MinLimit: streamLimitMin, MaxLimit: streamLimitMax,
+			Baseline: resilience.Probed, Tolerance: streamLimitTolerance, Slack: streamLimitSlack,
+		}),
+		// A bound on goroutines parked on acks, whatever the limit.
+		inFlight: resilience.NewSemaphore(streamLimitMax, 0),
 	}
+	l := g.limit
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "spike_dependency_limit", Help: "Adaptive concurrency limit of calls to a dependency.",
+			ConstLabels: prometheus.Labels{"dependency": "order_stream"},
+		}, func() float64 { return float64(l.Limit()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "spike_dependency_in_flight", Help: "Calls in flight to a dependency under its adaptive limit.",
+			ConstLabels: prometheus.Labels{"dependency": "order_stream"},
+		}, func() float64 { return float64(l.InFlight()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "spike_dependency_shed_total", Help: "Calls to a dependency refused by its adaptive limit.",
+			ConstLabels: prometheus.Labels{"dependency": "order_stream"},
+		}, func() float64 { return float64(l.Shed()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "spike_dependency_cpu_ignored_total", Help: "Calls to a dependency whose latency its adaptive limit ignored because the CPU was saturated.",
+			ConstLabels: prometheus.Labels{"dependency": "order_stream"},
+		}, func() float64 { return float64(g.ignored.Load()) }),
+	)
 	return g
 }
 
 var errStreamBreakerOpen = fmt.Errorf("order stream circuit breaker is open: %w", order.ErrNotEnqueued)
 var errStreamBusy = fmt.Errorf("too many placements waiting on the order stream: %w", order.ErrNotEnqueued)
 
-// Enqueue implements order.Stream. A call refused by the breaker or the
-// bulkhead never reached the stream, so it is certainly not enqueued.
+// Enqueue implements order.Stream. A call refused by the breaker, the
+// limit or the bulkhead never reached the stream, so it is certainly not
+// enqueued.
 func (g *guardedStream) Enqueue(ctx context.Context, e order.Placed) error {
 	permit, err := g.breaker.Acquire()
 	if err != nil {
 		return errStreamBreakerOpen
 	}
-	if !g.inFlight.TryAcquire() {
+	ticket, ok := g.limit.Acquire(resilience.Critical)
+	if !ok {
 		permit.Record(nil) // not the stream's fault
+		return errStreamBusy
+	}
+	if !g.inFlight.TryAcquire() {
+		ticket.Ignore()
+		permit.Record(nil)
 		return errStreamBusy
 	}
 	err = g.inner.Enqueue(ctx, e)
 	g.inFlight.Release()
+	switch {
+	case !cpuGateOff.Load() && g.cpu.saturated():
+		g.ignored.Add(1)
+		ticket.Ignore()
+	case err == nil:
+		ticket.Success()
+	case ctx.Err() != nil:
+		ticket.Dropped() // timed out waiting for the stream: back off
+	default:
+		ticket.Ignore() // the stream refused or is down: the breaker's business
+	}
 	permit.Record(err)
 	return err
+}
+
+// cpuGateOff makes the stream limit judge every publish's latency, CPU
+// saturated or not: for tests, whose race-instrumented clients saturate the
+// CPU they share with the server.
+var cpuGateOff atomic.Bool
+
+// cpuSaturation tells whether the Go scheduler's run queues are long: more
+// than a tenth of the goroutines made runnable in the last 100 ms waited 1
+// ms or more to run (runtime/metrics /sched/latencies:seconds). It is
+// refreshed at most every 100 ms by whichever caller comes first.
+type cpuSaturation struct {
+	busy   atomic.Bool
+	next   atomic.Int64 // unix ns of the next refresh
+	mu     sync.Mutex
+	sample []metrics.Sample
+	prev   []uint64
+}
+
+const (
+	cpuSampleEvery = 100 * time.Millisecond
+	cpuSlowWait    = time.Millisecond
+)
+
+func (c *cpuSaturation) saturated() bool {
+	if now := time.Now().UnixNano(); now >= c.next.Load() && c.mu.TryLock() {
+		c.refresh(now)
+		c.mu.Unlock()
+	}
+	return c.busy.Load()
+}
+
+func (c *cpuSaturation) refresh(now int64) {
+	c.next.Store(now + int64(cpuSampleEvery))
+	if c.sample == nil {
+		c.sample = []metrics.Sample{{Name: "/sched/latencies:seconds"}}
+	}
+	metrics.Read(c.sample)
+	if c.sample[0].Value.Kind() != metrics.KindFloat64Histogram {
+		return // not supported by this runtime: never saturated
+	}
+	h := c.sample[0].Value.Float64Histogram()
+	if len(c.prev) != len(h.Counts) {
+		c.prev = slices.Clone(h.Counts)
+		return
+	}
+	var total, slow uint64
+	for i, n := range h.Counts {
+		d := n - c.prev[i]
+		total += d
+		if h.Buckets[i] >= cpuSlowWait.Seconds() {
+			slow += d
+		}
+	}
+	copy(c.prev, h.Counts)
+	c.busy.Store(slow*10 > total && total > 0)
 }
 
 // registerCacheMetrics exports the product cache's counters.
@@ -101,19 +240,66 @@ func registerCacheMetrics(reg prometheus.Registerer, products *catalogcache.Stor
 	}, func() float64 { return float64(products.Stats().Breaker) }))
 }
 
-// delayedStream is a fault injector: each enqueue waits first.
+// delayedStream is a fault injector (SPIKE_FAULT_STREAM_DELAY): a slowed
+// dependency in front of the stream that serves at most
+// SPIKE_FAULT_STREAM_SLOTS (default 8) publishes at a time, each taking
+// delay, first come first served, so its capacity is slots / delay (8 / 5 ms
+// = 1600/s) whatever the CPU: each publish books the slot that frees first
+// and waits until its booked end, so a goroutine woken late by a busy CPU
+// is slow itself but does not hold up the next call.
 type delayedStream struct {
 	order.Stream
 	delay time.Duration
 }
 
+// faultSlots is the slowed dependency's schedule, shared by every
+// delayedStream of the process (there is one per server).
+var faultSlots = sync.OnceValue(func() *slotSchedule {
+	n := 8
+	if v, err := strconv.Atoi(os.Getenv("SPIKE_FAULT_STREAM_SLOTS")); err == nil && v > 0 {
+		n = v
+	}
+	return &slotSchedule{free: make([]time.Time, n)}
+})
+
+// slotSchedule books calls on the slot that frees first.
+type slotSchedule struct {
+	mu   sync.Mutex
+	free []time.Time // when each slot is next free
+}
+
+// book returns when a call arriving now and taking d ends.
+func (s *slotSchedule) book(d time.Duration) time.Time {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	first := 0
+	for i, t := range s.free {
+		if t.Before(s.free[first]) {
+			first = i
+		}
+	}
+	end := maxTime(now, s.free[first]).Add(d)
+	s.free[first] = end
+	return end
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+var errFaultStream = fmt.Errorf("slowed stream: gave up before publishing: %w", order.ErrNotEnqueued)
+
 func (d delayedStream) Enqueue(ctx context.Context, e order.Placed) error {
-	t := time.NewTimer(d.delay)
+	t := time.NewTimer(time.Until(faultSlots().book(d.delay)))
 	defer t.Stop()
 	select {
 	case <-t.C:
 	case <-ctx.Done():
-		return ctx.Err()
+		return errFaultStream // the slot stays booked: the dependency did the work
 	}
 	return d.Stream.Enqueue(ctx, e)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -355,4 +356,107 @@ func TestStockGuard(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// slotStream is a slowed dependency in front of the stream: at most slots
+// publishes at a time, each taking delay.
+type slotStream struct {
+	inner order.Stream
+	slots chan struct{}
+	delay time.Duration
+}
+
+func (s *slotStream) Enqueue(ctx context.Context, e order.Placed) error {
+	select {
+	case s.slots <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("gave up waiting: %w", order.ErrNotEnqueued)
+	}
+	time.Sleep(s.delay)
+	<-s.slots
+	return s.inner.Enqueue(ctx, e)
+}
+
+// TestSlowStreamLimitSheds: a stream that serves 2 publishes at a time, 10
+// ms each (200/s), under 128 buyers placing as fast as they are answered.
+// The stream's adaptive limit shrinks from its initial 256 towards what the
+// stream serves, the excess placements are refused with 503 unavailable and
+// Retry-After without taking stock, and I1–I5 hold. (A fixed bulkhead of
+// 8192 would have let all 128 queue at the stream.)
+func TestSlowStreamLimitSheds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault test")
+	}
+	cpuGateOff.Store(true) // the race-instrumented clients saturate the CPU
+	defer cpuGateOff.Store(false)
+	slow := &slotStream{slots: make(chan struct{}, 2), delay: 10 * time.Millisecond}
+	a := startAppWith(t, t.TempDir(), func(s order.Stream) order.Stream { slow.inner = s; return slow })
+	defer stopApp(t, a)
+	c := newClient(t, a.addr, a.secret)
+	const stock, perUser, buyers, requests = 1_000_000, 1_000_000, 128, 4000
+	c.setupSale("sku-slot", "slot-sale", stock, perUser)
+	c.must("PUT", "/v1/admin/switches/ratelimit.user_rps", c.token(1, true), `{"value":0}`, 200)
+	l := newLedger()
+
+	var sent, accepted, refused atomic.Int64
+	var wg sync.WaitGroup
+	for b := range buyers {
+		user := int64(1000 + b)
+		tok := c.token(user, false)
+		wg.Go(func() {
+			for i := 0; sent.Add(1) <= requests; i++ {
+				key := fmt.Sprintf("k%d", i)
+				r, p, err := c.place(context.Background(), user, tok, "slot-sale", key, 1)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				switch {
+				case r.status == 202:
+					accepted.Add(1)
+					l.record(user, key, 1, p)
+				case r.status == 503 && r.header.Get("Retry-After") != "" && (r.code() == "unavailable" || r.code() == "overloaded"):
+					refused.Add(1)
+				default:
+					t.Errorf("placement: %d %s", r.status, r.body)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	metrics := string(c.must("GET", "/metrics", "", nil, 200).body)
+	t.Logf("%d accepted, %d refused\n%s", accepted.Load(), refused.Load(), grep(metrics, "spike_dependency_"))
+	limit, shed := metricValue(t, metrics, `spike_dependency_limit{dependency="order_stream"}`), metricValue(t, metrics, `spike_dependency_shed_total{dependency="order_stream"}`)
+	if shed == 0 || refused.Load() == 0 {
+		t.Errorf("no placement was shed by the stream limit (shed %v, refused %d)", shed, refused.Load())
+	}
+	if limit >= buyers {
+		t.Errorf("stream limit %v, want below the %d buyers in flight", limit, buyers)
+	}
+	if accepted.Load() == 0 {
+		t.Error("nothing was accepted")
+	}
+	if strings.Contains(metrics, `spike_breaker_state{dependency="order_stream"} 1`) {
+		t.Error("the breaker opened: the stream was slow, not failing")
+	}
+	// Refused placements took no stock: remaining + sold = stock and every
+	// acknowledged order is persisted.
+	verifyInvariants(t, c, "slot-sale", stock, perUser, l, false)
+}
+
+// metricValue returns the value of the metric line starting with name.
+func metricValue(t *testing.T, metrics, name string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(metrics, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("metric %s missing", name)
+	return 0
 }
