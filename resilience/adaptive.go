@@ -105,6 +105,8 @@ const (
 	// the probed latency too, and does not shrink the limit. Suited to a
 	// dependency whose capacity is a number of calls at a time (a
 	// connection pool, a stream), with MinLimit at or below that number.
+	// No probe starts while a window's mean latency is within Slack (the
+	// limit could not shrink then), so a healthy burst is never shed.
 	Probed
 )
 
@@ -390,7 +392,12 @@ func (a *Adaptive) updateProbed(old, shortRTT float64, used bool) (changed bool,
 	newLimit = min(max(newLimit, float64(a.cfg.MinLimit)), float64(a.cfg.MaxLimit))
 	reached := a.winMaxIn >= int64(old)
 	stale := !a.probed || (a.sinceProbe >= a.cfg.ProbeEvery && (reached || a.baseline == 0))
-	if stale && a.winMaxIn > int64(a.cfg.MinLimit) && old > float64(a.cfg.MinLimit) {
+	// No probe while the latency is within Slack: the limit could not
+	// shrink whatever the baseline, and a probe sheds every call above
+	// MinLimit, which a healthy dependency's burst (a flash sale opening)
+	// must not pay for.
+	worthIt := shortRTT > float64(a.cfg.Slack)
+	if stale && worthIt && a.winMaxIn > int64(a.cfg.MinLimit) && old > float64(a.cfg.MinLimit) {
 		a.resetWindow()
 		a.startProbe(newLimit)
 		return true, a.cfg.MinLimit

@@ -274,3 +274,26 @@ func TestAdaptiveProbeEndsWhenLatenciesIgnored(t *testing.T) {
 		t.Errorf("Limit() after 200 ms of ignored calls = %d, want the probe over and >= 100", got)
 	}
 }
+
+// TestAdaptiveProbedNoProbeWithinSlack: a fast dependency under a burst
+// (latency within Slack) is never probed, so no call is shed; a slow one is.
+func TestAdaptiveProbedNoProbeWithinSlack(t *testing.T) {
+	for _, tt := range []struct {
+		latency   time.Duration
+		wantProbe bool
+	}{{2 * time.Millisecond, false}, {50 * time.Millisecond, true}} {
+		clk := newFakeClock()
+		lowest := 1 << 30
+		a := resilience.NewAdaptive(resilience.AdaptiveConfig{
+			InitialLimit: 256, MinLimit: 4, MaxLimit: 8192,
+			Baseline: resilience.Probed, Tolerance: 3, Slack: 20 * time.Millisecond, Now: clk.Now,
+			OnLimitChange: func(l int) { lowest = min(lowest, l) },
+		})
+		for range 500 {
+			runWindow(clk, a, tt.latency)
+		}
+		if probed := lowest == 4; probed != tt.wantProbe {
+			t.Errorf("latency %v: lowest limit %d; probed %v, want %v", tt.latency, lowest, probed, tt.wantProbe)
+		}
+	}
+}
