@@ -83,38 +83,7 @@ func TestBatchedConcurrentEnqueue(t *testing.T) {
 		t.Fatalf("re-enqueueing a stored event added a message: %d → %d", msgs, again)
 	}
 
-	var mu sync.Mutex
-	got := map[string]int{}
-	wctx, cancel := context.WithCancel(ctx)
-	done := make(chan error)
-	go func() {
-		done <- bus.RunWorker(wctx, func(_ context.Context, evs []order.Placed) error {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, e := range evs {
-				got[e.OrderID]++
-			}
-			return nil
-		})
-	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		left, err := bus.Backlog(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if left == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("backlog %d never drained", left)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	cancel()
-	<-done
-	mu.Lock()
-	defer mu.Unlock()
+	got := persistAll(t, bus, nil)
 	if len(got) != n {
 		t.Fatalf("persisted %d distinct events, want %d", len(got), n)
 	}

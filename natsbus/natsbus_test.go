@@ -81,41 +81,14 @@ func testStream(t *testing.T, bus *natsbus.Bus) {
 		t.Fatalf("Unpersisted: %d events (first %+v), want %d in order", len(queued), queued[0], n)
 	}
 
-	var mu sync.Mutex
-	got := map[string]int{}
 	fail := 2 // the first batches fail: they must be delivered again
-	wctx, cancel := context.WithCancel(ctx)
-	done := make(chan error)
-	go func() {
-		done <- bus.RunWorker(wctx, func(_ context.Context, evs []order.Placed) error {
-			mu.Lock()
-			defer mu.Unlock()
-			if fail > 0 {
-				fail--
-				return fmt.Errorf("injected failure")
-			}
-			for _, e := range evs {
-				got[e.OrderID]++
-			}
-			return nil
-		})
-	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		n2, err := bus.Backlog(ctx)
-		if err != nil {
-			t.Fatal(err)
+	got := persistAll(t, bus, func() error {
+		if fail > 0 {
+			fail--
+			return fmt.Errorf("injected failure")
 		}
-		if n2 == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("backlog %d never drained", n2)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	cancel()
-	<-done
+		return nil
+	})
 	if len(got) != n {
 		t.Errorf("persisted %d distinct events, want %d", len(got), n)
 	}
@@ -201,4 +174,50 @@ func TestSwitchesPropagate(t *testing.T) {
 	if err := sws[0].Set(ctx, "no.such", "1"); err == nil {
 		t.Error("unknown switch accepted")
 	}
+}
+
+// persistAll runs a worker on bus until the stream is drained and returns
+// how often each order id was persisted. inject, if set, is called (under
+// a lock) before each batch; its error fails the batch.
+func persistAll(t *testing.T, bus *natsbus.Bus, inject func() error) map[string]int {
+	t.Helper()
+	ctx := context.Background()
+	var mu sync.Mutex
+	got := map[string]int{}
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() {
+		done <- bus.RunWorker(wctx, func(_ context.Context, evs []order.Placed) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if inject != nil {
+				if err := inject(); err != nil {
+					return err
+				}
+			}
+			for _, e := range evs {
+				got[e.OrderID]++
+			}
+			return nil
+		})
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		left, err := bus.Backlog(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("backlog %d never drained", left)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	return got
 }
