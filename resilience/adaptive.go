@@ -105,8 +105,9 @@ const (
 	// the probed latency too, and does not shrink the limit. Suited to a
 	// dependency whose capacity is a number of calls at a time (a
 	// connection pool, a stream), with MinLimit at or below that number.
-	// No probe starts while a window's mean latency is within Slack (the
-	// limit could not shrink then), so a healthy burst is never shed.
+	// A window whose mean latency is within Slack (when Slack is set) is
+	// taken as the baseline without a probe: the limit could not shrink
+	// for it anyway, and a healthy burst is never shed by a probe.
 	Probed
 )
 
@@ -380,8 +381,15 @@ func (a *Adaptive) gradient(old, baseline, shortRTT float64) float64 {
 func (a *Adaptive) updateProbed(old, shortRTT float64, used bool) (changed bool, limit int) {
 	newLimit := old
 	a.sinceProbe++
-	if a.winMaxIn <= int64(a.cfg.MinLimit) {
+	switch {
+	case a.winMaxIn <= int64(a.cfg.MinLimit):
 		a.baseline, a.sinceProbe = shortRTT, 0
+	case a.cfg.Slack > 0 && shortRTT <= float64(a.cfg.Slack):
+		// A window within Slack: whatever queue there is, the limit could
+		// not shrink for it, so its latency serves as the baseline without
+		// a probe (which would shed every call above MinLimit: a healthy
+		// burst, such as a flash sale opening, must not pay for that).
+		a.baseline, a.sinceProbe, a.probed = shortRTT, 0, true
 	}
 	if a.baseline > 0 {
 		newLimit = a.gradient(old, a.baseline, shortRTT)
@@ -392,12 +400,7 @@ func (a *Adaptive) updateProbed(old, shortRTT float64, used bool) (changed bool,
 	newLimit = min(max(newLimit, float64(a.cfg.MinLimit)), float64(a.cfg.MaxLimit))
 	reached := a.winMaxIn >= int64(old)
 	stale := !a.probed || (a.sinceProbe >= a.cfg.ProbeEvery && (reached || a.baseline == 0))
-	// No probe while the latency is within Slack: the limit could not
-	// shrink whatever the baseline, and a probe sheds every call above
-	// MinLimit, which a healthy dependency's burst (a flash sale opening)
-	// must not pay for.
-	worthIt := shortRTT > float64(a.cfg.Slack)
-	if stale && worthIt && a.winMaxIn > int64(a.cfg.MinLimit) && old > float64(a.cfg.MinLimit) {
+	if stale && a.winMaxIn > int64(a.cfg.MinLimit) && old > float64(a.cfg.MinLimit) {
 		a.resetWindow()
 		a.startProbe(newLimit)
 		return true, a.cfg.MinLimit
