@@ -52,6 +52,10 @@ echo "== $kind: load average before: $(cut -d' ' -f1-3 /proc/loadavg) (the machi
 bench() { taskset -c 1 "$bin" bench --target http://127.0.0.1:$port --scenario orders --buyers 20000 --json "$@"; }
 sum() { python3 scripts/benchsum.py "$@"; }
 calc() { python3 -c "print($*)"; }
+placehist() { # le and cumulative count of the placement route's server-side latency
+  curl -fs 127.0.0.1:$port/metrics | grep '^spike_http_request_duration_seconds_bucket' | grep 'route="place_order"' |
+    sed 's/.*le="\([^"]*\)".* \([^ ]*\)$/\1 \2/; s/^+Inf /inf /'
+}
 guards() {
   curl -fs 127.0.0.1:$port/metrics | grep -E '^spike_(dependency|admission|guard_rejections)' | tr '\n' ' ' || true
   echo
@@ -90,7 +94,25 @@ else
   rate=$(calc "int(3*$cap)")
   sleep 3
   echo "== dep: offering 3x reduced capacity = $rate/s open loop for ${secs}s"
+  placehist >"$dir/hist0"
   bench --rate "$rate" --concurrency ${INFLIGHT:-1024} --duration ${secs}s >"$dir/over.json" || true
+  placehist >"$dir/hist1"
+  # Time spent inside the server (handler, every outcome) against the
+  # client's view: a tail the server did not see was spent in the kernel,
+  # the scheduler or the generator.
+  python3 - "$dir/hist0" "$dir/hist1" <<'PY'
+import sys
+def load(f):
+    return {float(l.split()[0]): float(l.split()[1]) for l in open(f) if l.strip()}
+a, b = load(sys.argv[1]), load(sys.argv[2])
+n = b[float('inf')] - a.get(float('inf'), 0)
+if n:
+    parts = []
+    for le in (0.01, 0.025, 0.05, 0.1, 0.25):
+        slower = n - (b.get(le, 0) - a.get(le, 0))
+        parts.append('> %g ms: %.2f%%' % (le * 1000, 100 * slower / n))
+    print('inside the server, placements of the overload phase (all outcomes): ' + ', '.join(parts))
+PY
   sum show "$dir/over.json" 3xcap
   good=$(sum rate "$dir/over.json")
   over99=$(sum p99admitted "$dir/over.json")
