@@ -91,12 +91,14 @@ const (
 	LongAverage Baseline = iota
 	// Probed compares with the latency of calls that did not queue: the
 	// mean latency of a window in which at most MinLimit calls were in
-	// flight, or else measured as BBR's ProbeRTT does: at the first update
-	// with more calls in flight, and then every ProbeEvery updates while the
-	// baseline is unknown or the limit was reached in a window, the limit drops to
-	// MinLimit until 2 × WindowSamples calls admitted under it have
+	// flight (or, with Slack set, whose mean latency is within Slack), or
+	// else measured as BBR's ProbeRTT does: in a window where the limit
+	// binds (it was reached, or refused calls) while the baseline is
+	// unknown, and then every ProbeEvery updates while it binds, the limit
+	// drops to MinLimit until 2 × WindowSamples calls admitted under it have
 	// completed; their mean latency becomes the baseline and the limit is
-	// restored. A probe ends early, the baseline unchanged, when a call
+	// restored. A probe never starts while the limit refuses nothing: it
+	// sheds every call above MinLimit. A probe ends early, the baseline unchanged, when a call
 	// admitted under it is finished with Ignore, or after 10 windows. The
 	// baseline does not drift with a standing queue, so the limit settles
 	// where the mean latency is Tolerance × the unqueued latency (or that
@@ -126,6 +128,9 @@ type Adaptive struct {
 	inflight atomic.Int64
 	caps     [numPriorities]atomic.Int64 // in-flight cap per priority
 	shed     atomic.Uint64
+	// winShedMark is shed at the start of the window: a window with more
+	// refused calls than that had its limit binding.
+	winShedMark uint64
 
 	mu        sync.Mutex
 	cfg       AdaptiveConfig
@@ -399,7 +404,11 @@ func (a *Adaptive) updateProbed(old, shortRTT float64, used bool) (changed bool,
 	}
 	newLimit = min(max(newLimit, float64(a.cfg.MinLimit)), float64(a.cfg.MaxLimit))
 	reached := a.winMaxIn >= int64(old)
-	stale := !a.probed || (a.sinceProbe >= a.cfg.ProbeEvery && (reached || a.baseline == 0))
+	// A probe sheds every call above MinLimit, so it starts only while the
+	// limit already binds (calls are being refused anyway): measuring must
+	// never turn a dependency that is keeping up into one that sheds.
+	bound := reached || a.shed.Load() > a.winShedMark
+	stale := bound && (!a.probed || a.baseline == 0 || a.sinceProbe >= a.cfg.ProbeEvery)
 	if stale && a.winMaxIn > int64(a.cfg.MinLimit) && old > float64(a.cfg.MinLimit) {
 		a.resetWindow()
 		a.startProbe(newLimit)
@@ -410,6 +419,7 @@ func (a *Adaptive) updateProbed(old, shortRTT float64, used bool) (changed bool,
 
 func (a *Adaptive) resetWindow() {
 	a.winCount, a.winSum, a.winMaxIn, a.winDrops = 0, 0, 0, 0
+	a.winShedMark = a.shed.Load()
 	a.winStart = a.clock.nanos()
 }
 

@@ -399,6 +399,19 @@ func TestSlowStreamLimitSheds(t *testing.T) {
 	c.must("PUT", "/v1/admin/switches/ratelimit.user_rps", c.token(1, true), `{"value":0}`, 200)
 	l := newLedger()
 
+	// Light traffic first, as before any real overload: one buyer at a
+	// time, so the limit learns the stream's unqueued latency. (It never
+	// probes for it while it is not refusing calls: a probe sheds.)
+	warm := c.token(999, false)
+	for i := range 40 {
+		key := fmt.Sprintf("warm-%d", i)
+		r, p, err := c.place(context.Background(), 999, warm, "slot-sale", key, 1)
+		if err != nil || r.status != 202 {
+			t.Fatalf("warm-up placement: %v %d %s", err, r.status, r.body)
+		}
+		l.record(999, key, 1, p)
+	}
+
 	// The limit is sampled while the load runs: once the buyers stop, the
 	// latency falls and it grows back, so its final value says little. The
 	// algorithm itself is held to figures on a fake clock in resilience
