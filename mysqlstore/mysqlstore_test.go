@@ -2,12 +2,9 @@ package mysqlstore_test
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +13,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/spikehq/spike/catalog"
+	"github.com/spikehq/spike/internal/mysqltest"
 	"github.com/spikehq/spike/mysqlstore"
 	"github.com/spikehq/spike/order"
 	"github.com/spikehq/spike/sale"
@@ -24,54 +22,15 @@ import (
 
 // mustMySQL returns an admin connection to the test server named by
 // SPIKE_TEST_MYSQL_DSN, and the parsed DSN to derive databases' DSNs from.
-func mustMySQL(t testing.TB) (*sql.DB, *mysql.Config) {
-	t.Helper()
-	dsn := os.Getenv("SPIKE_TEST_MYSQL_DSN")
-	if dsn == "" {
-		if os.Getenv("SPIKE_TEST_REQUIRE") != "" {
-			t.Fatal("SPIKE_TEST_MYSQL_DSN unset") // CI: fail, don't skip
-		}
-		t.Skip("set SPIKE_TEST_MYSQL_DSN to run MySQL tests")
-	}
-	cfg, err := mysql.ParseDSN(dsn)
-	if err != nil {
-		t.Fatalf("SPIKE_TEST_MYSQL_DSN: %v", err)
-	}
-	admin := cfg.Clone()
-	admin.DBName = ""
-	db, err := sql.Open("mysql", admin.FormatDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Ping(); err != nil {
-		t.Fatalf("MySQL at SPIKE_TEST_MYSQL_DSN: %v", err)
-	}
-	return db, cfg
-}
+func mustMySQL(t testing.TB) (*sql.DB, *mysql.Config) { return mysqltest.Server(t) }
 
-// mustDatabases creates n empty databases spike_test_<random>_<i>, dropped
-// in t.Cleanup, and returns their DSNs.
+// mustDatabases creates n empty databases, dropped in t.Cleanup, and
+// returns their DSNs.
 func mustDatabases(t testing.TB, n int) []string {
 	t.Helper()
-	admin, cfg := mustMySQL(t)
-	var b [4]byte
-	rand.Read(b[:])
-	prefix := "spike_test_" + hex.EncodeToString(b[:])
-	dsns := make([]string, n)
-	for i := range n {
-		name := fmt.Sprintf("%s_%d", prefix, i)
-		if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
-			t.Fatalf("create database %s: %v", name, err)
-		}
-		t.Cleanup(func() {
-			if _, err := admin.Exec("DROP DATABASE IF EXISTS " + name); err != nil {
-				t.Errorf("drop database %s: %v", name, err)
-			}
-		})
-		c := cfg.Clone()
-		c.DBName = name
-		dsns[i] = c.FormatDSN()
+	var dsns []string
+	for _, c := range mysqltest.Databases(t, n) {
+		dsns = append(dsns, c.FormatDSN())
 	}
 	return dsns
 }

@@ -2,13 +2,9 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"database/sql"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,47 +14,9 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/spikehq/spike/internal/faultproxy"
+	"github.com/spikehq/spike/internal/mysqltest"
 	"github.com/spikehq/spike/internal/redistest"
 )
-
-// mustMySQLDatabases creates n empty databases on the server named by
-// SPIKE_TEST_MYSQL_DSN (dropped at cleanup) and returns their DSNs. The
-// test is skipped without the variable, and fails under SPIKE_TEST_REQUIRE.
-func mustMySQLDatabases(t *testing.T, n int) []*mysql.Config {
-	t.Helper()
-	dsn := os.Getenv("SPIKE_TEST_MYSQL_DSN")
-	if dsn == "" {
-		if os.Getenv("SPIKE_TEST_REQUIRE") != "" {
-			t.Fatal("SPIKE_TEST_MYSQL_DSN unset")
-		}
-		t.Skip("set SPIKE_TEST_MYSQL_DSN (e.g. root@tcp(127.0.0.1:3306)/test) to run MySQL tests")
-	}
-	cfg, err := mysql.ParseDSN(dsn)
-	if err != nil {
-		t.Fatalf("SPIKE_TEST_MYSQL_DSN: %v", err)
-	}
-	admin := cfg.Clone()
-	admin.DBName = ""
-	db, err := sql.Open("mysql", admin.FormatDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	var b [4]byte
-	rand.Read(b[:])
-	var out []*mysql.Config
-	for i := range n {
-		name := fmt.Sprintf("spike_test_%s_%d", hex.EncodeToString(b[:]), i)
-		if _, err := db.Exec("CREATE DATABASE " + name); err != nil {
-			t.Fatalf("create database %s: %v", name, err)
-		}
-		t.Cleanup(func() { db.Exec("DROP DATABASE IF EXISTS " + name) })
-		c := cfg.Clone()
-		c.DBName = name
-		out = append(out, c)
-	}
-	return out
-}
 
 // startClustered starts Spike on MySQL (and Redis when redisAddr is set),
 // with the stream embedded in a temporary folder.
@@ -120,7 +78,7 @@ func TestSlowRedisOpensStockBreaker(t *testing.T) {
 		t.Skip("fault test")
 	}
 	redis := redistest.Start(t)
-	dbs := mustMySQLDatabases(t, 1)
+	dbs := mysqltest.Databases(t, 1)
 	proxy, err := faultproxy.Start(redis.Addr())
 	if err != nil {
 		t.Fatal(err)
@@ -294,7 +252,7 @@ func TestSlowOrderDatabasePausesWrites(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fault test")
 	}
-	dbs := mustMySQLDatabases(t, 2)
+	dbs := mysqltest.Databases(t, 2)
 	proxy, err := faultproxy.Start(dbs[1].Addr)
 	if err != nil {
 		t.Fatal(err)
