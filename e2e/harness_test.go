@@ -236,16 +236,6 @@ func waitFor(t *testing.T, p *proc, what string, timeout time.Duration, ok func(
 	}
 }
 
-func dialOK(addr string) func() error {
-	return func() error {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err
-	}
-}
-
 // cluster is the whole deployment: Redis, MariaDB, NATS, three spike
 // instances and HAProxy in front, all on loopback ports of this test.
 type cluster struct {

@@ -238,12 +238,6 @@ func (x *storedIndex) stored(id string) bool {
 	return ok
 }
 
-func (x *storedIndex) len() int {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	return len(x.entries)
-}
-
 // decodeEvents decodes a stream message: one event (a JSON object) or a
 // batch (a JSON array of them).
 func decodeEvents(data []byte, into []order.Placed) ([]order.Placed, error) {

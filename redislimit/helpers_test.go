@@ -48,7 +48,6 @@ func (c *countingClient) Do(ctx context.Context, cmd rueidis.Completed) rueidis.
 type server = redistest.Server
 
 func mustRedisAddr(t testing.TB) string { t.Helper(); return redistest.MustAddr(t) }
-func freePort(t testing.TB) int         { t.Helper(); return redistest.FreePort(t) }
 func startRedis(t testing.TB, extra ...string) *server {
 	t.Helper()
 	return redistest.Start(t, extra...)

@@ -71,8 +71,6 @@ func (a Algorithm) String() string {
 	return algorithmNames[a]
 }
 
-func (a Algorithm) bucket() bool { return a == TokenBucket || a == LeakyBucket }
-
 // DefaultPrefix starts every limiter's hash tag unless [Config.Prefix] is set.
 const DefaultPrefix = "rl"
 

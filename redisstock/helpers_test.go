@@ -81,7 +81,6 @@ func key(i int) string { return fmt.Sprintf("k-%d", i) }
 type server = redistest.Server
 
 func mustRedisAddr(t testing.TB) string { t.Helper(); return redistest.MustAddr(t) }
-func freePort(t testing.TB) int         { t.Helper(); return redistest.FreePort(t) }
 func startRedis(t testing.TB, extra ...string) *server {
 	t.Helper()
 	return redistest.Start(t, extra...)
