@@ -142,6 +142,7 @@ type Adaptive struct {
 	winSum    int64 // ns
 	winMaxIn  int64 // most in flight seen in the window
 	winDrops  int
+	lastRate  float64 // completed calls per ns: decaying maximum over windows
 	alphaLong float64
 
 	// Probed baseline.
@@ -276,14 +277,17 @@ func (a *Adaptive) finish(t Ticket, outcome int) {
 		}
 		return
 	}
+	changed, limit := false, 0
 	if outcome == finishDrop {
 		a.winDrops++
 	} else {
 		a.winCount++
 		a.winSum += now - t.start
+		if outcome == finishSample {
+			changed, limit = a.cutOnQueue(t, now-t.start)
+		}
 	}
 	a.winMaxIn = max(a.winMaxIn, t.inflight)
-	changed, limit := false, 0
 	if (a.winCount >= a.cfg.WindowSamples || a.winDrops > 0) && now-a.winStart >= int64(a.cfg.WindowDuration) {
 		changed, limit = a.update()
 	}
@@ -377,6 +381,40 @@ func (a *Adaptive) gradient(old, baseline, shortRTT float64) float64 {
 	return old*(1-a.cfg.Smoothing) + (old*gradient+queue)*a.cfg.Smoothing
 }
 
+// cutOnQueue is the Probed limiter's fast decrease, applied on every
+// completed call rather than once a window: a call whose latency exceeded
+// the tolerated latency queued, and by Little's law the dependency served
+// the calls in flight when it was admitted (t.inflight, itself included)
+// in that latency, so it serves t.inflight × tolerated / latency within
+// the tolerated latency. The limit drops to that at once. Without it a
+// surge against a limit far above a slowed dependency's capacity (the
+// limit does not shrink while unused) admits a queue of hundreds of calls
+// before the first window closes; with it the queue is bounded by what
+// arrives within one tolerated latency. a.mu must be held.
+func (a *Adaptive) cutOnQueue(t Ticket, latency int64) (changed bool, limit int) {
+	if a.cfg.Baseline != Probed || a.baseline == 0 {
+		return false, 0
+	}
+	target := max(a.cfg.Tolerance*a.baseline, a.baseline+float64(a.cfg.Slack))
+	if float64(latency) <= target || t.inflight <= int64(a.cfg.MinLimit) {
+		return false, 0 // no queue, or too few calls in flight to have queued
+	}
+	// A queue drains at the dependency's rate, which cannot be far below
+	// the completion rate recently measured: a call whose latency implies
+	// otherwise was slow for another reason (a stall of the process, a
+	// pause), not queued behind others.
+	if float64(t.inflight)/float64(latency) < 0.5*a.lastRate {
+		return false, 0
+	}
+	cut := max(float64(t.inflight)*target/float64(latency), float64(a.cfg.MinLimit))
+	if cut >= a.limit {
+		return false, 0
+	}
+	changed = int(cut) != int(a.limit)
+	a.setLimit(cut)
+	return changed, int(cut)
+}
+
 // updateProbed is update for the Probed baseline. A window whose calls all
 // ran at most MinLimit at a time measured unqueued latency itself; else,
 // the first time, and then when the baseline is old and the limit was
@@ -418,6 +456,11 @@ func (a *Adaptive) updateProbed(old, shortRTT float64, used bool) (changed bool,
 }
 
 func (a *Adaptive) resetWindow() {
+	if now := a.clock.nanos(); now > a.winStart && a.winStart != 0 {
+		// A decaying maximum: one window slowed by a stall does not make
+		// the next stalled calls look like a queue.
+		a.lastRate = max(float64(a.winCount)/float64(now-a.winStart), a.lastRate*0.7)
+	}
 	a.winCount, a.winSum, a.winMaxIn, a.winDrops = 0, 0, 0, 0
 	a.winShedMark = a.shed.Load()
 	a.winStart = a.clock.nanos()

@@ -142,6 +142,26 @@ func TestAdaptivePriorityHeadroom(t *testing.T) {
 // goodput (calls/s) and the p99 latency of admitted calls over the second
 // half of the run, and the limit at the end.
 func simulateDependency(clk *fakeClock, a *resilience.Adaptive, slots int, service time.Duration, offered float64, run time.Duration) (goodput float64, p99 time.Duration, limit int) {
+	return simulate(clk, a, simulation{slots: slots, service: service, offered: offered, run: run, measureFrom: run / 2})
+}
+
+// simulation is a load in front of a dependency serving slots calls at a
+// time, each taking service: light calls/s until lightFor, then offered
+// calls/s until run; latencies and goodput are measured from measureFrom.
+type simulation struct {
+	slots            int
+	service          time.Duration
+	light            float64
+	lightFor         time.Duration
+	offered          float64
+	run, measureFrom time.Duration
+}
+
+// simulate runs s against limiter a on clk, in simulated time; it returns
+// the goodput (calls/s) and the p99 latency of admitted calls from
+// s.measureFrom, and the limit at the end.
+func simulate(clk *fakeClock, a *resilience.Adaptive, s simulation) (goodput float64, p99 time.Duration, limit int) {
+	slots, service, run := s.slots, s.service, s.run
 	const step = 250 * time.Microsecond
 	type call struct {
 		t       resilience.Ticket
@@ -162,11 +182,15 @@ func simulateDependency(clk *fakeClock, a *resilience.Adaptive, slots int, servi
 			if !free[i] && until[i] <= now {
 				busy[i].t.Success()
 				free[i] = true
-				if now >= run/2 {
+				if now >= s.measureFrom {
 					done++
 					lat = append(lat, now-busy[i].arrived)
 				}
 			}
+		}
+		offered := s.offered
+		if now < s.lightFor {
+			offered = s.light
 		}
 		for acc += offered * step.Seconds(); acc >= 1; acc-- { // arrivals
 			if t, ok := a.Acquire(resilience.Critical); ok {
@@ -181,7 +205,7 @@ func simulateDependency(clk *fakeClock, a *resilience.Adaptive, slots int, servi
 		}
 	}
 	slices.Sort(lat)
-	return float64(done) / (run / 2).Seconds(), lat[len(lat)*99/100], a.Limit()
+	return float64(done) / (run - s.measureFrom).Seconds(), lat[len(lat)*99/100], a.Limit()
 }
 
 // TestAdaptiveProbedSlowDependency: a dependency that serves 8 calls
@@ -295,5 +319,71 @@ func TestAdaptiveProbedNoProbeWithinSlack(t *testing.T) {
 		if probed := lowest == 4; probed != tt.wantProbe {
 			t.Errorf("latency %v: lowest limit %d; probed %v, want %v", tt.latency, lowest, probed, tt.wantProbe)
 		}
+	}
+}
+
+// TestAdaptiveProbedSurgeOnset: a slowed dependency (8 calls at a time, 8
+// ms each: 1000/s) under light load, then offered 3x its capacity at once.
+// The limit, still at its initial 256, must not let a queue of hundreds of
+// calls form before the first window closes: a call that queued beyond the
+// tolerated latency cuts the limit on its own. The p99 of admitted calls
+// over the whole surge, its onset included, stays within 5x the unqueued
+// latency, and the dependency stays busy.
+func TestAdaptiveProbedSurgeOnset(t *testing.T) {
+	const (
+		slots    = 8
+		service  = 8 * time.Millisecond
+		capacity = slots / 0.008
+	)
+	clk := newFakeClock()
+	a := resilience.NewAdaptive(resilience.AdaptiveConfig{
+		InitialLimit: 256, MinLimit: 4, MaxLimit: 8192,
+		Baseline: resilience.Probed, Tolerance: 3, Slack: 20 * time.Millisecond, Now: clk.Now,
+	})
+	goodput, p99, limit := simulate(clk, a, simulation{
+		slots: slots, service: service,
+		light: capacity / 4, lightFor: 5 * time.Second,
+		offered: 3 * capacity, run: 15 * time.Second, measureFrom: 5 * time.Second,
+	})
+	t.Logf("surge: goodput %.0f/s of %.0f/s, p99 %v (service %v), limit %d", goodput, capacity, p99, service, limit)
+	if goodput < 0.9*capacity {
+		t.Errorf("goodput %.0f/s < 0.9 x capacity %.0f/s", goodput, capacity)
+	}
+	if p99 > 5*service {
+		t.Errorf("p99 of admitted calls over the surge %v > 5 x service %v: a queue formed at its onset", p99, service)
+	}
+}
+
+// TestAdaptiveProbedStallDoesNotCut: calls made slow by a stall of the
+// process (every call in flight waits, whatever its place), not by a
+// queue at the dependency, do not cut the limit: their latency implies a
+// dependency far slower than the completion rate just measured.
+func TestAdaptiveProbedStallDoesNotCut(t *testing.T) {
+	clk := newFakeClock()
+	a := resilience.NewAdaptive(resilience.AdaptiveConfig{
+		InitialLimit: 256, MinLimit: 4, MaxLimit: 8192,
+		Baseline: resilience.Probed, Tolerance: 3, Slack: 20 * time.Millisecond, Now: clk.Now,
+	})
+	// Light load: two calls at a time, 8 ms each, for 2 s (baseline 8 ms,
+	// 250 calls/s).
+	for range 250 {
+		t1, _ := a.Acquire(resilience.Critical)
+		t2, _ := a.Acquire(resilience.Critical)
+		clk.Advance(8 * time.Millisecond)
+		t1.Success()
+		t2.Success()
+	}
+	// A 300 ms stall with 16 calls in flight.
+	var held []resilience.Ticket
+	for range 16 {
+		tk, _ := a.Acquire(resilience.Critical)
+		held = append(held, tk)
+	}
+	clk.Advance(300 * time.Millisecond)
+	for _, tk := range held {
+		tk.Success()
+	}
+	if got := a.Limit(); got < 200 {
+		t.Errorf("limit after a stall = %d, want it near 256: a stall is not a queue", got)
 	}
 }
