@@ -302,6 +302,13 @@ func TestSlowOrderDatabasePausesWrites(t *testing.T) {
 	}
 	opened := time.Since(began)
 	refusedAtOpen := metric(c, refused)
+	// The guard's metrics saw why it opened: slow or failed batches.
+	failedOrSlow := max(0, metric(c, `spike_dependency_calls_total{dependency="order_writes",outcome="failure"}`)) +
+		max(0, metric(c, `spike_dependency_slow_calls_total{dependency="order_writes"}`))
+	if failedOrSlow == 0 {
+		t.Error("order_writes breaker open, but no failed or slow call in spike_dependency_*_total")
+	}
+	succeededAtOpen := metric(c, `spike_dependency_calls_total{dependency="order_writes",outcome="success"}`)
 	placeSome("open", 20)
 	waitFor(t, "worker batches refused by the open breaker", time.Minute, func() bool { return metric(c, refused) > refusedAtOpen })
 	t.Logf("slow order database (+1.5 s per reply): order_writes breaker open after %v; %v orders pending on the stream; batches refused at once: %v",
@@ -316,5 +323,8 @@ func TestSlowOrderDatabasePausesWrites(t *testing.T) {
 	waitFor(t, "order_writes breaker closed after the database healed", time.Minute, func() bool { return metric(c, state) == 0 })
 	waitFor(t, "pending orders persisted", time.Minute, func() bool { return pending() == 0 })
 	t.Logf("database healed: every order persisted %v later", time.Since(healed).Round(time.Millisecond))
+	if got := metric(c, `spike_dependency_calls_total{dependency="order_writes",outcome="success"}`); got <= succeededAtOpen {
+		t.Errorf("order_writes successes %v after healing, %v at open: the batches that drained the stream were not counted", got, succeededAtOpen)
+	}
 	verifyInvariants(t, c, saleID, stock, perUser, l, false)
 }

@@ -54,6 +54,7 @@ type guardedStream struct {
 	inFlight *resilience.Semaphore
 	cpu      cpuSaturation
 	ignored  atomic.Uint64 // publishes whose latency was ignored: the CPU was saturated
+	metrics  *breakerMetrics
 }
 
 // Stream limit settings. The floor is also the concurrency of the probes
@@ -73,11 +74,7 @@ const (
 )
 
 func newGuardedStream(inner order.Stream, reg prometheus.Registerer, log *slog.Logger) *guardedStream {
-	state := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "spike_breaker_state", Help: "Circuit breaker state (0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed).",
-		ConstLabels: prometheus.Labels{"dependency": "order_stream"},
-	})
-	reg.MustRegister(state)
+	m := newBreakerMetrics(reg, log, "order_stream")
 	g := &guardedStream{
 		inner: inner,
 		breaker: resilience.NewBreaker(resilience.BreakerConfig{
@@ -90,10 +87,7 @@ func newGuardedStream(inner order.Stream, reg prometheus.Registerer, log *slog.L
 			SlowCallRateThreshold: 0.8,
 			OpenTimeout:           2 * time.Second,
 			HalfOpenCalls:         5,
-			OnStateChange: func(name string, from, to resilience.State) {
-				state.Set(float64(to))
-				log.Warn("circuit breaker", "dependency", name, "from", from.String(), "to", to.String())
-			},
+			OnStateChange:         m.onStateChange,
 		}),
 		limit: resilience.NewAdaptive(resilience.AdaptiveConfig{
 			InitialLimit: streamLimitInitial, MinLimit: streamLimitMin, MaxLimit: streamLimitMax,
@@ -101,7 +95,10 @@ func newGuardedStream(inner order.Stream, reg prometheus.Registerer, log *slog.L
 		}),
 		// A bound on goroutines parked on acks, whatever the limit.
 		inFlight: resilience.NewSemaphore(streamLimitMax, 0),
+		metrics:  m,
 	}
+	m.breaker = g.breaker
+	m.bulkhead(g.inFlight)
 	l := g.limit
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -141,6 +138,7 @@ func (g *guardedStream) Enqueue(ctx context.Context, e order.Placed) error {
 		return errStreamBusy
 	}
 	if !g.inFlight.TryAcquire() {
+		g.metrics.bulkheadFull()
 		ticket.Ignore()
 		permit.Record(nil)
 		return errStreamBusy
@@ -333,29 +331,27 @@ type guardedOrderReads struct {
 	stores
 	breaker *resilience.Breaker
 	slots   *resilience.Semaphore
+	metrics *breakerMetrics
 }
 
 func newGuardedOrderReads(st stores, reg prometheus.Registerer, log *slog.Logger) *guardedOrderReads {
-	state := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "spike_breaker_state", Help: "Circuit breaker state (0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed).",
-		ConstLabels: prometheus.Labels{"dependency": "order_reads"},
-	})
-	reg.MustRegister(state)
-	return &guardedOrderReads{
+	m := newBreakerMetrics(reg, log, "order_reads")
+	g := &guardedOrderReads{
 		stores: st,
 		breaker: resilience.NewBreaker(resilience.BreakerConfig{
 			Name: "order_reads", Window: resilience.TimeWindow, WindowSize: 10, MinimumCalls: 20,
 			FailureRateThreshold: 0.5, SlowCallDuration: time.Second, SlowCallRateThreshold: 0.8,
 			OpenTimeout: 2 * time.Second, HalfOpenCalls: 5,
 			// Not found is an answer, not a failure of the database.
-			IsFailure: func(err error) bool { return err != nil && !errors.Is(err, order.ErrOrderNotFound) },
-			OnStateChange: func(name string, from, to resilience.State) {
-				state.Set(float64(to))
-				log.Warn("circuit breaker", "dependency", name, "from", from.String(), "to", to.String())
-			},
+			IsFailure:     func(err error) bool { return err != nil && !errors.Is(err, order.ErrOrderNotFound) },
+			OnStateChange: m.onStateChange,
 		}),
-		slots: resilience.NewSemaphore(64, 100*time.Millisecond),
+		slots:   resilience.NewSemaphore(64, 100*time.Millisecond),
+		metrics: m,
 	}
+	m.breaker = g.breaker
+	m.bulkhead(g.slots)
+	return g
 }
 
 var errOrderReadsShed = &spike.Error{Kind: spike.ErrUnavailable, Message: "order reads are shed while the database is slow; retry shortly"}
@@ -364,6 +360,7 @@ var errOrderReadsShed = &spike.Error{Kind: spike.ErrUnavailable, Message: "order
 // deadline), a slot of the bulkhead and the breaker.
 func (g *guardedOrderReads) guard(ctx context.Context, read func(context.Context) error) error {
 	if err := g.slots.Acquire(ctx); err != nil {
+		g.metrics.bulkheadFull()
 		return errOrderReadsShed
 	}
 	defer g.slots.Release()
@@ -391,32 +388,56 @@ func (g *guardedOrderReads) ListOrders(ctx context.Context, userID int64, after 
 	return os, err
 }
 
-// breakerMetrics exports one dependency's breaker: spike_breaker_state
-// (kept current by onStateChange, which also logs each change) and
-// spike_breaker_rejected_total (read from breaker, set once it exists).
+// breakerMetrics exports one dependency's guard: its breaker's state
+// (spike_breaker_state, kept current by onStateChange, which also logs each
+// change), the calls the breaker let through by outcome and those it
+// refused (read from breaker, set once it exists), and, with bulkhead, the
+// bulkhead's fill and refusals.
 type breakerMetrics struct {
-	state   prometheus.Gauge
-	log     *slog.Logger
-	breaker *resilience.Breaker
+	dependency string
+	reg        prometheus.Registerer
+	state      prometheus.Gauge
+	log        *slog.Logger
+	breaker    *resilience.Breaker
+	full       prometheus.Counter // calls refused by the bulkhead; nil until bulkhead
 }
 
 func newBreakerMetrics(reg prometheus.Registerer, log *slog.Logger, dependency string) *breakerMetrics {
-	m := &breakerMetrics{log: log}
+	m := &breakerMetrics{dependency: dependency, reg: reg, log: log}
 	labels := prometheus.Labels{"dependency": dependency}
 	m.state = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "spike_breaker_state", Help: "Circuit breaker state (0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed).",
 		ConstLabels: labels,
 	})
 	reg.MustRegister(m.state)
+	counts := func(f func(resilience.BreakerCounts) uint64) func() float64 {
+		return func() float64 {
+			if m.breaker == nil {
+				return 0
+			}
+			return float64(f(m.breaker.Counts()))
+		}
+	}
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "spike_breaker_rejected_total", Help: "Calls refused by an open circuit breaker, without reaching the dependency.",
 		ConstLabels: labels,
-	}, func() float64 {
-		if m.breaker == nil {
-			return 0
-		}
-		return float64(m.breaker.Counts().Rejected)
-	}))
+	}, counts(func(c resilience.BreakerCounts) uint64 { return c.Rejected })))
+	for outcome, f := range map[string]func(resilience.BreakerCounts) uint64{
+		"success": func(c resilience.BreakerCounts) uint64 { return c.Successes },
+		"failure": func(c resilience.BreakerCounts) uint64 { return c.Failures },
+		// Answers that are no failure of the dependency (not found, the
+		// caller gave up): neither success nor failure for the breaker.
+		"ignored": func(c resilience.BreakerCounts) uint64 { return c.Ignored },
+	} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "spike_dependency_calls_total", Help: "Calls a dependency's circuit breaker let through, by outcome.",
+			ConstLabels: prometheus.Labels{"dependency": dependency, "outcome": outcome},
+		}, counts(f)))
+	}
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "spike_dependency_slow_calls_total", Help: "Calls to a dependency slower than its breaker's slow-call duration (also counted by outcome).",
+		ConstLabels: labels,
+	}, counts(func(c resilience.BreakerCounts) uint64 { return c.Slow })))
 	return m
 }
 
@@ -424,6 +445,27 @@ func (m *breakerMetrics) onStateChange(name string, from, to resilience.State) {
 	m.state.Set(float64(to))
 	m.log.Warn("circuit breaker", "dependency", name, "from", from.String(), "to", to.String())
 }
+
+// bulkhead exports s's fill (spike_bulkhead_in_use, spike_bulkhead_size)
+// and the refusals counted by bulkheadFull.
+func (m *breakerMetrics) bulkhead(s *resilience.Semaphore) {
+	labels := prometheus.Labels{"dependency": m.dependency}
+	m.full = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "spike_bulkhead_rejected_total", Help: "Calls refused because a dependency's bulkhead was full.",
+		ConstLabels: labels,
+	})
+	m.reg.MustRegister(m.full,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "spike_bulkhead_in_use", Help: "Calls holding a slot of a dependency's bulkhead.", ConstLabels: labels,
+		}, func() float64 { return float64(s.InUse()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "spike_bulkhead_size", Help: "Slots of a dependency's bulkhead.", ConstLabels: labels,
+		}, func() float64 { return float64(s.Size()) }),
+	)
+}
+
+// bulkheadFull counts a call refused by the bulkhead.
+func (m *breakerMetrics) bulkheadFull() { m.full.Inc() }
 
 // Redis stock calls: each reserve, confirm and release gets stockCallTimeout
 // (never past the caller's deadline). A healthy call takes about a
@@ -474,6 +516,7 @@ type guardedStock struct {
 	slots   *resilience.Semaphore
 	timeout time.Duration
 	log     *slog.Logger
+	metrics *breakerMetrics
 }
 
 var _ order.Reserver = (*guardedStock)(nil)
@@ -494,10 +537,8 @@ func newGuardedStock(inner order.Reserver, reg prometheus.Registerer, log *slog.
 		log:     log,
 	}
 	m.breaker = g.breaker
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "spike_bulkhead_in_use", Help: "Calls holding a slot of a dependency's bulkhead.",
-		ConstLabels: prometheus.Labels{"dependency": "redis_stock"},
-	}, func() float64 { return float64(g.slots.InUse()) }))
+	m.bulkhead(g.slots)
+	g.metrics = m
 	return g
 }
 
@@ -511,6 +552,7 @@ func isRedisStockFailure(err error) bool {
 // Reserve implements order.Reserver.
 func (g *guardedStock) Reserve(ctx context.Context, r inventory.Request) (inventory.Reservation, bool, error) {
 	if !g.slots.TryAcquire() {
+		g.metrics.bulkheadFull()
 		return inventory.Reservation{}, false, errStockBusy
 	}
 	defer g.slots.Release()
