@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strconv"
@@ -54,10 +55,18 @@ var byKind = func() map[error]statusCode {
 	return m
 }()
 
+// errOutOfTime answers a request whose deadline passed, or whose client
+// went away, while a dependency had not answered: not a bug (500) but a
+// dependency too slow for now.
+var errOutOfTime = &spike.Error{Kind: spike.ErrUnavailable, Message: "a dependency did not answer in time; retry shortly"}
+
 // statusOf returns the status and code for err; unknown errors are 500.
 func statusOf(err error) (int, string, string) {
 	de, ok := err.(*spike.Error)
 	if !ok && !errors.As(err, &de) {
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			return http.StatusServiceUnavailable, "unavailable", errOutOfTime.Message
+		}
 		return http.StatusInternalServerError, "internal", "internal error"
 	}
 	if sc, ok := byKind[de.Kind]; ok {

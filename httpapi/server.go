@@ -48,6 +48,13 @@ type Config struct {
 	// SwitchStore persists switch changes made through the admin API (the
 	// config centre); nil means the switch endpoints are read-only.
 	SwitchStore SwitchStore
+	// AdminBudget bounds an admin request (catalogue and sale writes,
+	// audits, switches): the top of the timeout funnel for calls that have
+	// no guard of their own; past it they fail with 503. Buyers' routes are
+	// bounded hop by hop instead (the placement's stock and stream budgets,
+	// the order reads' guard, the caches' loads), without a timer per
+	// request on the hot path. Zero means DefaultAdminBudget.
+	AdminBudget time.Duration
 }
 
 // SwitchStore stores a switch in the config centre and applies it.
@@ -58,15 +65,19 @@ type SwitchStore interface {
 // Server is the API's http.Handler.
 type Server struct {
 	Config
-	log     *slog.Logger
-	mux     *http.ServeMux
-	metrics *metrics
-	guard   *guardMetrics
+	adminBudget time.Duration
+	log         *slog.Logger
+	mux         *http.ServeMux
+	metrics     *metrics
+	guard       *guardMetrics
 }
 
 // New returns a Server.
 func New(cfg Config) *Server {
-	s := &Server{Config: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	s := &Server{Config: cfg, log: cfg.Logger, mux: http.NewServeMux(), adminBudget: cfg.AdminBudget}
+	if s.adminBudget <= 0 {
+		s.adminBudget = DefaultAdminBudget
+	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -151,12 +162,19 @@ func (s *Server) buyer(h identityHandler) handlerFunc {
 	}
 }
 
+// DefaultAdminBudget is Config.AdminBudget's default: below the 30 s
+// WriteTimeout of cmd/spike's HTTP server, so that the handler gives up
+// (503) before the server drops the connection.
+const DefaultAdminBudget = 25 * time.Second
+
 func (s *Server) admin(h identityHandler) handlerFunc {
 	return s.buyer(func(w http.ResponseWriter, r *http.Request, id Identity) error {
 		if !id.Admin {
 			return errForbidden
 		}
-		return h(w, r, id)
+		ctx, cancel := context.WithTimeout(r.Context(), s.adminBudget)
+		defer cancel()
+		return h(w, r.WithContext(ctx), id)
 	})
 }
 
