@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spikehq/spike/internal/apitest"
+
 	"golang.org/x/sync/errgroup"
 )
 
@@ -84,14 +86,14 @@ func TestCluster(t *testing.T) {
 type finishedSale struct {
 	id    string
 	stock int64
-	l     *ledger
+	l     *apitest.Ledger
 }
 
 func runScenario(t *testing.T, cl *cluster, i int, sc scenario, earlier []finishedSale) (finishedSale, bool) {
 	c := newClient(t, cl.lbAddr, cl.secret)
 	saleID := "e2e-" + sc.name
-	c.setupSale("sku-"+sc.name, saleID, sc.stock, perUser)
-	l := newLedger()
+	c.SetupSale("sku-"+sc.name, saleID, sc.stock, perUser)
+	l := apitest.NewLedger()
 	ld := startLoad(t, c, saleID, l, buyers, pace, int64(i+1)*100_000_000, perUser)
 	ld.diagnose = func(req request) string { return cl.diagnoseKey(c, saleID, req) }
 	defer func() {
@@ -103,7 +105,7 @@ func runScenario(t *testing.T, cl *cluster, i int, sc scenario, earlier []finish
 		}
 	}()
 	time.Sleep(warmup)
-	before := l.units()
+	before := l.Units()
 	t.Logf("before the fault: %d units placed in %v", before, warmup)
 	sc.fault(t, cl, ld)
 	if sc.untilSoldOut {
@@ -118,7 +120,7 @@ func runScenario(t *testing.T, cl *cluster, i int, sc scenario, earlier []finish
 	ld.retryUnanswered()
 	recheckEarlier(t, c, earlier)
 	replayKeys(t, c, saleID, l, 300)
-	verifyInvariants(t, c, saleID, sc.stock, perUser, l)
+	apitest.VerifyInvariants(t, c, saleID, sc.stock, perUser, l, false)
 	return finishedSale{id: saleID, stock: sc.stock, l: l}, true
 }
 
@@ -133,7 +135,7 @@ func recheckEarlier(t *testing.T, c *client, earlier []finishedSale) {
 	}
 	// The audit before anything touched the idle sales: counters lost with
 	// Redis are rebuilt only when a request reaches their sale.
-	if rep, ok := c.waitAudit(0); !ok {
+	if rep, ok := c.WaitAudit(0); !ok {
 		for _, ch := range rep.Checks {
 			if !ch.OK {
 				t.Logf("audit before the earlier sales are touched: %s: %s", ch.Name, ch.Detail)
@@ -146,11 +148,11 @@ func recheckEarlier(t *testing.T, c *client, earlier []finishedSale) {
 	}
 	g.Wait()
 	for _, f := range earlier {
-		units := f.l.units()
-		var sv saleView
+		units := f.l.Units()
+		var sv apitest.SaleView
 		deadline := time.Now().Add(30 * time.Second)
 		for {
-			c.must("GET", "/v1/sales/"+f.id, "", nil, 200).decode(t, &sv)
+			c.Must("GET", "/v1/sales/"+f.id, "", nil, 200).Decode(t, &sv)
 			if sv.Sold == units && sv.Remaining+sv.Sold == f.stock || time.Now().After(deadline) {
 				break
 			}
@@ -173,8 +175,8 @@ func throughput(t *testing.T, cl *cluster) (finishedSale, bool) {
 		runFor  = 5 * time.Second
 	)
 	c := newClient(t, cl.lbAddr, cl.secret)
-	c.setupSale("sku-throughput", saleID, stock, perUser)
-	l := newLedger()
+	c.SetupSale("sku-throughput", saleID, stock, perUser)
+	l := apitest.NewLedger()
 	for i, lb := range []struct {
 		name string
 		addr string
@@ -198,7 +200,7 @@ func throughput(t *testing.T, cl *cluster) (finishedSale, bool) {
 		ld.retryUnanswered()
 	}
 	replayKeys(t, c, saleID, l, 300)
-	verifyInvariants(t, c, saleID, stock, perUser, l)
+	apitest.VerifyInvariants(t, c, saleID, stock, perUser, l, false)
 	return finishedSale{id: saleID, stock: stock, l: l}, true
 }
 
@@ -311,14 +313,9 @@ func restartNATS(t *testing.T, cl *cluster, ld *load) {
 // replayKeys sends n acknowledged requests again with their keys: each
 // must get the same 202 with the same order id (the ledger flags another
 // id), even after the sale sold out or its counters were rebuilt.
-func replayKeys(t *testing.T, c *client, saleID string, l *ledger, n int) {
+func replayKeys(t *testing.T, c *client, saleID string, l *apitest.Ledger, n int) {
 	t.Helper()
-	l.mu.Lock()
-	orders := make([]acceptedOrder, 0, len(l.accepted))
-	for _, a := range l.accepted {
-		orders = append(orders, a)
-	}
-	l.mu.Unlock()
+	orders := l.Acks()
 	rand.Shuffle(len(orders), func(i, j int) { orders[i], orders[j] = orders[j], orders[i] })
 	orders = orders[:min(n, len(orders))]
 	var g errgroup.Group
@@ -328,14 +325,14 @@ func replayKeys(t *testing.T, c *client, saleID string, l *ledger, n int) {
 			deadline := time.Now().Add(30 * time.Second)
 			for {
 				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-				r, p, err := c.place(ctx, a.user, saleID, a.key, a.qty)
+				r, p, err := c.Place(ctx, a.User, c.Token(a.User, false), saleID, a.Key, a.Qty)
 				cancel()
-				if err == nil && r.status == 202 {
-					l.record(a.user, a.key, a.qty, p)
+				if err == nil && r.Status == 202 {
+					l.Record(a.User, a.Key, a.Qty, p)
 					return nil
 				}
-				if err == nil && r.status != 429 && r.status < 500 || time.Now().After(deadline) {
-					t.Errorf("I3 replay: user %d key %s (acknowledged before): %d %s %v", a.user, a.key, r.status, r.body, err)
+				if err == nil && r.Status != 429 && r.Status < 500 || time.Now().After(deadline) {
+					t.Errorf("I3 replay: user %d key %s (acknowledged before): %d %s %v", a.User, a.Key, r.Status, r.Body, err)
 					return nil
 				}
 				time.Sleep(200 * time.Millisecond)

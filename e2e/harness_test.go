@@ -426,8 +426,8 @@ func (c *cluster) diagnoseKey(cl *client, saleID string, req request) string {
 	hold, err := redisHGet(c.redisAddr, "spike:{sale:"+saleID+"}:keys", strconv.FormatInt(req.user, 10)+":"+req.key)
 	out := fmt.Sprintf("redis hold of the key: %q (err %v)", hold, err)
 	if id, _, ok := strings.Cut(hold, "|"); ok {
-		r, err := cl.do(context.Background(), "GET", "/v1/orders/"+id, cl.token(1, true), nil, nil)
-		out += fmt.Sprintf("; GET /v1/orders/%s as admin: %d %s (err %v)", id, r.status, r.body, err)
+		r, err := cl.Do(context.Background(), "GET", "/v1/orders/"+id, cl.Token(1, true), nil, nil)
+		out += fmt.Sprintf("; GET /v1/orders/%s as admin: %d %s (err %v)", id, r.Status, r.Body, err)
 		for _, sp := range c.spikes {
 			for _, l := range sp.grep(id, 5) {
 				out += "\n  spike " + sp.name + ": " + l

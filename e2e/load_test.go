@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/spikehq/spike/internal/apitest"
 )
 
 // request is one placement a buyer made, kept so it can be retried with
@@ -29,7 +31,7 @@ type load struct {
 	t       *testing.T
 	c       *client
 	saleID  string
-	l       *ledger
+	l       *apitest.Ledger
 	buyers  int
 	pace    time.Duration // pause after a definite answer, per buyer
 	base    int64         // first user id
@@ -54,7 +56,7 @@ type load struct {
 	unanswered []request
 }
 
-func startLoad(t *testing.T, c *client, saleID string, l *ledger, buyers int, pace time.Duration, base, perUser int64) *load {
+func startLoad(t *testing.T, c *client, saleID string, l *apitest.Ledger, buyers int, pace time.Duration, base, perUser int64) *load {
 	ld := &load{t: t, c: c, saleID: saleID, l: l, buyers: buyers, pace: pace, base: base, perUser: perUser,
 		stop: make(chan struct{}), done: make(chan struct{}), began: time.Now(), statuses: map[string]int{}}
 	var wg sync.WaitGroup
@@ -101,22 +103,22 @@ func (ld *load) untilAnswered(req request) bool {
 	for {
 		sent := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		r, p, err := ld.c.place(ctx, req.user, ld.saleID, req.key, req.qty)
+		r, p, err := ld.c.Place(ctx, req.user, ld.c.Token(req.user, false), ld.saleID, req.key, req.qty)
 		cancel()
 		now := time.Now()
 		kind := ""
 		switch {
 		case err != nil:
 			kind = "transport"
-		case r.status == 202:
+		case r.Status == 202:
 			kind = "202"
 		default:
-			kind = strconv.Itoa(r.status) + " " + r.code()
+			kind = strconv.Itoa(r.Status) + " " + r.Code()
 		}
 		ld.mu.Lock()
 		ld.statuses[kind]++
 		switch {
-		case err == nil && r.status == 503 && r.code() == "unavailable":
+		case err == nil && r.Status == 503 && r.Code() == "unavailable":
 			ld.unavail = append(ld.unavail, now)
 			ld.failLat = append(ld.failLat, now.Sub(sent))
 		case kind == "202":
@@ -126,18 +128,18 @@ func (ld *load) untilAnswered(req request) bool {
 		switch {
 		case kind == "202":
 			ld.acks.Add(1)
-			ld.l.record(req.user, req.key, req.qty, p)
+			ld.l.Record(req.user, req.key, req.qty, p)
 			return true
-		case err == nil && r.status == 409:
-			if r.code() == "sold_out" {
+		case err == nil && r.Status == 409:
+			if r.Code() == "sold_out" {
 				ld.soldOut.Add(1)
 			}
 			return true // a clean rejection: sold out, over the limit
-		case err == nil && r.status != 429 && r.status < 500:
-			ld.t.Errorf("place %+v: unexpected %d: %s", req, r.status, r.body)
+		case err == nil && r.Status != 429 && r.Status < 500:
+			ld.t.Errorf("place %+v: unexpected %d: %s", req, r.Status, r.Body)
 			return true
-		case err == nil && r.status == 500:
-			ld.t.Errorf("place %+v: 500 (a bug): %s", req, r.body)
+		case err == nil && r.Status == 500:
+			ld.t.Errorf("place %+v: 500 (a bug): %s", req, r.Body)
 		}
 		// No definite answer: wait (a short version of Retry-After, so the
 		// fence is measured finely) and send the same key again.
@@ -179,18 +181,18 @@ func (ld *load) retryUnanswered() {
 	retry:
 		for {
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-			r, p, err := ld.c.place(ctx, req.user, ld.saleID, req.key, req.qty)
+			r, p, err := ld.c.Place(ctx, req.user, ld.c.Token(req.user, false), ld.saleID, req.key, req.qty)
 			cancel()
-			if err == nil && r.status == 202 {
-				ld.l.record(req.user, req.key, req.qty, p)
+			if err == nil && r.Status == 202 {
+				ld.l.Record(req.user, req.key, req.qty, p)
 				recovered++
 				break
 			}
-			if err == nil && r.status == 409 {
+			if err == nil && r.Status == 409 {
 				break
 			}
-			if err == nil && r.status != 429 && r.status < 500 {
-				ld.t.Errorf("retry %+v: unexpected %d: %s", req, r.status, r.body)
+			if err == nil && r.Status != 429 && r.Status < 500 {
+				ld.t.Errorf("retry %+v: unexpected %d: %s", req, r.Status, r.Body)
 				break
 			}
 			if time.Now().After(deadline) {
@@ -198,7 +200,7 @@ func (ld *load) retryUnanswered() {
 				if ld.diagnose != nil {
 					diag = ld.diagnose(req)
 				}
-				ld.t.Errorf("request %+v still without a definite answer after 60 s of retries: %v %d %s\n%s", req, err, r.status, r.body, diag)
+				ld.t.Errorf("request %+v still without a definite answer after 60 s of retries: %v %d %s\n%s", req, err, r.Status, r.Body, diag)
 				break retry
 			}
 			time.Sleep(200 * time.Millisecond)

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spikehq/spike/internal/apitest"
+
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/spikehq/spike"
@@ -37,34 +39,34 @@ var apiCodes = map[int][]string{
 // checkAPIError checks that r is an error in exactly the API's shape, with
 // a code that belongs to its status and Retry-After on 429 and 503, and
 // returns the code.
-func checkAPIError(t *testing.T, r apiResponse) string {
+func checkAPIError(t *testing.T, r apitest.Response) string {
 	t.Helper()
-	if ct := r.header.Get("Content-Type"); ct != "application/json" {
-		t.Errorf("status %d: Content-Type %q, want application/json", r.status, ct)
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("status %d: Content-Type %q, want application/json", r.Status, ct)
 	}
 	var shape map[string]map[string]json.RawMessage
-	if err := json.Unmarshal(r.body, &shape); err != nil || len(shape) != 1 || shape["error"] == nil {
-		t.Fatalf("status %d: body %q is not {\"error\":{\"code\",\"message\"}}: %v", r.status, r.body, err)
+	if err := json.Unmarshal(r.Body, &shape); err != nil || len(shape) != 1 || shape["error"] == nil {
+		t.Fatalf("status %d: body %q is not {\"error\":{\"code\",\"message\"}}: %v", r.Status, r.Body, err)
 	}
 	var code, msg string
 	if err := json.Unmarshal(shape["error"]["code"], &code); err != nil || code == "" {
-		t.Errorf("status %d: error code missing in %q", r.status, r.body)
+		t.Errorf("status %d: error code missing in %q", r.Status, r.Body)
 	}
 	if err := json.Unmarshal(shape["error"]["message"], &msg); err != nil || msg == "" {
-		t.Errorf("status %d: error message missing in %q", r.status, r.body)
+		t.Errorf("status %d: error message missing in %q", r.Status, r.Body)
 	}
 	if len(shape["error"]) != 2 {
-		t.Errorf("status %d: error object %q has more than code and message", r.status, r.body)
+		t.Errorf("status %d: error object %q has more than code and message", r.Status, r.Body)
 	}
 	known := false
-	for _, c := range apiCodes[r.status] {
+	for _, c := range apiCodes[r.Status] {
 		known = known || c == code
 	}
 	if !known {
-		t.Errorf("status %d with code %q; API.md uses %v for it", r.status, code, apiCodes[r.status])
+		t.Errorf("status %d with code %q; API.md uses %v for it", r.Status, code, apiCodes[r.Status])
 	}
-	if (r.status == 429 || r.status == 503) && r.header.Get("Retry-After") == "" {
-		t.Errorf("status %d without Retry-After", r.status)
+	if (r.Status == 429 || r.Status == 503) && r.Header.Get("Retry-After") == "" {
+		t.Errorf("status %d without Retry-After", r.Status)
 	}
 	return code
 }
@@ -119,18 +121,18 @@ func runBadCases(t *testing.T, c *client, cases []badCase) {
 	t.Helper()
 	for _, tt := range cases {
 		t.Run(tt.name, func(t *testing.T) {
-			r, err := c.do(context.Background(), tt.method, tt.path, tt.token, tt.body, tt.hdr)
+			r, err := c.Do(context.Background(), tt.method, tt.path, tt.token, tt.body, tt.hdr)
 			if err != nil {
 				t.Fatalf("%s %s: %v", tt.method, tt.path, err)
 			}
-			if r.status >= 500 {
-				t.Fatalf("%s %s: 5xx for bad input: %d %s", tt.method, tt.path, r.status, r.body)
+			if r.Status >= 500 {
+				t.Fatalf("%s %s: 5xx for bad input: %d %s", tt.method, tt.path, r.Status, r.Body)
 			}
-			if r.status != tt.want {
-				t.Fatalf("%s %s: status %d, want %d: %s", tt.method, tt.path, r.status, tt.want, r.body)
+			if r.Status != tt.want {
+				t.Fatalf("%s %s: status %d, want %d: %s", tt.method, tt.path, r.Status, tt.want, r.Body)
 			}
 			if code := checkAPIError(t, r); code != tt.code {
-				t.Errorf("%s %s: code %q, want %q (%s)", tt.method, tt.path, code, tt.code, r.body)
+				t.Errorf("%s %s: code %q, want %q (%s)", tt.method, tt.path, code, tt.code, r.Body)
 			}
 		})
 	}
@@ -142,19 +144,19 @@ func TestBadInput(t *testing.T) {
 	a := startApp(t, t.TempDir())
 	defer stopApp(t, a)
 	c := newClient(t, a.addr, a.secret)
-	admin := c.token(1, true)
-	buyer := c.token(1001, false)
-	other := c.token(1002, false)
+	admin := c.Token(1, true)
+	buyer := c.Token(1001, false)
+	other := c.Token(1002, false)
 
-	c.must("POST", "/v1/products", admin, map[string]any{"sku": "bi-sku", "name": "Battery", "price_cents": 1000, "stock": 1000}, 201)
-	c.must("POST", "/v1/products", admin, map[string]any{"sku": "bi-small", "name": "Small", "price_cents": 1000, "stock": 5}, 201)
-	c.must("POST", "/v1/sales", admin, map[string]any{"id": "bi-sale", "sku": "bi-sku", "stock": 100, "price_cents": 500, "per_user_limit": 2}, 201)
-	c.must("POST", "/v1/sales", admin, map[string]any{"id": "bi-dup", "sku": "bi-sku", "stock": 1, "price_cents": 500}, 201)
-	c.must("POST", "/v1/sales", admin, map[string]any{"id": "bi-later", "sku": "bi-sku", "stock": 1, "price_cents": 500,
+	c.Must("POST", "/v1/products", admin, map[string]any{"sku": "bi-sku", "name": "Battery", "price_cents": 1000, "stock": 1000}, 201)
+	c.Must("POST", "/v1/products", admin, map[string]any{"sku": "bi-small", "name": "Small", "price_cents": 1000, "stock": 5}, 201)
+	c.Must("POST", "/v1/sales", admin, map[string]any{"id": "bi-sale", "sku": "bi-sku", "stock": 100, "price_cents": 500, "per_user_limit": 2}, 201)
+	c.Must("POST", "/v1/sales", admin, map[string]any{"id": "bi-dup", "sku": "bi-sku", "stock": 1, "price_cents": 500}, 201)
+	c.Must("POST", "/v1/sales", admin, map[string]any{"id": "bi-later", "sku": "bi-sku", "stock": 1, "price_cents": 500,
 		"starts_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}, 201)
-	r, p, err := c.place(context.Background(), 1001, buyer, "bi-sale", "bi-own", 1)
-	if err != nil || r.status != 202 {
-		t.Fatalf("placing the buyer's order: %v %d %s", err, r.status, r.body)
+	r, p, err := c.Place(context.Background(), 1001, buyer, "bi-sale", "bi-own", 1)
+	if err != nil || r.Status != 202 {
+		t.Fatalf("placing the buyer's order: %v %d %s", err, r.Status, r.Body)
 	}
 	// A key that got a 202 with quantity 1: reusing it with 2 is a conflict.
 	const place = "/v1/sales/bi-sale/orders"
@@ -298,28 +300,28 @@ func TestBadInput(t *testing.T) {
 			PriceCents int64  `json:"price_cents"`
 			Stock      int64  `json:"stock"`
 		}
-		c.must("GET", "/v1/products/bi-sku", "", nil, 200).decode(t, &prodView)
+		c.Must("GET", "/v1/products/bi-sku", "", nil, 200).Decode(t, &prodView)
 		if prodView.Name != "Battery" || prodView.PriceCents != 1000 || prodView.Stock != 1000-100-1-1 {
 			t.Errorf("product after the battery: %+v", prodView)
 		}
 		for _, sku := range []string{"by-buyer", "p-long", "p-neg", "tok-alg-none", "tok-HS512"} {
-			c.must("GET", "/v1/products/"+sku, "", nil, 404)
+			c.Must("GET", "/v1/products/"+sku, "", nil, 404)
 		}
-		c.must("GET", "/v1/sales/by-buyer", "", nil, 404)
-		var sv saleView
-		c.must("GET", "/v1/sales/bi-sale", "", nil, 200).decode(t, &sv)
+		c.Must("GET", "/v1/sales/by-buyer", "", nil, 404)
+		var sv apitest.SaleView
+		c.Must("GET", "/v1/sales/bi-sale", "", nil, 200).Decode(t, &sv)
 		// Only the one order of setup was placed (remaining lags by at most 1 s).
 		deadline := time.Now().Add(5 * time.Second)
 		for sv.Remaining != 99 && time.Now().Before(deadline) {
 			time.Sleep(100 * time.Millisecond)
-			c.must("GET", "/v1/sales/bi-sale", "", nil, 200).decode(t, &sv)
+			c.Must("GET", "/v1/sales/bi-sale", "", nil, 200).Decode(t, &sv)
 		}
 		if sv.Remaining != 99 || sv.Sold != 1 {
 			t.Errorf("sale after the battery: %+v, want remaining 99, sold 1", sv)
 		}
 		// The buyer's order is still the buyer's.
-		c.must("GET", "/v1/orders/"+p.OrderID, buyer, nil, 200)
-		c.waitAudit(30 * time.Second)
+		c.Must("GET", "/v1/orders/"+p.OrderID, buyer, nil, 200)
+		c.WaitAudit(30 * time.Second)
 	})
 }
 
@@ -334,9 +336,9 @@ func TestBadInputTooLarge(t *testing.T) {
 	a := startApp(t, t.TempDir())
 	defer stopApp(t, a)
 	c := newClient(t, a.addr, a.secret)
-	admin := c.token(1, true)
-	buyer := c.token(1001, false)
-	c.setupSale("tl-sku", "tl-sale", 10, 2)
+	admin := c.Token(1, true)
+	buyer := c.Token(1001, false)
+	c.SetupSale("tl-sku", "tl-sale", 10, 2)
 
 	big := []byte(`{"quantity":1,"pad":"` + strings.Repeat("x", httpapi.MaxBodyBytes) + `"}`)
 	for _, tt := range []struct {
@@ -353,10 +355,10 @@ func TestBadInputTooLarge(t *testing.T) {
 			if tt.chunked {
 				body = io.MultiReader(bytes.NewReader(big)) // unknown length: chunked
 			}
-			req, _ := http.NewRequest("POST", c.base+tt.path, body)
+			req, _ := http.NewRequest("POST", c.Base+tt.path, body)
 			req.Header.Set("Authorization", "Bearer "+tt.token)
 			req.Header.Set("Idempotency-Key", "big-"+tt.name)
-			resp, err := c.http.Do(req)
+			resp, err := c.HTTP.Do(req)
 			if err != nil {
 				t.Fatalf("POST %s: %v", tt.path, err)
 			}
@@ -365,9 +367,9 @@ func TestBadInputTooLarge(t *testing.T) {
 			if tt.chunked != (req.ContentLength <= 0) {
 				t.Fatalf("request ContentLength %d, chunked %v", req.ContentLength, tt.chunked)
 			}
-			r := apiResponse{status: resp.StatusCode, body: b, header: resp.Header}
-			if r.status != 413 {
-				t.Fatalf("status %d, want 413: %s", r.status, b)
+			r := apitest.Response{Status: resp.StatusCode, Body: b, Header: resp.Header}
+			if r.Status != 413 {
+				t.Fatalf("status %d, want 413: %s", r.Status, b)
 			}
 			if code := checkAPIError(t, r); code != "too_large" {
 				t.Errorf("code %q, want too_large", code)
@@ -377,13 +379,13 @@ func TestBadInputTooLarge(t *testing.T) {
 	// Exactly 1 MiB is accepted (whitespace after the object).
 	exact := []byte(`{"quantity":1}`)
 	exact = append(exact, bytes.Repeat([]byte(" "), httpapi.MaxBodyBytes-len(exact))...)
-	r, err := c.do(context.Background(), "POST", "/v1/sales/tl-sale/orders", buyer, exact, map[string]string{"Idempotency-Key": "exact"})
-	if err != nil || r.status != 202 {
-		t.Fatalf("1 MiB body: %v %d %s", err, r.status, r.body)
+	r, err := c.Do(context.Background(), "POST", "/v1/sales/tl-sale/orders", buyer, exact, map[string]string{"Idempotency-Key": "exact"})
+	if err != nil || r.Status != 202 {
+		t.Fatalf("1 MiB body: %v %d %s", err, r.Status, r.Body)
 	}
 	// Nothing was placed by the rejected requests.
-	var sv saleView
-	c.must("GET", "/v1/sales/tl-sale", "", nil, 200).decode(t, &sv)
+	var sv apitest.SaleView
+	c.Must("GET", "/v1/sales/tl-sale", "", nil, 200).Decode(t, &sv)
 	if sv.Remaining != 9 {
 		t.Errorf("remaining %d after one placement, want 9", sv.Remaining)
 	}
@@ -395,27 +397,27 @@ func TestHugePriceAmount(t *testing.T) {
 	a := startApp(t, t.TempDir())
 	defer stopApp(t, a)
 	c := newClient(t, a.addr, a.secret)
-	admin := c.token(1, true)
+	admin := c.Token(1, true)
 	// Prices past spike.MaxPriceCents are refused up front.
-	r := c.must("POST", "/v1/products", admin, map[string]any{"sku": "hp0", "name": "Huge", "price_cents": int64(9223372036854775807), "stock": 10}, 400)
+	r := c.Must("POST", "/v1/products", admin, map[string]any{"sku": "hp0", "name": "Huge", "price_cents": int64(9223372036854775807), "stock": 10}, 400)
 	checkAPIError(t, r)
-	c.must("PATCH", "/v1/products/hp0", admin, map[string]any{"price_cents": int64(spike.MaxPriceCents + 1)}, 400)
+	c.Must("PATCH", "/v1/products/hp0", admin, map[string]any{"price_cents": int64(spike.MaxPriceCents + 1)}, 400)
 	// The largest price and the largest quantity still make an exact amount.
 	const price = spike.MaxPriceCents
-	c.must("POST", "/v1/products", admin, map[string]any{"sku": "hp", "name": "Huge", "price_cents": int64(price), "stock": 10}, 201)
-	c.must("POST", "/v1/sales", admin, map[string]any{"id": "hp", "sku": "hp", "stock": 10, "price_cents": int64(price) + 1, "per_user_limit": 2}, 400)
-	c.must("POST", "/v1/sales", admin, map[string]any{"id": "hp", "sku": "hp", "stock": 10, "price_cents": int64(price), "per_user_limit": 2}, 201)
-	tok := c.token(5, false)
-	rp, p, err := c.place(context.Background(), 5, tok, "hp", "k", 2)
+	c.Must("POST", "/v1/products", admin, map[string]any{"sku": "hp", "name": "Huge", "price_cents": int64(price), "stock": 10}, 201)
+	c.Must("POST", "/v1/sales", admin, map[string]any{"id": "hp", "sku": "hp", "stock": 10, "price_cents": int64(price) + 1, "per_user_limit": 2}, 400)
+	c.Must("POST", "/v1/sales", admin, map[string]any{"id": "hp", "sku": "hp", "stock": 10, "price_cents": int64(price), "per_user_limit": 2}, 201)
+	tok := c.Token(5, false)
+	rp, p, err := c.Place(context.Background(), 5, tok, "hp", "k", 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rp.status != 202 {
+	if rp.Status != 202 {
 		checkAPIError(t, rp) // rejecting the placement cleanly is a fix too
 		return
 	}
-	var o orderView
-	c.must("GET", "/v1/orders/"+p.OrderID, tok, nil, 200).decode(t, &o)
+	var o apitest.OrderView
+	c.Must("GET", "/v1/orders/"+p.OrderID, tok, nil, 200).Decode(t, &o)
 	if o.AmountCents != 2*spike.MaxPriceCents || o.PriceCents != spike.MaxPriceCents {
 		t.Errorf("order %+v: amount_cents %d is not price_cents × quantity", o, o.AmountCents)
 	}
@@ -462,7 +464,7 @@ func TestSlowClientBody(t *testing.T) {
 	a := startApp(t, t.TempDir())
 	defer stopApp(t, a)
 	c := newClient(t, a.addr, a.secret)
-	c.setupSale("slow-sku", "slow-sale", 10, 2)
+	c.SetupSale("slow-sku", "slow-sale", 10, 2)
 	conn, err := net.Dial("tcp", a.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -472,7 +474,7 @@ func TestSlowClientBody(t *testing.T) {
 	defer close(stop)
 	go func() {
 		fmt.Fprintf(conn, "POST /v1/sales/slow-sale/orders HTTP/1.1\r\nHost: spike\r\nAuthorization: Bearer %s\r\n"+
-			"Idempotency-Key: slow\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{", c.token(7, false))
+			"Idempotency-Key: slow\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{", c.Token(7, false))
 		for {
 			select {
 			case <-stop:

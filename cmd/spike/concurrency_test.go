@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spikehq/spike/internal/apitest"
+
 	"golang.org/x/sync/errgroup"
 
 	"github.com/spikehq/spike/order"
@@ -60,16 +62,16 @@ func TestFlashSaleConcurrentBuyers(t *testing.T) {
 	a := startApp(t, t.TempDir())
 	defer stopApp(t, a)
 	c := newClient(t, a.addr, a.secret)
-	c.setupSale("sku-flash-1", saleID, stock, perUser)
+	c.SetupSale("sku-flash-1", saleID, stock, perUser)
 
-	l := newLedger()
+	l := apitest.NewLedger()
 	var sent, accepted, replays, soldOut, limited, conflicts, shed atomic.Int64
 	var g errgroup.Group
 	for b := range buyers {
 		user := int64(1000 + b)
 		g.Go(func() error {
 			rng := rand.New(rand.NewPCG(uint64(user), 7))
-			tok := c.token(user, false)
+			tok := c.Token(user, false)
 			type sentKey struct {
 				key string
 				qty int64
@@ -87,24 +89,24 @@ func TestFlashSaleConcurrentBuyers(t *testing.T) {
 					k = sentKey{userKey(user, i), int64(1 + rng.IntN(perUser))}
 					keys = append(keys, k)
 				}
-				resp, p, err := c.place(context.Background(), user, tok, saleID, k.key, k.qty)
+				resp, p, err := c.Place(context.Background(), user, tok, saleID, k.key, k.qty)
 				// Shed by a guard (429/503 with Retry-After): not remembered,
 				// so the same request is retried, as a client would.
-				for tries := 0; err == nil && (resp.status == 429 || resp.status == 503) && tries < 100; tries++ {
+				for tries := 0; err == nil && (resp.Status == 429 || resp.Status == 503) && tries < 100; tries++ {
 					shed.Add(1)
-					if resp.header.Get("Retry-After") == "" {
-						t.Errorf("%d without Retry-After", resp.status)
+					if resp.Header.Get("Retry-After") == "" {
+						t.Errorf("%d without Retry-After", resp.Status)
 					}
 					time.Sleep(time.Duration(20+rng.IntN(30)) * time.Millisecond)
-					resp, p, err = c.place(context.Background(), user, tok, saleID, k.key, k.qty)
+					resp, p, err = c.Place(context.Background(), user, tok, saleID, k.key, k.qty)
 				}
 				if err != nil {
 					t.Errorf("transport error: %v", err)
 					return nil
 				}
-				switch resp.status {
+				switch resp.Status {
 				case 202:
-					if prev, ok := l.orderOf(user, k.key); ok {
+					if prev, ok := l.OrderOf(user, k.key); ok {
 						replays.Add(1)
 						if prev != p.OrderID {
 							t.Errorf("replay of %s: order %s, first was %s", k.key, p.OrderID, prev)
@@ -112,9 +114,9 @@ func TestFlashSaleConcurrentBuyers(t *testing.T) {
 					} else {
 						accepted.Add(1)
 					}
-					l.record(user, k.key, k.qty, p)
+					l.Record(user, k.key, k.qty, p)
 				case 409:
-					switch resp.code() {
+					switch resp.Code() {
 					case "sold_out":
 						soldOut.Add(1)
 					case "limit_exceeded":
@@ -122,10 +124,10 @@ func TestFlashSaleConcurrentBuyers(t *testing.T) {
 					case "conflict":
 						conflicts.Add(1)
 					default:
-						t.Errorf("409 with code %q", resp.code())
+						t.Errorf("409 with code %q", resp.Code())
 					}
 				default:
-					t.Errorf("unexpected %d: %s", resp.status, resp.body)
+					t.Errorf("unexpected %d: %s", resp.Status, resp.Body)
 				}
 			}
 			return nil
@@ -137,5 +139,5 @@ func TestFlashSaleConcurrentBuyers(t *testing.T) {
 	if replays.Load() == 0 || soldOut.Load() == 0 || limited.Load() == 0 || conflicts.Load() == 0 {
 		t.Errorf("the load did not exercise every path")
 	}
-	verifyInvariants(t, c, saleID, stock, perUser, l, true)
+	apitest.VerifyInvariants(t, c, saleID, stock, perUser, l, true)
 }

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spikehq/spike/internal/apitest"
 )
 
 // TestMain lets the test binary act as the spike binary: the crash and
@@ -114,7 +116,7 @@ type request struct {
 
 // buyerLoad runs buyers until stop is closed. Requests that got no
 // definite answer (transport error, 503) are returned for retrying.
-func buyerLoad(t *testing.T, c *client, saleID string, firstUser int64, buyers int, perUser int64, stop <-chan struct{}, l *ledger, round int) (unanswered []request, acks int64) {
+func buyerLoad(t *testing.T, c *client, saleID string, firstUser int64, buyers int, perUser int64, stop <-chan struct{}, l *apitest.Ledger, round int) (unanswered []request, acks int64) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var accepted atomic.Int64
@@ -123,7 +125,7 @@ func buyerLoad(t *testing.T, c *client, saleID string, firstUser int64, buyers i
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			tok := c.token(user, false)
+			tok := c.Token(user, false)
 			for i := 0; ; i++ {
 				select {
 				case <-stop:
@@ -132,22 +134,22 @@ func buyerLoad(t *testing.T, c *client, saleID string, firstUser int64, buyers i
 				}
 				req := request{user, fmt.Sprintf("r%d-u%d-%d", round, user, i), 1}
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				resp, p, err := c.place(ctx, user, tok, saleID, req.key, req.qty)
+				resp, p, err := c.Place(ctx, user, tok, saleID, req.key, req.qty)
 				cancel()
 				switch {
-				case err != nil || resp.status == 503:
+				case err != nil || resp.Status == 503:
 					mu.Lock()
 					unanswered = append(unanswered, req)
 					mu.Unlock()
 					if err != nil {
 						time.Sleep(50 * time.Millisecond) // the server is down
 					}
-				case resp.status == 202:
+				case resp.Status == 202:
 					accepted.Add(1)
-					l.record(user, req.key, req.qty, p)
-				case resp.status == 409, resp.status == 429: // clean rejections
+					l.Record(user, req.key, req.qty, p)
+				case resp.Status == 409, resp.Status == 429: // clean rejections
 				default:
-					t.Errorf("unexpected %d: %s", resp.status, resp.body)
+					t.Errorf("unexpected %d: %s", resp.Status, resp.Body)
 				}
 			}
 		}()
@@ -158,22 +160,22 @@ func buyerLoad(t *testing.T, c *client, saleID string, firstUser int64, buyers i
 
 // retryUntilAnswered sends every unanswered request again with the same
 // idempotency key until it gets a definite answer.
-func retryUntilAnswered(t *testing.T, c *client, saleID string, reqs []request, l *ledger) (recovered int) {
+func retryUntilAnswered(t *testing.T, c *client, saleID string, reqs []request, l *apitest.Ledger) (recovered int) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for _, r := range reqs {
 		for {
-			resp, p, err := c.place(context.Background(), r.user, c.token(r.user, false), saleID, r.key, r.qty)
-			if err == nil && resp.status == 202 {
-				l.record(r.user, r.key, r.qty, p)
+			resp, p, err := c.Place(context.Background(), r.user, c.Token(r.user, false), saleID, r.key, r.qty)
+			if err == nil && resp.Status == 202 {
+				l.Record(r.user, r.key, r.qty, p)
 				recovered++
 				break
 			}
-			if err == nil && resp.status != 503 {
+			if err == nil && resp.Status != 503 {
 				break // a clean rejection (sold out, over the limit)
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("request %+v still unanswered: %v %d %s", r, err, resp.status, resp.body)
+				t.Fatalf("request %+v still unanswered: %v %d %s", r, err, resp.Status, resp.Body)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -203,8 +205,8 @@ func TestCrashRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := newClient(t, addr, secret)
-	c.setupSale("sku-crash", saleID, stock, perUser)
-	l := newLedger()
+	c.SetupSale("sku-crash", saleID, stock, perUser)
+	l := apitest.NewLedger()
 
 	for round := range 3 {
 		stop := make(chan struct{})
@@ -230,15 +232,15 @@ func TestCrashRecovery(t *testing.T) {
 		recovered := retryUntilAnswered(t, c, saleID, unanswered, l)
 		t.Logf("round %d: %d acknowledged, %d unanswered requests retried, %d of them placed", round, acks, len(unanswered), recovered)
 	}
-	verifyInvariants(t, c, saleID, stock, perUser, l, false)
+	apitest.VerifyInvariants(t, c, saleID, stock, perUser, l, false)
 
 	// A last restart must change nothing: the counters rebuild to the same state.
-	var before saleView
-	c.must("GET", "/v1/sales/"+saleID, "", nil, 200).decode(t, &before)
+	var before apitest.SaleView
+	c.Must("GET", "/v1/sales/"+saleID, "", nil, 200).Decode(t, &before)
 	ch.kill(t)
 	ch = startChild(t, dir, addr)
-	var after saleView
-	c.must("GET", "/v1/sales/"+saleID, "", nil, 200).decode(t, &after)
+	var after apitest.SaleView
+	c.Must("GET", "/v1/sales/"+saleID, "", nil, 200).Decode(t, &after)
 	if before != after {
 		t.Errorf("sale changed across a restart: %+v, then %+v", before, after)
 	}
@@ -267,8 +269,8 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := newClient(t, addr, secret)
-	c.setupSale("sku-term", saleID, stock, perUser)
-	l := newLedger()
+	c.SetupSale("sku-term", saleID, stock, perUser)
+	l := apitest.NewLedger()
 
 	stop := make(chan struct{})
 	var unanswered []request
@@ -302,5 +304,5 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Errorf("events were left on the stream at shutdown:\n%s", ch.out)
 	}
 	retryUntilAnswered(t, c, saleID, unanswered, l)
-	verifyInvariants(t, c, saleID, stock, perUser, l, false)
+	apitest.VerifyInvariants(t, c, saleID, stock, perUser, l, false)
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spikehq/spike/internal/apitest"
+
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/spikehq/spike/internal/faultproxy"
@@ -40,9 +42,10 @@ func startClustered(t *testing.T, redisAddr string, primary, orders *mysql.Confi
 	return a
 }
 
-// metric returns the value of one series of the /metrics page, or -1.
+// metric returns the value of one series of the /metrics page, e.g.
+// spike_breaker_state{dependency="redis_stock"}; 0 if absent.
 func metric(c *client, series string) float64 {
-	body := string(c.must("GET", "/metrics", "", nil, 200).body)
+	body := string(c.Must("GET", "/metrics", "", nil, 200).Body)
 	for _, line := range strings.Split(body, "\n") {
 		if v, ok := strings.CutPrefix(line, series+" "); ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
@@ -51,7 +54,7 @@ func metric(c *client, series string) float64 {
 			}
 		}
 	}
-	return -1
+	return 0
 }
 
 // waitFor polls cond every 50 ms until it holds and returns how long that
@@ -94,16 +97,16 @@ func TestSlowRedisOpensStockBreaker(t *testing.T) {
 		state   = `spike_breaker_state{dependency="redis_stock"}`
 		refused = `spike_breaker_rejected_total{dependency="redis_stock"}`
 	)
-	c.setupSale("sku-redis-slow", saleID, stock, perUser)
-	c.must("PUT", "/v1/admin/switches/ratelimit.user_rps", c.token(1, true), `{"value":0}`, 200)
-	l := newLedger()
-	place := func(user int64, key string) apiResponse {
-		r, p, err := c.place(context.Background(), user, c.token(user, false), saleID, key, 1)
+	c.SetupSale("sku-redis-slow", saleID, stock, perUser)
+	c.Must("PUT", "/v1/admin/switches/ratelimit.user_rps", c.Token(1, true), `{"value":0}`, 200)
+	l := apitest.NewLedger()
+	place := func(user int64, key string) apitest.Response {
+		r, p, err := c.Place(context.Background(), user, c.Token(user, false), saleID, key, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.status == 202 {
-			l.record(user, key, 1, p)
+		if r.Status == 202 {
+			l.Record(user, key, 1, p)
 		}
 		return r
 	}
@@ -122,15 +125,15 @@ func TestSlowRedisOpensStockBreaker(t *testing.T) {
 				mu.Lock()
 				defer mu.Unlock()
 				switch {
-				case r.status == 202:
+				case r.Status == 202:
 					accepted++
-				case r.status == 503 && r.code() == "unavailable" && r.header.Get("Retry-After") != "":
+				case r.Status == 503 && r.Code() == "unavailable" && r.Header.Get("Retry-After") != "":
 					unavailable++
-					if !strings.Contains(string(r.body), "failing fast") {
+					if !strings.Contains(string(r.Body), "failing fast") {
 						timedOut++
 					}
 				default:
-					t.Errorf("%s: %d %s", phase, r.status, r.body)
+					t.Errorf("%s: %d %s", phase, r.Status, r.Body)
 				}
 			}()
 		}
@@ -145,15 +148,15 @@ func TestSlowRedisOpensStockBreaker(t *testing.T) {
 			if time.Since(healed) > 30*time.Second {
 				t.Fatalf("%s: the breaker did not close after Redis healed", phase)
 			}
-			if r := place(user, fmt.Sprintf("%s-%d", phase, i)); r.status != 202 {
+			if r := place(user, fmt.Sprintf("%s-%d", phase, i)); r.Status != 202 {
 				time.Sleep(100 * time.Millisecond)
 			}
 		}
 		return time.Since(healed)
 	}
 	for i := range 10 {
-		if r := place(int64(10+i), "warm"); r.status != 202 {
-			t.Fatalf("healthy placement: %d %s", r.status, r.body)
+		if r := place(int64(10+i), "warm"); r.Status != 202 {
+			t.Fatalf("healthy placement: %d %s", r.Status, r.Body)
 		}
 	}
 	if s := metric(c, state); s != 0 {
@@ -177,8 +180,8 @@ func TestSlowRedisOpensStockBreaker(t *testing.T) {
 	// Open: placements fail fast, reach no Redis and take no stock. The
 	// breaker goes half-open after 2 s and lets 5 trials through (slow, so
 	// it opens again); a trial that succeeds is a real placement.
-	var before, after saleView
-	c.must("GET", "/v1/sales/"+saleID, "", nil, 200).decode(t, &before)
+	var before, after apitest.SaleView
+	c.Must("GET", "/v1/sales/"+saleID, "", nil, 200).Decode(t, &before)
 	refusedBefore := metric(c, refused)
 	var slowest time.Duration
 	refusedFast, trials := 0, 0
@@ -187,17 +190,17 @@ func TestSlowRedisOpensStockBreaker(t *testing.T) {
 		t0 := time.Now()
 		r := place(int64(5000+i), "open")
 		switch {
-		case r.status == 503 && r.code() == "unavailable" && r.header.Get("Retry-After") != "":
+		case r.Status == 503 && r.Code() == "unavailable" && r.Header.Get("Retry-After") != "":
 			refusedFast++
 			slowest = max(slowest, time.Since(t0))
-		case r.status == 202:
+		case r.Status == 202:
 			trials++
 		default:
-			t.Errorf("with the breaker open: %d %s", r.status, r.body)
+			t.Errorf("with the breaker open: %d %s", r.Status, r.Body)
 		}
 	}
 	elapsed := time.Since(phase)
-	c.must("GET", "/v1/sales/"+saleID, "", nil, 200).decode(t, &after)
+	c.Must("GET", "/v1/sales/"+saleID, "", nil, 200).Decode(t, &after)
 	if refusedFast < 15 {
 		t.Errorf("only %d of 20 placements refused with the breaker open (%d trials placed)", refusedFast, trials)
 	}
@@ -215,8 +218,8 @@ func TestSlowRedisOpensStockBreaker(t *testing.T) {
 	proxy.SetLatency(0, 0)
 	t.Logf("Redis healed: breaker closed after %v of placements", healUntilClosed(900, "heal"))
 	for i := range 10 {
-		if r := place(901, fmt.Sprintf("after-%d", i)); r.status != 202 {
-			t.Errorf("after healing: %d %s", r.status, r.body)
+		if r := place(901, fmt.Sprintf("after-%d", i)); r.Status != 202 {
+			t.Errorf("after healing: %d %s", r.Status, r.Body)
 		}
 	}
 
@@ -240,7 +243,7 @@ func TestSlowRedisOpensStockBreaker(t *testing.T) {
 	t.Logf("blackhole lifted: breaker closed after %v of placements", healUntilClosed(902, "heal2"))
 
 	// I1–I5, with conservation: the timed-out reserves gave their units back.
-	verifyInvariants(t, c, saleID, stock, perUser, l, false)
+	apitest.VerifyInvariants(t, c, saleID, stock, perUser, l, false)
 }
 
 // TestSlowOrderDatabasePausesWrites puts the order database (one shard)
@@ -270,18 +273,18 @@ func TestSlowOrderDatabasePausesWrites(t *testing.T) {
 		state   = `spike_breaker_state{dependency="order_writes"}`
 		refused = `spike_breaker_rejected_total{dependency="order_writes"}`
 	)
-	c.setupSale("sku-db-slow", saleID, stock, perUser)
-	c.must("PUT", "/v1/admin/switches/ratelimit.user_rps", c.token(1, true), `{"value":0}`, 200)
-	l := newLedger()
+	c.SetupSale("sku-db-slow", saleID, stock, perUser)
+	c.Must("PUT", "/v1/admin/switches/ratelimit.user_rps", c.Token(1, true), `{"value":0}`, 200)
+	l := apitest.NewLedger()
 	placeSome := func(phase string, n int) {
 		for i := range n {
 			user := int64(100 + i%20)
 			key := fmt.Sprintf("%s-%d", phase, i)
-			r, p, err := c.place(context.Background(), user, c.token(user, false), saleID, key, 1)
-			if err != nil || r.status != 202 {
-				t.Fatalf("%s: placement: %v %d %s", phase, err, r.status, r.body)
+			r, p, err := c.Place(context.Background(), user, c.Token(user, false), saleID, key, 1)
+			if err != nil || r.Status != 202 {
+				t.Fatalf("%s: placement: %v %d %s", phase, err, r.Status, r.Body)
 			}
-			l.record(user, key, 1, p)
+			l.Record(user, key, 1, p)
 		}
 	}
 	pending := func() float64 { return metric(c, "spike_orders_pending") }
@@ -326,5 +329,5 @@ func TestSlowOrderDatabasePausesWrites(t *testing.T) {
 	if got := metric(c, `spike_dependency_calls_total{dependency="order_writes",outcome="success"}`); got <= succeededAtOpen {
 		t.Errorf("order_writes successes %v after healing, %v at open: the batches that drained the stream were not counted", got, succeededAtOpen)
 	}
-	verifyInvariants(t, c, saleID, stock, perUser, l, false)
+	apitest.VerifyInvariants(t, c, saleID, stock, perUser, l, false)
 }

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spikehq/spike/internal/apitest"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spikehq/spike"
@@ -27,13 +29,13 @@ func TestSwitchesAdminAPI(t *testing.T) {
 	a := startApp(t, t.TempDir())
 	defer func() { stopApp(t, a) }() // a is replaced by a restart below
 	c := newClient(t, a.addr, a.secret)
-	c.setupSale("sku-sw", "sw-sale", 100, 5)
-	admin, buyer := c.token(1, true), c.token(7, false)
+	c.SetupSale("sku-sw", "sw-sale", 100, 5)
+	admin, buyer := c.Token(1, true), c.Token(7, false)
 
 	var list struct {
 		Switches []struct{ Name, Value, Default string } `json:"switches"`
 	}
-	c.must("GET", "/v1/admin/switches", admin, nil, 200).decode(t, &list)
+	c.Must("GET", "/v1/admin/switches", admin, nil, 200).Decode(t, &list)
 	names := map[string]string{}
 	for _, s := range list.Switches {
 		names[s.Name] = s.Value
@@ -43,52 +45,52 @@ func TestSwitchesAdminAPI(t *testing.T) {
 			t.Errorf("switch %s missing from %v", n, names)
 		}
 	}
-	c.must("GET", "/v1/admin/switches", buyer, nil, 403)
-	c.must("PUT", "/v1/admin/switches/orders.accept", buyer, `{"value":false}`, 403)
-	c.must("PUT", "/v1/admin/switches/no.such", admin, `{"value":false}`, 404)
-	c.must("PUT", "/v1/admin/switches/orders.accept", admin, `{"value":"maybe"}`, 400)
-	c.must("PUT", "/v1/admin/switches/ratelimit.user_rps", admin, `{"value":-3}`, 400)
+	c.Must("GET", "/v1/admin/switches", buyer, nil, 403)
+	c.Must("PUT", "/v1/admin/switches/orders.accept", buyer, `{"value":false}`, 403)
+	c.Must("PUT", "/v1/admin/switches/no.such", admin, `{"value":false}`, 404)
+	c.Must("PUT", "/v1/admin/switches/orders.accept", admin, `{"value":"maybe"}`, 400)
+	c.Must("PUT", "/v1/admin/switches/ratelimit.user_rps", admin, `{"value":-3}`, 400)
 
 	// Off: placements are refused with 503 and Retry-After, nothing is reserved.
-	c.must("PUT", "/v1/admin/switches/orders.accept", admin, `{"value":false}`, 200)
-	r, _, err := c.place(context.Background(), 7, buyer, "sw-sale", "k1", 1)
-	if err != nil || r.status != 503 || r.code() != "unavailable" || r.header.Get("Retry-After") == "" {
-		t.Fatalf("placement with orders.accept off: %v %d %s", err, r.status, r.body)
+	c.Must("PUT", "/v1/admin/switches/orders.accept", admin, `{"value":false}`, 200)
+	r, _, err := c.Place(context.Background(), 7, buyer, "sw-sale", "k1", 1)
+	if err != nil || r.Status != 503 || r.Code() != "unavailable" || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("placement with orders.accept off: %v %d %s", err, r.Status, r.Body)
 	}
-	var sv saleView
-	c.must("GET", "/v1/sales/sw-sale", "", nil, 200).decode(t, &sv)
+	var sv apitest.SaleView
+	c.Must("GET", "/v1/sales/sw-sale", "", nil, 200).Decode(t, &sv)
 	if sv.Remaining != 100 {
 		t.Errorf("a refused placement took stock: %+v", sv)
 	}
 	// On again: the same key now places.
-	c.must("PUT", "/v1/admin/switches/orders.accept", admin, `{"value":"true"}`, 200)
-	if r, _, _ := c.place(context.Background(), 7, buyer, "sw-sale", "k1", 1); r.status != 202 {
-		t.Fatalf("placement after orders.accept on: %d %s", r.status, r.body)
+	c.Must("PUT", "/v1/admin/switches/orders.accept", admin, `{"value":"true"}`, 200)
+	if r, _, _ := c.Place(context.Background(), 7, buyer, "sw-sale", "k1", 1); r.Status != 202 {
+		t.Fatalf("placement after orders.accept on: %d %s", r.Status, r.Body)
 	}
 
 	// Per-buyer rate limit, adjustable at runtime.
-	c.must("PUT", "/v1/admin/switches/ratelimit.user_rps", admin, `{"value":0.001}`, 200)
-	c.must("PUT", "/v1/admin/switches/ratelimit.user_burst", admin, `{"value":1}`, 200)
+	c.Must("PUT", "/v1/admin/switches/ratelimit.user_rps", admin, `{"value":0.001}`, 200)
+	c.Must("PUT", "/v1/admin/switches/ratelimit.user_burst", admin, `{"value":1}`, 200)
 	var statuses []int
 	for i := range 3 {
-		r, _, _ := c.place(context.Background(), 7, buyer, "sw-sale", fmt.Sprintf("rl-%d", i), 1)
-		statuses = append(statuses, r.status)
-		if r.status == 429 && (r.code() != "rate_limited" || r.header.Get("Retry-After") == "") {
-			t.Errorf("429 without rate_limited code or Retry-After: %s", r.body)
+		r, _, _ := c.Place(context.Background(), 7, buyer, "sw-sale", fmt.Sprintf("rl-%d", i), 1)
+		statuses = append(statuses, r.Status)
+		if r.Status == 429 && (r.Code() != "rate_limited" || r.Header.Get("Retry-After") == "") {
+			t.Errorf("429 without rate_limited code or Retry-After: %s", r.Body)
 		}
 	}
 	if statuses[0] != 202 || statuses[1] != 429 || statuses[2] != 429 {
 		t.Errorf("with 1 placement allowed, statuses %v, want [202 429 429]", statuses)
 	}
 	// Another buyer is not affected.
-	if r, _, _ := c.place(context.Background(), 8, c.token(8, false), "sw-sale", "other", 1); r.status != 202 {
-		t.Errorf("another buyer: %d %s", r.status, r.body)
+	if r, _, _ := c.Place(context.Background(), 8, c.Token(8, false), "sw-sale", "other", 1); r.Status != 202 {
+		t.Errorf("another buyer: %d %s", r.Status, r.Body)
 	}
 	// The switch survives a restart: it lives in the config centre.
 	stopApp(t, a)
 	a = startApp(t, a.data)
 	c = newClient(t, a.addr, a.secret)
-	c.must("GET", "/v1/admin/switches", admin, nil, 200).decode(t, &list)
+	c.Must("GET", "/v1/admin/switches", admin, nil, 200).Decode(t, &list)
 	for _, s := range list.Switches {
 		if s.Name == "ratelimit.user_rps" && s.Value != "0.001" {
 			t.Errorf("after restart ratelimit.user_rps = %s, want 0.001", s.Value)
@@ -125,18 +127,18 @@ func TestSlowStreamOpensBreaker(t *testing.T) {
 	defer stopApp(t, a)
 	c := newClient(t, a.addr, a.secret)
 	const stock = 100_000
-	c.setupSale("sku-slow", "slow-sale", stock, 1000)
-	admin := c.token(1, true)
-	c.must("PUT", "/v1/admin/switches/ratelimit.user_rps", admin, `{"value":0}`, 200)
-	l := newLedger()
+	c.SetupSale("sku-slow", "slow-sale", stock, 1000)
+	admin := c.Token(1, true)
+	c.Must("PUT", "/v1/admin/switches/ratelimit.user_rps", admin, `{"value":0}`, 200)
+	l := apitest.NewLedger()
 
-	place := func(user int64, key string) apiResponse {
-		r, p, err := c.place(context.Background(), user, c.token(user, false), "slow-sale", key, 1)
+	place := func(user int64, key string) apitest.Response {
+		r, p, err := c.Place(context.Background(), user, c.Token(user, false), "slow-sale", key, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.status == 202 {
-			l.record(user, key, 1, p)
+		if r.Status == 202 {
+			l.Record(user, key, 1, p)
 		}
 		return r
 	}
@@ -149,13 +151,13 @@ func TestSlowStreamOpensBreaker(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			switch r := place(int64(100+i), "slow"); r.status {
+			switch r := place(int64(100+i), "slow"); r.Status {
 			case 202:
 				slowAccepted.Add(1)
 			case 503:
 				failedFast.Add(1)
 			default:
-				t.Errorf("slow phase: %d %s", r.status, r.body)
+				t.Errorf("slow phase: %d %s", r.Status, r.Body)
 			}
 		}()
 	}
@@ -163,22 +165,22 @@ func TestSlowStreamOpensBreaker(t *testing.T) {
 	t.Logf("slow phase: %d accepted slowly, %d refused", slowAccepted.Load(), failedFast.Load())
 
 	// Now open: placements fail fast with 503 and take no stock.
-	metrics := string(c.must("GET", "/metrics", "", nil, 200).body)
+	metrics := string(c.Must("GET", "/metrics", "", nil, 200).Body)
 	if !strings.Contains(metrics, `spike_breaker_state{dependency="order_stream"} 1`) {
 		t.Fatalf("breaker not open after slow calls:\n%s", grep(metrics, "spike_breaker_state"))
 	}
-	var before saleView
-	c.must("GET", "/v1/sales/slow-sale", "", nil, 200).decode(t, &before)
+	var before apitest.SaleView
+	c.Must("GET", "/v1/sales/slow-sale", "", nil, 200).Decode(t, &before)
 	began := time.Now()
 	for i := range 20 {
 		r := place(int64(500+i), "open")
-		if r.status != 503 || r.code() != "unavailable" || r.header.Get("Retry-After") == "" {
-			t.Errorf("with the breaker open: %d %s", r.status, r.body)
+		if r.Status != 503 || r.Code() != "unavailable" || r.Header.Get("Retry-After") == "" {
+			t.Errorf("with the breaker open: %d %s", r.Status, r.Body)
 		}
 	}
 	t.Logf("20 placements refused by the open breaker in %v (the stream takes 1.2 s per call)", time.Since(began))
-	var after saleView
-	c.must("GET", "/v1/sales/slow-sale", "", nil, 200).decode(t, &after)
+	var after apitest.SaleView
+	c.Must("GET", "/v1/sales/slow-sale", "", nil, 200).Decode(t, &after)
 	if after.Remaining != before.Remaining {
 		t.Errorf("refused placements took stock: remaining %d, then %d", before.Remaining, after.Remaining)
 	}
@@ -187,7 +189,7 @@ func TestSlowStreamOpensBreaker(t *testing.T) {
 	slow.delay.Store(0)
 	deadline := time.Now().Add(30 * time.Second)
 	for i := 0; ; i++ {
-		if r := place(900, fmt.Sprintf("heal-%d", i)); r.status == 202 {
+		if r := place(900, fmt.Sprintf("heal-%d", i)); r.Status == 202 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -196,11 +198,11 @@ func TestSlowStreamOpensBreaker(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	for i := range 10 {
-		if r := place(901, fmt.Sprintf("after-%d", i)); r.status != 202 {
-			t.Errorf("after healing: %d %s", r.status, r.body)
+		if r := place(901, fmt.Sprintf("after-%d", i)); r.Status != 202 {
+			t.Errorf("after healing: %d %s", r.Status, r.Body)
 		}
 	}
-	verifyInvariants(t, c, "slow-sale", stock, 1000, l, false)
+	apitest.VerifyInvariants(t, c, "slow-sale", stock, 1000, l, false)
 }
 
 func grep(text, substr string) string {
@@ -395,21 +397,21 @@ func TestSlowStreamLimitSheds(t *testing.T) {
 	defer stopApp(t, a)
 	c := newClient(t, a.addr, a.secret)
 	const stock, perUser, buyers, requests = 1_000_000, 1_000_000, 128, 4000
-	c.setupSale("sku-slot", "slot-sale", stock, perUser)
-	c.must("PUT", "/v1/admin/switches/ratelimit.user_rps", c.token(1, true), `{"value":0}`, 200)
-	l := newLedger()
+	c.SetupSale("sku-slot", "slot-sale", stock, perUser)
+	c.Must("PUT", "/v1/admin/switches/ratelimit.user_rps", c.Token(1, true), `{"value":0}`, 200)
+	l := apitest.NewLedger()
 
 	// Light traffic first, as before any real overload: one buyer at a
 	// time, so the limit learns the stream's unqueued latency. (It never
 	// probes for it while it is not refusing calls: a probe sheds.)
-	warm := c.token(999, false)
+	warm := c.Token(999, false)
 	for i := range 40 {
 		key := fmt.Sprintf("warm-%d", i)
-		r, p, err := c.place(context.Background(), 999, warm, "slot-sale", key, 1)
-		if err != nil || r.status != 202 {
-			t.Fatalf("warm-up placement: %v %d %s", err, r.status, r.body)
+		r, p, err := c.Place(context.Background(), 999, warm, "slot-sale", key, 1)
+		if err != nil || r.Status != 202 {
+			t.Fatalf("warm-up placement: %v %d %s", err, r.Status, r.Body)
 		}
-		l.record(999, key, 1, p)
+		l.Record(999, key, 1, p)
 	}
 
 	// The limit is sampled while the load runs: once the buyers stop, the
@@ -448,23 +450,23 @@ func TestSlowStreamLimitSheds(t *testing.T) {
 	var wg sync.WaitGroup
 	for b := range buyers {
 		user := int64(1000 + b)
-		tok := c.token(user, false)
+		tok := c.Token(user, false)
 		wg.Go(func() {
 			for i := 0; sent.Add(1) <= requests; i++ {
 				key := fmt.Sprintf("k%d", i)
-				r, p, err := c.place(context.Background(), user, tok, "slot-sale", key, 1)
+				r, p, err := c.Place(context.Background(), user, tok, "slot-sale", key, 1)
 				if err != nil {
 					t.Error(err)
 					return
 				}
 				switch {
-				case r.status == 202:
+				case r.Status == 202:
 					accepted.Add(1)
-					l.record(user, key, 1, p)
-				case r.status == 503 && r.header.Get("Retry-After") != "" && (r.code() == "unavailable" || r.code() == "overloaded"):
+					l.Record(user, key, 1, p)
+				case r.Status == 503 && r.Header.Get("Retry-After") != "" && (r.Code() == "unavailable" || r.Code() == "overloaded"):
 					refused.Add(1)
 				default:
-					t.Errorf("placement: %d %s", r.status, r.body)
+					t.Errorf("placement: %d %s", r.Status, r.Body)
 					return
 				}
 			}
@@ -473,7 +475,7 @@ func TestSlowStreamLimitSheds(t *testing.T) {
 	wg.Wait()
 	close(sampling)
 	<-sampled
-	metrics := string(c.must("GET", "/metrics", "", nil, 200).body)
+	metrics := string(c.Must("GET", "/metrics", "", nil, 200).Body)
 	t.Logf("%d accepted, %d refused, lowest stream limit seen %d\n%s", accepted.Load(), refused.Load(), lowest.Load(), grep(metrics, "spike_dependency_"))
 	limit, shed := float64(lowest.Load()), metricValue(t, metrics, `spike_dependency_shed_total{dependency="order_stream"}`)
 	if shed == 0 || refused.Load() == 0 {
@@ -490,7 +492,7 @@ func TestSlowStreamLimitSheds(t *testing.T) {
 	}
 	// Refused placements took no stock: remaining + sold = stock and every
 	// acknowledged order is persisted.
-	verifyInvariants(t, c, "slot-sale", stock, perUser, l, false)
+	apitest.VerifyInvariants(t, c, "slot-sale", stock, perUser, l, false)
 }
 
 // metricValue returns the value of the metric line starting with name.

@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -124,20 +122,6 @@ func startAppConfig(t *testing.T, cfg Config) *app {
 	return a
 }
 
-// metric reads one sample from /metrics, e.g.
-// spike_notifications_dropped_total{reason="switch_off"}; 0 if absent.
-func (c *client) metric(sample string) float64 {
-	c.t.Helper()
-	r := c.must("GET", "/metrics", c.token(1, true), nil, 200)
-	for line := range strings.SplitSeq(string(r.body), "\n") {
-		if v, ok := strings.CutPrefix(line, sample+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
-		}
-	}
-	return 0
-}
-
 // waitFor polls cond until it holds or the deadline passes.
 // placeMany places one order for each of users, concurrently, and returns
 // the order ids; every placement must get a 202.
@@ -148,9 +132,9 @@ func placeMany(t *testing.T, c *client, saleID string, users []int64, key string
 	g.SetLimit(16)
 	for i, u := range users {
 		g.Go(func() error {
-			r, p, err := c.place(context.Background(), u, c.token(u, false), saleID, fmt.Sprintf("%s-%d", key, u), 1)
-			if err != nil || r.status != 202 {
-				return fmt.Errorf("buyer %d: %v %d %s", u, err, r.status, r.body)
+			r, p, err := c.Place(context.Background(), u, c.Token(u, false), saleID, fmt.Sprintf("%s-%d", key, u), 1)
+			if err != nil || r.Status != 202 {
+				return fmt.Errorf("buyer %d: %v %d %s", u, err, r.Status, r.Body)
 			}
 			ids[i] = p.OrderID
 			return nil
@@ -182,8 +166,8 @@ func TestNotificationsAfterPersist(t *testing.T) {
 	defer stopApp(t, a)
 	c := newClient(t, a.addr, a.secret)
 	rcv.lookup.Store(a)
-	admin := c.token(1, true)
-	c.setupSale("sku-notify", "notify-sale", 1000, 1)
+	admin := c.Token(1, true)
+	c.SetupSale("sku-notify", "notify-sale", 1000, 1)
 
 	buyers := usersFrom(100, 30)
 	ids := placeMany(t, c, "notify-sale", buyers, "on")
@@ -206,14 +190,14 @@ func TestNotificationsAfterPersist(t *testing.T) {
 	// The sender counts a notification once the receiver's answer is back,
 	// a moment after the receiver has recorded it.
 	waitFor(t, "spike_notifications_sent_total to count every notification", 20*time.Second, func() bool {
-		return c.metric("spike_notifications_sent_total") >= float64(len(ids))
+		return metric(c, "spike_notifications_sent_total") >= float64(len(ids))
 	})
 
 	// Switched off through the admin API: later orders are persisted, not notified.
 	var list struct {
 		Switches []struct{ Name, Value, Default string } `json:"switches"`
 	}
-	c.must("GET", "/v1/admin/switches", admin, nil, 200).decode(t, &list)
+	c.Must("GET", "/v1/admin/switches", admin, nil, 200).Decode(t, &list)
 	found := false
 	for _, s := range list.Switches {
 		if s.Name == "notifications" {
@@ -223,18 +207,18 @@ func TestNotificationsAfterPersist(t *testing.T) {
 	if !found {
 		t.Fatalf("switch notifications not listed as on by default: %+v", list.Switches)
 	}
-	c.must("PUT", "/v1/admin/switches/notifications", admin, `{"value":false}`, 200)
+	c.Must("PUT", "/v1/admin/switches/notifications", admin, `{"value":false}`, 200)
 	off := placeMany(t, c, "notify-sale", usersFrom(200, 20), "off")
 	waitFor(t, "20 notifications dropped with the switch off", 20*time.Second, func() bool {
-		return c.metric(`spike_notifications_dropped_total{reason="switch_off"}`) >= float64(len(off))
+		return metric(c, `spike_notifications_dropped_total{reason="switch_off"}`) >= float64(len(off))
 	})
-	c.waitAudit(30 * time.Second) // persisted
+	c.WaitAudit(30 * time.Second) // persisted
 	if k := rcv.received(off); k != 0 {
 		t.Errorf("%d of %d orders were notified with the switch off", k, len(off))
 	}
 
 	// On again: notifications resume.
-	c.must("PUT", "/v1/admin/switches/notifications", admin, `{"value":true}`, 200)
+	c.Must("PUT", "/v1/admin/switches/notifications", admin, `{"value":true}`, 200)
 	again := placeMany(t, c, "notify-sale", usersFrom(300, 3), "again")
 	waitFor(t, "notified after the switch is back on", 20*time.Second, func() bool { return rcv.received(again) == len(again) })
 }
@@ -258,15 +242,15 @@ func TestNotificationFailuresDoNotAffectPlacements(t *testing.T) {
 			a := startAppConfig(t, cfg)
 			defer stopApp(t, a)
 			c := newClient(t, a.addr, a.secret)
-			c.setupSale("sku-nf", "nf-sale", 1000, 1)
+			c.SetupSale("sku-nf", "nf-sale", 1000, 1)
 
 			ids := placeMany(t, c, "nf-sale", usersFrom(1000, 200), "k") // each a 202, or Fatal
-			if rep := c.waitAudit(30 * time.Second); !rep.OK {
+			if rep, _ := c.WaitAudit(30 * time.Second); !rep.OK {
 				t.Fatalf("audit: %+v", rep)
 			}
 			for _, id := range ids[:5] {
 				var o struct{ Status string }
-				c.must("GET", "/v1/orders/"+id, c.token(1, true), nil, 200).decode(t, &o)
+				c.Must("GET", "/v1/orders/"+id, c.Token(1, true), nil, 200).Decode(t, &o)
 				if o.Status != "created" {
 					t.Errorf("order %s is %q, want created", id, o.Status)
 				}
@@ -274,10 +258,10 @@ func TestNotificationFailuresDoNotAffectPlacements(t *testing.T) {
 			rcv.mu.Lock()
 			tried := rcv.requests
 			rcv.mu.Unlock()
-			sent := c.metric("spike_notifications_sent_total")
-			lost := c.metric("spike_notifications_failed_total") +
-				c.metric(`spike_notifications_dropped_total{reason="pool_full"}`) +
-				c.metric(`spike_notifications_dropped_total{reason="breaker_open"}`)
+			sent := metric(c, "spike_notifications_sent_total")
+			lost := metric(c, "spike_notifications_failed_total") +
+				metric(c, `spike_notifications_dropped_total{reason="pool_full"}`) +
+				metric(c, `spike_notifications_dropped_total{reason="breaker_open"}`)
 			if tried == 0 || sent != 0 || lost == 0 {
 				t.Errorf("receiver got %d requests; metrics sent %v, failed+dropped %v; want tries, none sent, losses counted", tried, sent, lost)
 			}
