@@ -146,10 +146,10 @@ func (c *Counters) Remaining(ctx context.Context, saleID string) (int64, bool, e
 }
 
 func (c *Counters) load(ctx context.Context, saleID string) (loaded, error) {
-	c.stats.loads.Add(1)
 	gen, at := c.gen.Load(), c.clock.NowNano()
 	var v loaded
 	err := c.guard.do(ctx, func(ctx context.Context) (err error) {
+		c.stats.loads.Add(1)
 		v.remaining, v.ok, err = c.next.Remaining(ctx, saleID)
 		return err
 	})

@@ -142,9 +142,9 @@ func (r *Records) Sale(ctx context.Context, id string) (sale.Sale, error) {
 }
 
 func (r *Records) load(ctx context.Context, id string) (sale.Sale, error) {
-	r.stats.loads.Add(1)
 	var s sale.Sale
 	err := r.guard.do(ctx, func(ctx context.Context) (err error) {
+		r.stats.loads.Add(1)
 		s, err = r.next.Sale(ctx, id)
 		return err
 	})

@@ -36,7 +36,7 @@ import (
 type Stats struct {
 	Hits          uint64           // reads answered from a fresh entry
 	Misses        uint64           // reads that waited for a load (joined or started)
-	Loads         uint64           // calls to the wrapped store or counters
+	Loads         uint64           // calls to the wrapped store or counters (not those refused)
 	LoadErrors    uint64           // loads that failed, or were refused by the breaker or the bulkhead
 	StaleServed   uint64           // reads answered with an older entry because the load failed
 	Unavailable   uint64           // reads refused with ErrUnavailable

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -88,8 +89,15 @@ func verifyInvariants(t *testing.T, c *client, saleID string, stock, perUser int
 		}
 	}
 
+	// The sale page lags the counters by up to 1 s (clustered: cached for
+	// 500 ms): read it until it agrees, for a bounded time.
 	var sv saleView
-	c.must("GET", "/v1/sales/"+saleID, "", nil, 200).decode(t, &sv)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		c.must("GET", "/v1/sales/"+saleID, "", nil, 200).decode(t, &sv)
+		if sv.Sold == sold && sv.Remaining+sv.Sold == stock || time.Now().After(deadline) {
+			break
+		}
+	}
 	if sv.Sold != sold || sv.Remaining+sv.Sold != stock {
 		t.Errorf("I4 conservation: sale says sold %d remaining %d of %d; buyers hold %d units", sv.Sold, sv.Remaining, stock, sold)
 	}
