@@ -64,10 +64,10 @@ func (o *CountersOptions) setDefaults() {
 }
 
 // Counters is a sale.Counters whose Remaining is served from memory for
-// Options.Fresh, so a sale page polled by every buyer reads the stock
-// counters (Redis) about twice a second per instance whatever the number of
-// buyers, and never shows a value older than Options.MaxLag. It is safe for
-// concurrent use.
+// [CountersOptions].Fresh, so a sale page polled by every buyer reads the
+// stock counters (Redis) about twice a second per instance whatever the
+// number of buyers, and never shows a value older than
+// [CountersOptions].MaxLag. It is safe for concurrent use.
 type Counters struct {
 	next  sale.Counters
 	opts  CountersOptions
@@ -114,11 +114,11 @@ func NewCounters(next sale.Counters, opts CountersOptions) *Counters {
 func (c *Counters) Breaker() *resilience.Breaker { return c.guard.breaker }
 
 // Remaining implements sale.Counters. It returns a value read less than
-// Options.Fresh ago, or loads one (once per sale at a time; concurrent
-// readers wait for that load, each at most until its ctx ends). If the
-// load fails it returns the last value while it is younger than
-// Options.MaxLag, else ErrRemainingUnavailable. ok=false from the counters
-// (being rebuilt) is returned as is and drops the cached value.
+// [CountersOptions].Fresh ago, or loads one (once per sale at a time;
+// concurrent readers wait for that load, each at most until its ctx ends).
+// If the load fails it returns the last value while it is younger than
+// [CountersOptions].MaxLag, else ErrRemainingUnavailable. ok=false from the
+// counters (being rebuilt) is returned as is and drops the cached value.
 func (c *Counters) Remaining(ctx context.Context, saleID string) (int64, bool, error) {
 	last, cached := c.cache.GetIfPresent(saleID)
 	if cached && c.clock.NowNano()-last.at < int64(c.opts.Fresh) {

@@ -106,9 +106,10 @@ func (r *Records) Breaker() *resilience.Breaker { return r.guard.breaker }
 
 // Sale implements sale.Store. It returns the cached record, or loads it
 // (once per id at a time; concurrent readers wait for that load, each at
-// most until its ctx ends). Returns sale.ErrSaleNotFound (not cached), or
-// when the database cannot answer an expired copy if one is kept,
-// else ErrRecordsUnavailable, or the database's error.
+// most until its ctx ends). It returns sale.ErrSaleNotFound, never cached.
+// When the load fails it returns an expired copy if one is kept; without
+// one, ErrRecordsUnavailable if the breaker or the bulkhead refused the
+// load or it timed out, else the database's error.
 func (r *Records) Sale(ctx context.Context, id string) (sale.Sale, error) {
 	e, ok := r.cache.GetIfPresent(id)
 	if ok && r.clock.NowNano() < e.fresh {
