@@ -17,19 +17,20 @@ const (
 	ScenarioOrders    = "orders"
 	ScenarioReads     = "reads"
 	ScenarioMixed     = "mixed"
+	ScenarioSalePage  = "sale-page"
 )
 
 // Config configures one benchmark. The zero value of each field means the
 // documented default.
 type Config struct {
-	Scenario     string        // flash-sale (default), orders, reads, mixed
+	Scenario     string        // flash-sale (default), orders, reads, mixed, sale-page
 	Target       string        // base URL of the server, such as http://127.0.0.1:8080
 	Secret       []byte        // HS256 secret the server verifies tokens with (required)
 	Rate         float64       // open loop at Rate requests/s; 0: closed loop
 	Concurrency  int           // closed-loop workers / open-loop in-flight bound; default 64
-	Duration     time.Duration // orders, reads, mixed: run length; default 10 s
+	Duration     time.Duration // orders, reads, mixed, sale-page: run length; default 10 s
 	Buyers       int           // distinct buyers; default 1000
-	Stock        int           // sale stock; default 100 (flash-sale), 10 000 000 (orders, mixed)
+	Stock        int           // sale stock; default 100 (flash-sale, sale-page), 10 000 000 (orders, mixed)
 	PerUserLimit int           // sale per-user limit; default 1 (flash-sale), 1 000 000 (orders, mixed)
 	// RepeatFraction is the fraction of flash-sale buyers who place a second
 	// order with a new idempotency key (to hit the per-user limit).
@@ -125,9 +126,9 @@ func (c *Config) defaults() error {
 		return errors.New("rate must be ≥ 0")
 	}
 	switch c.Scenario {
-	case ScenarioFlashSale, ScenarioOrders, ScenarioReads, ScenarioMixed:
+	case ScenarioFlashSale, ScenarioOrders, ScenarioReads, ScenarioMixed, ScenarioSalePage:
 	default:
-		return fmt.Errorf("unknown scenario %q (want flash-sale, orders, reads or mixed)", c.Scenario)
+		return fmt.Errorf("unknown scenario %q (want flash-sale, orders, reads, mixed or sale-page)", c.Scenario)
 	}
 	c.Target = strings.TrimRight(c.Target, "/")
 	return nil
@@ -315,6 +316,8 @@ func (c *Config) params() map[string]any {
 	case ScenarioMixed:
 		p["duration"], p["skus"], p["zipf_s"], p["read_fraction"] = c.Duration.String(), c.SKUs, c.ZipfS, c.ReadFraction
 		p["stock"], p["per_user_limit"] = c.Stock, c.PerUserLimit
+	case ScenarioSalePage:
+		p["duration"], p["stock"] = c.Duration.String(), c.Stock
 	}
 	return p
 }

@@ -346,3 +346,24 @@ func TestHTMLReportEmptyRun(t *testing.T) {
 		}
 	}
 }
+
+// TestSalePageScenario: setup creates one product and one sale, then every
+// operation reads that sale's page.
+func TestSalePageScenario(t *testing.T) {
+	fake := loadgentest.NewServer(testSecret)
+	defer fake.Close()
+	rep, err := loadgen.Bench(context.Background(), loadgen.Config{
+		Scenario: loadgen.ScenarioSalePage, Target: fake.URL, Secret: testSecret,
+		Rate: 500, Duration: 300 * time.Millisecond, Concurrency: 16,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Run.Count("ok") == 0 || rep.Run.Count("ok") != rep.Run.Sent {
+		t.Errorf("sale-page outcomes %+v, want all ok", rep.Run.Outcomes)
+	}
+	saleID, _ := rep.Setup["sale_id"].(string)
+	if reads := fake.ProductReads(); saleID == "" || int64(reads[saleID]) != rep.Run.Sent || len(reads) != 1 {
+		t.Errorf("reads by id %v (setup %v), want %d reads of the one sale", reads, rep.Setup, rep.Run.Sent)
+	}
+}

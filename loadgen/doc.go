@@ -11,11 +11,12 @@
 // Concurrency workers each send the next request when the previous one is
 // answered, which measures capacity but hides stalls.
 //
-// [Bench] runs a whole scenario (flash-sale, orders, reads, mixed): setup
-// through the admin API, an optional baseline run against an in-process
-// trivial net/http handler with the same load shape, the timed run, and the
-// scenario's checks (for a flash sale: no oversell, per-user limits,
-// idempotent replays, accepted orders readable, and GET /v1/admin/audit).
+// [Bench] runs a whole scenario (flash-sale, orders, reads, mixed,
+// sale-page): setup through the admin API, an optional baseline run against
+// an in-process trivial net/http handler with the same load shape, the
+// timed run, and the scenario's checks (for a flash sale: no oversell,
+// per-user limits, idempotent replays, accepted orders readable, and
+// GET /v1/admin/audit).
 //
 //	rep, err := loadgen.Bench(ctx, loadgen.Config{
 //		Scenario: loadgen.ScenarioFlashSale,

@@ -34,6 +34,8 @@ func newWorkload(cfg *Config, admin string) (workload, error) {
 		return o, err
 	case ScenarioReads:
 		return newReads(cfg, admin, runID), nil
+	case ScenarioSalePage:
+		return newSalePage(cfg, admin, runID), nil
 	case ScenarioMixed:
 		o, err := newOrders(cfg, admin, runID)
 		if err != nil {
@@ -498,3 +500,37 @@ func (m *mixed) op(c *Client, main bool) Op {
 }
 
 func (m *mixed) verify(context.Context, *Client, *Report) {}
+
+// ---- sale-page ----
+
+// salePage is a flash sale's countdown page: every buyer polls one sale,
+// GET /v1/sales/{id}, anonymously.
+type salePage struct {
+	cfg    *Config
+	admin  string
+	saleID string
+	path   string
+}
+
+func newSalePage(cfg *Config, admin, runID string) *salePage {
+	id := "bench-page-" + runID
+	return &salePage{cfg: cfg, admin: admin, saleID: id, path: "/v1/sales/" + id}
+}
+
+func (p *salePage) setup(ctx context.Context, c *Client) (map[string]any, error) {
+	if err := createSale(ctx, c, p.admin, p.saleID, p.cfg.Stock, p.cfg.PerUserLimit); err != nil {
+		return nil, err
+	}
+	return map[string]any{"sale_id": p.saleID}, nil
+}
+
+func (p *salePage) total() int { return 0 }
+
+func (p *salePage) op(c *Client, _ bool) Op {
+	return func(ctx context.Context, _ int) string {
+		res, _ := c.Do(ctx, http.MethodGet, p.path, "", "", nil)
+		return res.Outcome
+	}
+}
+
+func (p *salePage) verify(context.Context, *Client, *Report) {}

@@ -69,6 +69,7 @@ func NewServer(secret []byte) *Server {
 	mux.HandleFunc("POST /v1/products", s.createProduct)
 	mux.HandleFunc("GET /v1/products/{sku}", s.getProduct)
 	mux.HandleFunc("POST /v1/sales", s.createSale)
+	mux.HandleFunc("GET /v1/sales/{id}", s.getSale)
 	mux.HandleFunc("POST /v1/sales/{id}/orders", s.placeOrder)
 	mux.HandleFunc("GET /v1/orders/{id}", s.getOrder)
 	mux.HandleFunc("GET /v1/admin/audit", s.audit)
@@ -83,7 +84,7 @@ func (s *Server) Accepted() int {
 	return len(s.orders)
 }
 
-// ProductReads returns how many times each SKU was read.
+// ProductReads returns how many times each SKU (and each sale id) was read.
 func (s *Server) ProductReads() map[string]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -175,6 +176,23 @@ func (s *Server) getProduct(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, cp)
+}
+
+func (s *Server) getSale(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.reads[r.PathValue("id")]++
+	sl := s.sales[r.PathValue("id")]
+	var view map[string]any
+	if sl != nil {
+		view = map[string]any{"id": sl.ID, "sku": sl.SKU, "stock": sl.Stock, "remaining": sl.Stock - sl.sold, "sold": sl.sold,
+			"price_cents": sl.PriceCents, "per_user_limit": sl.PerUserLimit, "state": "active"}
+	}
+	s.mu.Unlock()
+	if sl == nil {
+		writeErr(w, http.StatusNotFound, "not_found")
+		return
+	}
+	writeJSON(w, http.StatusOK, view)
 }
 
 func (s *Server) createSale(w http.ResponseWriter, r *http.Request) {
