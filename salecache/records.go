@@ -19,6 +19,10 @@ import (
 // within the load timeout, and no earlier copy is at hand.
 var ErrRecordsUnavailable = &spike.Error{Kind: spike.ErrUnavailable, Message: "sales cannot be read from the database for now; try again later"}
 
+// ErrCacheOnly is returned by [Records.Sale] on a miss while reads are
+// switched to caches only (RecordsOptions.CacheOnly).
+var ErrCacheOnly = &spike.Error{Kind: spike.ErrUnavailable, Message: "sales are read from cache only for now; try again later"}
+
 // RecordsOptions configures [Records]. The zero value is valid: every zero
 // field takes the default given.
 type RecordsOptions struct {
@@ -42,6 +46,10 @@ type RecordsOptions struct {
 	// Not-found answers are successes; timeouts are failures. Its zero
 	// value is resilience's defaults.
 	Breaker resilience.BreakerConfig
+	// CacheOnly reports whether reads must not reach the database (the
+	// reads.cache_only switch): a cached record, expired or not, is served
+	// as is, and a miss gets ErrCacheOnly. Nil means never.
+	CacheOnly func() bool
 	// Now returns the current time. If nil, the runtime's clock is used.
 	Now func() time.Time
 }
@@ -116,6 +124,14 @@ func (r *Records) Sale(ctx context.Context, id string) (sale.Sale, error) {
 		return e.s, nil
 	}
 	r.stats.misses.Add(1)
+	if r.opts.CacheOnly != nil && r.opts.CacheOnly() {
+		if ok {
+			r.stats.staleServed.Add(1) // a record never changes: the old copy is right
+			return e.s, nil
+		}
+		r.stats.unavailable.Add(1)
+		return sale.Sale{}, ErrCacheOnly
+	}
 	// The load is shared by every reader of id: the most impatient one
 	// must not cut it for the others, so it runs without their
 	// cancellation, bounded by LoadTimeout.

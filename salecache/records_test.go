@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -198,4 +199,31 @@ func TestRecordsBulkheadAndTimeout(t *testing.T) {
 			t.Errorf("read after the database answers again: %+v, %v", s, err)
 		}
 	})
+}
+
+// TestRecordsCacheOnly: while reads are switched to caches only, a cached
+// record is served even past its TTL and a miss is refused with a 503 kind,
+// without a database read; switched back, reads load again.
+func TestRecordsCacheOnly(t *testing.T) {
+	clk := newClock()
+	db := newFakeDB(blackFriday)
+	var cacheOnly atomic.Bool
+	r := salecache.NewRecords(db, salecache.RecordsOptions{Now: clk.Now, TTL: time.Second, CacheOnly: cacheOnly.Load})
+	r.Sale(bg, "bf")
+	cacheOnly.Store(true)
+	clk.Advance(2 * time.Second)
+	reads := db.reads.Load()
+	if s, err := r.Sale(bg, "bf"); err != nil || s != blackFriday {
+		t.Errorf("expired record, cache only: %+v, %v; want it served", s, err)
+	}
+	if _, err := r.Sale(bg, "cold"); !errors.Is(err, salecache.ErrCacheOnly) || !errors.Is(err, spike.ErrUnavailable) {
+		t.Errorf("miss, cache only: err = %v, want ErrCacheOnly", err)
+	}
+	if n := db.reads.Load() - reads; n != 0 {
+		t.Errorf("%d database reads while cache only, want 0", n)
+	}
+	cacheOnly.Store(false)
+	if _, err := r.Sale(bg, "cold"); !errors.Is(err, sale.ErrSaleNotFound) || db.reads.Load() == reads {
+		t.Errorf("miss after cache only: err = %v, %d reads; want a database read", err, db.reads.Load()-reads)
+	}
 }

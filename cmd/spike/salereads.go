@@ -15,10 +15,12 @@ import (
 // every buyer during a flash sale) behind caches: sale records in front of
 // the database always, and remaining units in front of the Redis counters
 // when clustered. In-process counters are no dependency and exact, so they
-// are read directly.
-func newSaleReads(records sale.Store, counters sale.Counters, clustered bool, reg prometheus.Registerer, log *slog.Logger) (sale.Store, sale.Counters) {
+// are read directly. While cacheOnly (the reads.cache_only switch) reports
+// true, sale records are served from the cache only.
+func newSaleReads(records sale.Store, counters sale.Counters, clustered bool, cacheOnly func() bool, reg prometheus.Registerer, log *slog.Logger) (sale.Store, sale.Counters) {
 	dbMetrics := newBreakerMetrics(reg, log, "sale_db")
 	cachedRecords := salecache.NewRecords(records, salecache.RecordsOptions{
+		CacheOnly: cacheOnly,
 		// Loads are rare (a record is read once per 10 min per instance),
 		// so the window counts loads, not seconds.
 		Breaker: resilience.BreakerConfig{

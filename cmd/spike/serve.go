@@ -195,7 +195,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	a.products = catalogcache.New(a.store, cacheOpts)
 	registerCacheMetrics(reg, a.products)
 	catalogSvc := catalog.NewService(a.products)
-	saleRecords, saleCounters := newSaleReads(evictingSales{Store: a.store, products: a.products, log: log}, counters, a.redis != nil, reg, log)
+	saleRecords, saleCounters := newSaleReads(evictingSales{Store: a.store, products: a.products, log: log}, counters, a.redis != nil, cacheOpts.CacheOnly, reg, log)
 	salesSvc := sale.NewService(saleRecords, saleCounters)
 	var stream order.Stream = a.bus
 	if cfg.wrapStream != nil {
