@@ -402,8 +402,9 @@ func (a *Adaptive) cutOnQueue(t Ticket, latency int64) (changed bool, limit int)
 	// A queue drains at the dependency's rate, which cannot be far below
 	// the completion rate recently measured: a call whose latency implies
 	// otherwise was slow for another reason (a stall of the process, a
-	// pause), not queued behind others.
-	if float64(t.inflight)/float64(latency) < 0.5*a.lastRate {
+	// pause), not queued behind others. Before any window has measured
+	// that rate there is no telling, and the window's update decides.
+	if a.lastRate == 0 || float64(t.inflight)/float64(latency) < 0.5*a.lastRate {
 		return false, 0
 	}
 	cut := max(float64(t.inflight)*target/float64(latency), float64(a.cfg.MinLimit))
