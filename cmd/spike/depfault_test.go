@@ -42,6 +42,21 @@ func startClustered(t *testing.T, redisAddr string, primary, orders *mysql.Confi
 	return a
 }
 
+// startBehindSlowRedis starts the clustered wiring (one MySQL database) in
+// front of a private Redis reached through a fault-injecting proxy, which
+// is closed when the test ends.
+func startBehindSlowRedis(t *testing.T) (*app, *faultproxy.Proxy) {
+	t.Helper()
+	redis := redistest.Start(t)
+	dbs := mysqltest.Databases(t, 1)
+	proxy, err := faultproxy.Start(redis.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	return startClustered(t, proxy.Addr(), dbs[0], nil), proxy
+}
+
 // metric returns the value of one series of the /metrics page, e.g.
 // spike_breaker_state{dependency="redis_stock"}; 0 if absent.
 func metric(c *client, series string) float64 {
@@ -80,14 +95,7 @@ func TestSlowRedisOpensStockBreaker(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fault test")
 	}
-	redis := redistest.Start(t)
-	dbs := mysqltest.Databases(t, 1)
-	proxy, err := faultproxy.Start(redis.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close()
-	a := startClustered(t, proxy.Addr(), dbs[0], nil)
+	a, proxy := startBehindSlowRedis(t)
 	defer stopApp(t, a)
 	c := newClient(t, a.addr, a.secret)
 	const (

@@ -8,9 +8,6 @@ import (
 	"time"
 
 	"github.com/spikehq/spike/internal/apitest"
-	"github.com/spikehq/spike/internal/faultproxy"
-	"github.com/spikehq/spike/internal/mysqltest"
-	"github.com/spikehq/spike/internal/redistest"
 )
 
 // TestSlowRedisSalePage runs the clustered wiring with Redis behind a
@@ -23,14 +20,7 @@ func TestSlowRedisSalePage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fault test")
 	}
-	redis := redistest.Start(t)
-	dbs := mysqltest.Databases(t, 1)
-	proxy, err := faultproxy.Start(redis.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close()
-	a := startClustered(t, proxy.Addr(), dbs[0], nil)
+	a, proxy := startBehindSlowRedis(t)
 	defer stopApp(t, a)
 	c := newClient(t, a.addr, a.secret)
 	const (
