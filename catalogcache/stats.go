@@ -50,3 +50,7 @@ func (s *Store) Stats() Stats {
 		L2Breaker:     s.l2b.State(),
 	}
 }
+
+// Breaker returns the circuit breaker in front of the database, for
+// operators' overrides (Stats reports its state).
+func (s *Store) Breaker() *resilience.Breaker { return s.breaker }

@@ -11,6 +11,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -24,6 +25,7 @@ type Kind int
 const (
 	Bool Kind = iota
 	Number
+	Choice // one of Def.Choices
 )
 
 // Def defines a switch.
@@ -32,7 +34,8 @@ type Def struct {
 	Kind    Kind
 	Default string
 	Help    string
-	Min     float64 // for Number
+	Min     float64  // for Number
+	Choices []string // for Choice
 }
 
 // Names of the built-in switches.
@@ -45,14 +48,44 @@ const (
 	SaleRate       = "ratelimit.sale_rps"   // placements per second per sale, per instance; 0: unlimited
 )
 
+// Breaker overrides: a switch per guarded dependency (BreakerSwitch), for
+// operators during an incident. BreakerAuto leaves the breaker to its
+// measurements; BreakerOpen refuses every call at once (take a dependency
+// out); BreakerClosed lets every call through (a breaker that trips on a
+// false alarm). Going back to auto closes the breaker with a fresh window.
+const (
+	BreakerAuto   = "auto"
+	BreakerOpen   = "open"
+	BreakerClosed = "closed"
+)
+
+// BreakerDependencies are the dependencies whose breakers have a switch:
+// the names of the dependency label of spike_breaker_state.
+var BreakerDependencies = []string{"order_stream", "redis_stock", "order_writes", "order_reads", "sale_db", "sale_counters", "catalog_db"}
+
+// BreakerSwitch returns the name of the switch of dependency's breaker.
+func BreakerSwitch(dependency string) string { return "breaker." + dependency }
+
 // Defs are the built-in switches.
-var Defs = []Def{
+var Defs = append([]Def{
 	{Name: OrdersAccept, Kind: Bool, Default: "true", Help: "take order placements (false: 503 unavailable)"},
 	{Name: Notifications, Kind: Bool, Default: "true", Help: "send buyer notifications (false: drop them, counted)"},
 	{Name: ReadsCacheOnly, Kind: Bool, Default: "false", Help: "serve product reads from caches only"},
 	{Name: UserRate, Kind: Number, Default: "20", Help: "placements per second per buyer, per instance (0: unlimited)"},
 	{Name: UserBurst, Kind: Number, Default: "40", Help: "burst of placements per buyer", Min: 1},
 	{Name: SaleRate, Kind: Number, Default: "0", Help: "placements per second per sale, per instance (0: unlimited)"},
+}, breakerDefs()...)
+
+func breakerDefs() []Def {
+	var defs []Def
+	for _, dep := range BreakerDependencies {
+		defs = append(defs, Def{
+			Name: BreakerSwitch(dep), Kind: Choice, Default: BreakerAuto,
+			Choices: []string{BreakerAuto, BreakerOpen, BreakerClosed},
+			Help:    "circuit breaker of " + dep + ": auto, open (refuse every call) or closed (let every call through); no effect where the dependency is not used",
+		})
+	}
+	return defs
 }
 
 // Board holds the current value of every switch. It is safe for
@@ -94,6 +127,11 @@ func (b *Board) Validate(name, value string) (string, error) {
 			return "", spike.Errorf(spike.ErrInvalid, "switch %s takes true or false", name)
 		}
 		return strconv.FormatBool(v), nil
+	case Choice:
+		if !slices.Contains(d.Choices, value) {
+			return "", spike.Errorf(spike.ErrInvalid, "switch %s takes one of %s", name, strings.Join(d.Choices, ", "))
+		}
+		return value, nil
 	default:
 		v, err := strconv.ParseFloat(value, 64)
 		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v < d.Min || v > 1e9 {

@@ -26,6 +26,12 @@ func TestValidate(t *testing.T) {
 		{switches.UserRate, "NaN", "", spike.ErrInvalid},
 		{switches.UserRate, "1e10", "", spike.ErrInvalid},
 		{switches.UserBurst, "0", "", spike.ErrInvalid}, // Min 1
+		{switches.BreakerSwitch("redis_stock"), "open", "open", nil},
+		{switches.BreakerSwitch("redis_stock"), "auto", "auto", nil},
+		{switches.BreakerSwitch("order_stream"), "closed", "closed", nil},
+		{switches.BreakerSwitch("order_stream"), "Open", "", spike.ErrInvalid},
+		{switches.BreakerSwitch("order_stream"), "true", "", spike.ErrInvalid},
+		{switches.BreakerSwitch("no_such_dependency"), "open", "", spike.ErrNotFound},
 		{"no.such", "1", "", spike.ErrNotFound},
 	}
 	for _, tt := range tests {

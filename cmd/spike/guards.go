@@ -467,6 +467,43 @@ func (m *breakerMetrics) bulkhead(s *resilience.Semaphore) {
 // bulkheadFull counts a call refused by the bulkhead.
 func (m *breakerMetrics) bulkheadFull() { m.full.Inc() }
 
+// followBreakerSwitches applies the breaker.<dependency> switches to the
+// breakers, now and on every change: open forces a breaker open, closed
+// forces it closed, auto gives it back to its measurements (closed, with a
+// fresh window).
+func followBreakerSwitches(board *switches.Board, breakers map[string]*resilience.Breaker, log *slog.Logger) {
+	apply := func(dependency, value string) {
+		b := breakers[dependency]
+		if b == nil {
+			return // not used in this mode (e.g. redis_stock when embedded)
+		}
+		switch value {
+		case switches.BreakerOpen:
+			b.ForceOpen()
+		case switches.BreakerClosed:
+			b.ForceClosed()
+		default:
+			if s := b.State(); s != resilience.ForcedOpen && s != resilience.ForcedClosed {
+				return // already following its measurements
+			}
+			b.Reset()
+		}
+		log.Warn("circuit breaker override", "dependency", dependency, "switch", value)
+	}
+	byName := map[string]string{}
+	for dep := range breakers {
+		byName[switches.BreakerSwitch(dep)] = dep
+		if v := board.Value(switches.BreakerSwitch(dep)); v != switches.BreakerAuto && v != "" {
+			apply(dep, v)
+		}
+	}
+	board.OnChange(func(name, value string) {
+		if dep, ok := byName[name]; ok {
+			apply(dep, value)
+		}
+	})
+}
+
 // Redis stock calls: each reserve, confirm and release gets stockCallTimeout
 // (never past the caller's deadline). A healthy call takes about a
 // millisecond; stockSlowCall marks one as slow for the breaker.

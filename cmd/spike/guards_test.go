@@ -510,3 +510,73 @@ func metricValue(t *testing.T, metrics, name string) float64 {
 	t.Fatalf("metric %s missing", name)
 	return 0
 }
+
+// TestBreakerSwitches: an operator forces the order stream's breaker open
+// (placements are refused at once with 503 and Retry-After, nothing is
+// reserved), then closed, then back to auto, through the admin API; a value
+// that is not auto, open or closed is a 400. I1–I5 hold.
+func TestBreakerSwitches(t *testing.T) {
+	a := startApp(t, t.TempDir())
+	defer stopApp(t, a)
+	c := newClient(t, a.addr, a.secret)
+	const saleID, stock, perUser = "brk-sale", 100, 10
+	c.SetupSale("sku-brk", saleID, stock, perUser)
+	admin, buyer := c.Token(1, true), c.Token(7, false)
+	const sw = "/v1/admin/switches/breaker.order_stream"
+	state := `spike_breaker_state{dependency="order_stream"}`
+	l := apitest.NewLedger()
+	place := func(key string) apitest.Response {
+		r, p, err := c.Place(context.Background(), 7, buyer, saleID, key, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status == 202 {
+			l.Record(7, key, 1, p)
+		}
+		return r
+	}
+
+	c.Must("PUT", sw, admin, `{"value":"shut"}`, 400)
+	c.Must("PUT", sw, buyer, `{"value":"open"}`, 403)
+	if r := place("before"); r.Status != 202 {
+		t.Fatalf("placement before the override: %d %s", r.Status, r.Body)
+	}
+
+	c.Must("PUT", sw, admin, `{"value":"open"}`, 200)
+	if s := metric(c, state); s != float64(resilience.ForcedOpen) {
+		t.Errorf("%s = %v after forcing it open, want %d", state, s, resilience.ForcedOpen)
+	}
+	var before apitest.SaleView
+	c.Must("GET", "/v1/sales/"+saleID, "", nil, 200).Decode(t, &before)
+	for i := range 5 {
+		r := place(fmt.Sprintf("open-%d", i))
+		if r.Status != 503 || r.Code() != "unavailable" || r.Header.Get("Retry-After") == "" {
+			t.Fatalf("placement with the stream's breaker forced open: %d %s", r.Status, r.Body)
+		}
+	}
+	var after apitest.SaleView
+	c.Must("GET", "/v1/sales/"+saleID, "", nil, 200).Decode(t, &after)
+	if after.Remaining != before.Remaining {
+		t.Errorf("refused placements took stock: remaining %d, then %d", before.Remaining, after.Remaining)
+	}
+
+	c.Must("PUT", sw, admin, `{"value":"closed"}`, 200)
+	if s := metric(c, state); s != float64(resilience.ForcedClosed) {
+		t.Errorf("%s = %v after forcing it closed, want %d", state, s, resilience.ForcedClosed)
+	}
+	if r := place("closed"); r.Status != 202 {
+		t.Fatalf("placement with the breaker forced closed: %d %s", r.Status, r.Body)
+	}
+
+	c.Must("PUT", sw, admin, `{"value":"auto"}`, 200)
+	if s := metric(c, state); s != float64(resilience.Closed) {
+		t.Errorf("%s = %v back on auto, want %d (closed)", state, s, resilience.Closed)
+	}
+	// The keys refused while open place now.
+	for i := range 5 {
+		if r := place(fmt.Sprintf("open-%d", i)); r.Status != 202 {
+			t.Fatalf("placement back on auto: %d %s", r.Status, r.Body)
+		}
+	}
+	apitest.VerifyInvariants(t, c, saleID, stock, perUser, l, false)
+}

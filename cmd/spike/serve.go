@@ -33,6 +33,7 @@ import (
 	"github.com/spikehq/spike/rediscache"
 	"github.com/spikehq/spike/resilience"
 	"github.com/spikehq/spike/sale"
+	"github.com/spikehq/spike/salecache"
 	"github.com/spikehq/spike/sqlitestore"
 	"github.com/spikehq/spike/switches"
 )
@@ -205,12 +206,26 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	// breaker and bulkhead (cmd/spike/guards.go): the Redis stock counters,
 	// the stream, and the order store's writes and reads. In-process
 	// counters are no dependency and are called directly.
+	// Operators can force each breaker open or closed at runtime with the
+	// breaker.<dependency> switches.
+	breakers := map[string]*resilience.Breaker{"catalog_db": a.products.Breaker()}
 	var reserver order.Reserver = counters
 	if a.redis != nil {
-		reserver = newGuardedStock(counters, reg, log.With("component", "redisstock"))
+		stock := newGuardedStock(counters, reg, log.With("component", "redisstock"))
+		reserver, breakers["redis_stock"] = stock, stock.breaker
 	}
-	orderStore := newGuardedOrderReads(newGuardedOrderWrites(a.store, reg, log), reg, log)
-	a.orders = order.NewService(reserver, newGuardedStream(stream, reg, log), orderStore, log.With("component", "order"))
+	writes := newGuardedOrderWrites(a.store, reg, log)
+	reads := newGuardedOrderReads(writes, reg, log)
+	guardedStream := newGuardedStream(stream, reg, log)
+	breakers["order_writes"], breakers["order_reads"], breakers["order_stream"] = writes.breaker, reads.breaker, guardedStream.breaker
+	if r, ok := saleRecords.(*salecache.Records); ok {
+		breakers["sale_db"] = r.Breaker()
+	}
+	if c, ok := saleCounters.(*salecache.Counters); ok {
+		breakers["sale_counters"] = c.Breaker()
+	}
+	followBreakerSwitches(board, breakers, log)
+	a.orders = order.NewService(reserver, guardedStream, reads, log.With("component", "order"))
 	a.orders.EnqueueTimeout = enqueueTimeout
 	a.orders.AbandonAfter = cfg.Limits.AbandonAfter
 	a.orders.Lookup = a.bus
