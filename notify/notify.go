@@ -265,6 +265,10 @@ type Stats struct {
 	Breaker resilience.State   // the provider's circuit breaker
 }
 
+// Breaker returns the provider's circuit breaker, for operators'
+// overrides (Stats reports its state).
+func (n *Notifier) Breaker() *resilience.Breaker { return n.breaker }
+
 // Stats returns the current counters.
 func (n *Notifier) Stats() Stats {
 	s := Stats{

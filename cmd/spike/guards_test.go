@@ -537,6 +537,8 @@ func TestBreakerSwitches(t *testing.T) {
 	}
 
 	c.Must("PUT", sw, admin, `{"value":"shut"}`, 400)
+	// A dependency this mode does not use: the switch exists, and does nothing.
+	c.Must("PUT", "/v1/admin/switches/breaker.redis_stock", admin, `{"value":"open"}`, 200)
 	c.Must("PUT", sw, buyer, `{"value":"open"}`, 403)
 	if r := place("before"); r.Status != 202 {
 		t.Fatalf("placement before the override: %d %s", r.Status, r.Body)

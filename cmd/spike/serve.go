@@ -207,7 +207,8 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	// the stream, and the order store's writes and reads. In-process
 	// counters are no dependency and are called directly.
 	// Operators can force each breaker open or closed at runtime with the
-	// breaker.<dependency> switches.
+	// breaker.<dependency> switches (followBreakerSwitches, once the
+	// notifier's breaker exists too).
 	breakers := map[string]*resilience.Breaker{"catalog_db": a.products.Breaker()}
 	var reserver order.Reserver = counters
 	if a.redis != nil {
@@ -224,7 +225,6 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	if c, ok := saleCounters.(*salecache.Counters); ok {
 		breakers["sale_counters"] = c.Breaker()
 	}
-	followBreakerSwitches(board, breakers, log)
 	a.orders = order.NewService(reserver, guardedStream, reads, log.With("component", "order"))
 	a.orders.EnqueueTimeout = enqueueTimeout
 	a.orders.AbandonAfter = cfg.Limits.AbandonAfter
@@ -243,7 +243,9 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	if a.notifier = newNotifier(cfg.Notify, board, reg, log.With("component", "notify")); a.notifier != nil {
 		a.notifyDrain = cfg.Notify.Timeout
 		persist = notifyPersisted(persist, a.notifier)
+		breakers["notifications"] = a.notifier.Breaker()
 	}
+	followBreakerSwitches(board, breakers, log)
 	a.goWork(func() error { return a.bus.RunWorker(workCtx, persist) })
 	a.goWork(func() error { return a.orders.RunResolver(workCtx) })
 	a.goWork(func() error { return a.products.Run(workCtx) })
