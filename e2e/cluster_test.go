@@ -14,6 +14,7 @@ package e2e_test
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"syscall"
@@ -69,6 +70,7 @@ func TestCluster(t *testing.T) {
 			done = append(done, f)
 		}
 	})
+	t.Run("Switches", func(t *testing.T) { switchesEverywhere(t, cl) })
 	for i, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
 			if sc.skip != "" && os.Getenv("SPIKE_TEST_KNOWN_BUGS") == "" {
@@ -341,4 +343,62 @@ func replayKeys(t *testing.T, c *client, saleID string, l *apitest.Ledger, n int
 	}
 	g.Wait()
 	t.Logf("replayed %d acknowledged keys", len(orders))
+}
+
+// switchesEverywhere sets switches through one instance and checks that
+// every instance applies them: orders.accept off, then the order stream's
+// breaker forced open, then both back. How long each took to reach the
+// last instance is logged (the target is 1 s; the test only fails past
+// 15 s, a switch that never arrives).
+func switchesEverywhere(t *testing.T, cl *cluster) {
+	lb := newClient(t, cl.lbAddr, cl.secret)
+	const saleID = "e2e-switches"
+	lb.SetupSale("sku-switches", saleID, 100_000, 1000)
+	admin := lb.Token(1, true)
+	direct := make([]*client, len(cl.spikes))
+	for i, sp := range cl.spikes {
+		direct[i] = newClient(t, sp.addr, cl.secret)
+	}
+	l := apitest.NewLedger()
+	n := 0
+	// placeEverywhere places once on each instance directly and returns
+	// how many answered want.
+	placeEverywhere := func(want int) int {
+		got := 0
+		for i, c := range direct {
+			n++
+			user := int64(900_000 + i)
+			key := fmt.Sprintf("sw-%d", n)
+			r, p, err := c.Place(context.Background(), user, c.Token(user, false), saleID, key, 1)
+			if err != nil {
+				t.Fatalf("instance %d: %v", i, err)
+			}
+			if r.Status == 202 {
+				l.Record(user, key, 1, p)
+			}
+			if r.Status == want {
+				got++
+			}
+		}
+		return got
+	}
+	// set puts a switch through the first instance and waits until every
+	// instance answers placements with want.
+	set := func(name, value string, want int) {
+		t.Helper()
+		direct[0].Must("PUT", "/v1/admin/switches/"+name, admin, fmt.Sprintf(`{"value":%q}`, value), 200)
+		began := time.Now()
+		for placeEverywhere(want) != len(direct) {
+			if time.Since(began) > 15*time.Second {
+				t.Fatalf("%s=%s: not every instance answers %d after 15 s", name, value, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Logf("%s=%s: every instance answers %d within %v", name, value, want, time.Since(began).Round(time.Millisecond))
+	}
+	set("orders.accept", "false", 503)
+	set("orders.accept", "true", 202)
+	set("breaker.order_stream", "open", 503)
+	set("breaker.order_stream", "auto", 202)
+	apitest.VerifyInvariants(t, lb, saleID, 100_000, 1000, l, false)
 }
