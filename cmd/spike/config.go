@@ -101,6 +101,18 @@ type LimitsConfig struct {
 	AbandonAfter time.Duration `yaml:"abandon_after"`
 	// ShutdownTimeout bounds a graceful stop.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// The order stream's adaptive concurrency limit (resilience.Probed):
+	// it stays between StreamMin and StreamMax, and shrinks once the mean
+	// publish latency exceeds max(StreamTolerance × the unqueued latency,
+	// the unqueued latency + StreamSlack). StreamMin must stay at or below
+	// what a slowed stream serves at once.
+	StreamMin       int           `yaml:"stream_min"`
+	StreamMax       int           `yaml:"stream_max"`
+	StreamTolerance float64       `yaml:"stream_tolerance"`
+	StreamSlack     time.Duration `yaml:"stream_slack"`
+	// StockTimeout bounds each call to the Redis stock counters (reserve,
+	// confirm, release); a reserve cut by it is undone and answered 503.
+	StockTimeout time.Duration `yaml:"stock_timeout"`
 }
 
 // NotifyConfig selects where buyer notifications go. Notifications are
@@ -134,8 +146,10 @@ func (n NotifyConfig) provider() string {
 func DefaultConfig() Config {
 	return Config{
 		Addr: "127.0.0.1:8080", Data: "./spike-data", LogFormat: "text",
-		NATS:   NATSConfig{Replicas: 1},
-		Limits: LimitsConfig{AdmissionInitial: 1000, AdmissionMin: 256, AdmissionMax: 20000, Instances: 1, AbandonAfter: 90 * time.Second, ShutdownTimeout: time.Minute},
+		NATS: NATSConfig{Replicas: 1},
+		Limits: LimitsConfig{AdmissionInitial: 1000, AdmissionMin: 256, AdmissionMax: 20000, Instances: 1, AbandonAfter: 90 * time.Second, ShutdownTimeout: time.Minute,
+			StreamMin: streamLimitMin, StreamMax: streamLimitMax, StreamTolerance: streamLimitTolerance, StreamSlack: streamLimitSlack,
+			StockTimeout: stockCallTimeout},
 		Notify: NotifyConfig{Workers: 4, Queue: 4096, Timeout: 2 * time.Second},
 	}
 }
@@ -345,6 +359,12 @@ func setValue(v reflect.Value, s, source string) error {
 			return fmt.Errorf("%s: %q is not true or false", source, s)
 		}
 		v.SetBool(b)
+	case v.Kind() == reflect.Float64:
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return fmt.Errorf("%s: %q is not a number", source, s)
+		}
+		v.SetFloat(f)
 	case v.Kind() == reflect.Int:
 		n, err := strconv.Atoi(s)
 		if err != nil {
@@ -403,6 +423,14 @@ func (c *Config) Validate() error {
 		return errors.New("config limits.instances: must be at least 1")
 	case c.Limits.ShutdownTimeout <= 0:
 		return errors.New("config limits.shutdown_timeout: must be positive")
+	case c.Limits.StreamMin < 1 || c.Limits.StreamMax < c.Limits.StreamMin:
+		return fmt.Errorf("config limits.stream_min, limits.stream_max: need 1 <= stream_min (%d) <= stream_max (%d)", c.Limits.StreamMin, c.Limits.StreamMax)
+	case !(c.Limits.StreamTolerance >= 1 && c.Limits.StreamTolerance <= 100):
+		return fmt.Errorf("config limits.stream_tolerance: %g must be between 1 and 100", c.Limits.StreamTolerance)
+	case c.Limits.StreamSlack < 0:
+		return errors.New("config limits.stream_slack: must not be negative")
+	case c.Limits.StockTimeout < 10*time.Millisecond || c.Limits.StockTimeout >= enqueueTimeout:
+		return fmt.Errorf("config limits.stock_timeout: %v must be at least 10ms and below the %v enqueue timeout", c.Limits.StockTimeout, enqueueTimeout)
 	case c.Notify.Provider != "" && c.Notify.Provider != "webhook" && c.Notify.Provider != "log" && c.Notify.Provider != "none":
 		return fmt.Errorf("config notify.provider: %q must be webhook, log or none", c.Notify.Provider)
 	case c.Notify.provider() == "webhook" && c.Notify.WebhookURL == "":

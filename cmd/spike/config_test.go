@@ -86,6 +86,11 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"bad env int", "", map[string]string{"SPIKE_LIMITS_ADMISSION_MAX": "many"}, "SPIKE_LIMITS_ADMISSION_MAX"},
 		{"bad env duration", "", map[string]string{"SPIKE_LIMITS_SHUTDOWN_TIMEOUT": "soon"}, "SPIKE_LIMITS_SHUTDOWN_TIMEOUT"},
 		{"shards without primary", "mysql:\n  order_shards: [{primary: x}]\n", nil, "mysql.primary"},
+		{"stream bounds", "limits:\n  stream_min: 10\n  stream_max: 5\n", nil, "limits.stream_min"},
+		{"stream tolerance", "limits:\n  stream_tolerance: 0.5\n", nil, "limits.stream_tolerance"},
+		{"bad env float", "", map[string]string{"SPIKE_LIMITS_STREAM_TOLERANCE": "lots"}, "SPIKE_LIMITS_STREAM_TOLERANCE"},
+		{"stream slack", "limits:\n  stream_slack: -1ms\n", nil, "limits.stream_slack"},
+		{"stock timeout", "", map[string]string{"SPIKE_LIMITS_STOCK_TIMEOUT": "1ms"}, "limits.stock_timeout"},
 		{"embedded-only with urls", "nats:\n  urls: [nats://a:4222]\n  listen: 127.0.0.1:4333\n", nil, "nats.listen"},
 	}
 	for _, tt := range tests {

@@ -57,7 +57,8 @@ type guardedStream struct {
 	metrics  *breakerMetrics
 }
 
-// Stream limit settings. The floor is also the concurrency of the probes
+// Stream limit defaults (limits.stream_* in the configuration). The floor
+// is also the concurrency of the probes
 // that measure unqueued latency, so it must stay below what a slowed stream
 // serves at once. Tolerance and slack let the mean publish latency reach
 // max(3 × unqueued, unqueued + 20 ms) before the limit shrinks: a healthy
@@ -73,7 +74,7 @@ const (
 	streamLimitTolerance = 3
 )
 
-func newGuardedStream(inner order.Stream, reg prometheus.Registerer, log *slog.Logger) *guardedStream {
+func newGuardedStream(inner order.Stream, limits LimitsConfig, reg prometheus.Registerer, log *slog.Logger) *guardedStream {
 	m := newBreakerMetrics(reg, log, "order_stream")
 	g := &guardedStream{
 		inner: inner,
@@ -90,11 +91,12 @@ func newGuardedStream(inner order.Stream, reg prometheus.Registerer, log *slog.L
 			OnStateChange:         m.onStateChange,
 		}),
 		limit: resilience.NewAdaptive(resilience.AdaptiveConfig{
-			InitialLimit: streamLimitInitial, MinLimit: streamLimitMin, MaxLimit: streamLimitMax,
-			Baseline: resilience.Probed, Tolerance: streamLimitTolerance, Slack: streamLimitSlack,
+			InitialLimit: min(max(streamLimitInitial, limits.StreamMin), limits.StreamMax),
+			MinLimit:     limits.StreamMin, MaxLimit: limits.StreamMax,
+			Baseline: resilience.Probed, Tolerance: limits.StreamTolerance, Slack: limits.StreamSlack,
 		}),
 		// A bound on goroutines parked on acks, whatever the limit.
-		inFlight: resilience.NewSemaphore(streamLimitMax, 0),
+		inFlight: resilience.NewSemaphore(limits.StreamMax, 0),
 		metrics:  m,
 	}
 	m.breaker = g.breaker
@@ -504,8 +506,9 @@ func followBreakerSwitches(board *switches.Board, breakers map[string]*resilienc
 	})
 }
 
-// Redis stock calls: each reserve, confirm and release gets stockCallTimeout
-// (never past the caller's deadline). A healthy call takes about a
+// Redis stock calls: each reserve, confirm and release gets
+// limits.stock_timeout, by default stockCallTimeout (never past the
+// caller's deadline). A healthy call takes about a
 // millisecond; stockSlowCall marks one as slow for the breaker.
 const (
 	stockCallTimeout = time.Second
@@ -558,7 +561,7 @@ type guardedStock struct {
 
 var _ order.Reserver = (*guardedStock)(nil)
 
-func newGuardedStock(inner order.Reserver, reg prometheus.Registerer, log *slog.Logger) *guardedStock {
+func newGuardedStock(inner order.Reserver, timeout time.Duration, reg prometheus.Registerer, log *slog.Logger) *guardedStock {
 	m := newBreakerMetrics(reg, log, "redis_stock")
 	g := &guardedStock{
 		inner: inner,
@@ -570,7 +573,7 @@ func newGuardedStock(inner order.Reserver, reg prometheus.Registerer, log *slog.
 			OnStateChange: m.onStateChange,
 		}),
 		slots:   resilience.NewSemaphore(stockInFlight, 0),
-		timeout: stockCallTimeout,
+		timeout: timeout,
 		log:     log,
 	}
 	m.breaker = g.breaker

@@ -306,7 +306,7 @@ func (f *fakeReserver) Release(ctx context.Context, res inventory.Reservation) e
 // confirms and releases still go through; a failed release is retried.
 func TestStockGuard(t *testing.T) {
 	f := &fakeReserver{}
-	g := newGuardedStock(f, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	g := newGuardedStock(f, stockCallTimeout, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	soldOut := error(inventory.ErrSoldOut)
 	f.err.Store(&soldOut)
 	for range 100 {
@@ -581,4 +581,21 @@ func TestBreakerSwitches(t *testing.T) {
 		}
 	}
 	apitest.VerifyInvariants(t, c, saleID, stock, perUser, l, false)
+}
+
+// TestStreamLimitConfig: the limits.stream_* settings reach the stream's
+// guard: its limit starts at min(256, stream_max) and its bulkhead holds
+// stream_max.
+func TestStreamLimitConfig(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Limits.StreamMin, cfg.Limits.StreamMax = 2, 64
+	a := startAppConfig(t, cfg)
+	defer stopApp(t, a)
+	c := newClient(t, a.addr, a.secret)
+	if got := metric(c, `spike_dependency_limit{dependency="order_stream"}`); got != 64 {
+		t.Errorf("stream limit %v with limits.stream_max 64, want 64", got)
+	}
+	if got := metric(c, `spike_bulkhead_size{dependency="order_stream"}`); got != 64 {
+		t.Errorf("stream bulkhead %v with limits.stream_max 64, want 64", got)
+	}
 }

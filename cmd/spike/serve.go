@@ -212,12 +212,12 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	breakers := map[string]*resilience.Breaker{"catalog_db": a.products.Breaker()}
 	var reserver order.Reserver = counters
 	if a.redis != nil {
-		stock := newGuardedStock(counters, reg, log.With("component", "redisstock"))
+		stock := newGuardedStock(counters, cfg.Limits.StockTimeout, reg, log.With("component", "redisstock"))
 		reserver, breakers["redis_stock"] = stock, stock.breaker
 	}
 	writes := newGuardedOrderWrites(a.store, reg, log)
 	reads := newGuardedOrderReads(writes, reg, log)
-	guardedStream := newGuardedStream(stream, reg, log)
+	guardedStream := newGuardedStream(stream, cfg.Limits, reg, log)
 	breakers["order_writes"], breakers["order_reads"], breakers["order_stream"] = writes.breaker, reads.breaker, guardedStream.breaker
 	if r, ok := saleRecords.(*salecache.Records); ok {
 		breakers["sale_db"] = r.Breaker()
