@@ -77,7 +77,18 @@ lua big >"$dir/big.lua"; lua tiny >"$dir/tiny.lua"; lua reads >"$dir/reads.lua"
 run() { wrk -t2 -c"$conns" -d"${secs}s" -s "$2" "$1" | awk '/Requests\/sec/ {print $2}'; }
 echo "machine: $(nproc) cores, $(uptime | sed 's/.*load average/load average/')"
 printf "%-6s %10s %12s %10s %10s %8s %8s %8s\n" round trivial placements sold_out reads p_ratio s_ratio r_ratio
+# Before each round, let the server finish persisting the previous round's
+# placements: its workers would otherwise take CPU from the trivial
+# handler's run and flatter every ratio of the round.
+drain() {
+  for _ in $(seq 600); do
+    [ "$(curl -fs $url/metrics | awk '/^spike_orders_pending/ {print $2}')" = 0 ] && break
+    sleep 0.1
+  done
+  sleep 1
+}
 for r in $(seq "$rounds"); do
+  drain
   t=$(run http://127.0.0.1:18501 "$dir/big.lua")
   if [ -n "${PROFILE:-}" ] && [ "$r" = 1 ]; then
     # CPU profile of the placement run (PROFILE=file): go tool pprof "$PROFILE"
