@@ -289,7 +289,11 @@ func (a *Adaptive) finish(t Ticket, outcome int) {
 	}
 	a.winMaxIn = max(a.winMaxIn, t.inflight)
 	if (a.winCount >= a.cfg.WindowSamples || a.winDrops > 0) && now-a.winStart >= int64(a.cfg.WindowDuration) {
-		changed, limit = a.update()
+		// The window's update may leave a limit just cut unchanged: the
+		// cut must still be reported.
+		if c, l := a.update(); c || changed {
+			changed, limit = true, l
+		}
 	}
 	if outcome == finishIgnore {
 		a.mu.Unlock()

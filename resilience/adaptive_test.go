@@ -336,9 +336,11 @@ func TestAdaptiveProbedSurgeOnset(t *testing.T) {
 		capacity = slots / 0.008
 	)
 	clk := newFakeClock()
+	reported := 0
 	a := resilience.NewAdaptive(resilience.AdaptiveConfig{
 		InitialLimit: 256, MinLimit: 4, MaxLimit: 8192,
 		Baseline: resilience.Probed, Tolerance: 3, Slack: 20 * time.Millisecond, Now: clk.Now,
+		OnLimitChange: func(l int) { reported = l },
 	})
 	goodput, p99, limit := simulate(clk, a, simulation{
 		slots: slots, service: service,
@@ -351,6 +353,9 @@ func TestAdaptiveProbedSurgeOnset(t *testing.T) {
 	}
 	if p99 > 5*service {
 		t.Errorf("p99 of admitted calls over the surge %v > 5 x service %v: a queue formed at its onset", p99, service)
+	}
+	if reported != limit {
+		t.Errorf("OnLimitChange last reported %d, the limit is %d: a change went unreported", reported, limit)
 	}
 }
 
