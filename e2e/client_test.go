@@ -3,7 +3,7 @@ package e2e_test
 import (
 	"testing"
 
-	"github.com/spikehq/spike/internal/apitest"
+	"github.com/spikehq/spike/internal/testkit/apitest"
 )
 
 // client is the API client of these tests (internal/apitest, shared with

@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spikehq/spike/internal/apitest"
+	"github.com/spikehq/spike/internal/testkit/apitest"
 
 	"golang.org/x/sync/errgroup"
 )

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spikehq/spike/internal/apitest"
+	"github.com/spikehq/spike/internal/testkit/apitest"
 )
 
 // request is one placement a buyer made, kept so it can be retried with

@@ -15,12 +15,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spikehq/spike/internal/apitest"
+	"github.com/spikehq/spike/internal/testkit/apitest"
 
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/spikehq/spike"
-	"github.com/spikehq/spike/httpapi"
+	"github.com/spikehq/spike/internal/httpapi"
 )
 
 // apiCodes are the error codes API.md gives each status.

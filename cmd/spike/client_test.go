@@ -4,7 +4,7 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/spikehq/spike/internal/apitest"
+	"github.com/spikehq/spike/internal/testkit/apitest"
 )
 
 // client is the API client of these tests (internal/apitest, shared with

@@ -9,11 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spikehq/spike/internal/apitest"
+	"github.com/spikehq/spike/internal/testkit/apitest"
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/spikehq/spike/order"
+	"github.com/spikehq/spike/internal/domain/order"
 )
 
 // startApp runs an embedded Spike on a loopback port for the test.

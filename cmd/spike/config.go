@@ -22,7 +22,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/spikehq/spike/order"
+	"github.com/spikehq/spike/internal/domain/order"
 )
 
 // Secret is a string that never shows in logs.

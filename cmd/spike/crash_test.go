@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spikehq/spike/internal/apitest"
+	"github.com/spikehq/spike/internal/testkit/apitest"
 )
 
 // TestMain lets the test binary act as the spike binary: the crash and

@@ -11,13 +11,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spikehq/spike/internal/apitest"
+	"github.com/spikehq/spike/internal/testkit/apitest"
 
 	"github.com/go-sql-driver/mysql"
 
-	"github.com/spikehq/spike/internal/faultproxy"
-	"github.com/spikehq/spike/internal/mysqltest"
-	"github.com/spikehq/spike/internal/redistest"
+	"github.com/spikehq/spike/internal/testkit/faultproxy"
+	"github.com/spikehq/spike/internal/testkit/mysqltest"
+	"github.com/spikehq/spike/internal/testkit/redistest"
 )
 
 // startClustered starts Spike on MySQL (and Redis when redisAddr is set),

@@ -16,14 +16,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spikehq/spike"
-	"github.com/spikehq/spike/catalogcache"
-	"github.com/spikehq/spike/httpapi"
-	"github.com/spikehq/spike/inventory"
-	"github.com/spikehq/spike/order"
-	"github.com/spikehq/spike/redislimit"
-	"github.com/spikehq/spike/redisstock"
+	"github.com/spikehq/spike/internal/adapter/redislimit"
+	"github.com/spikehq/spike/internal/adapter/redisstock"
+	"github.com/spikehq/spike/internal/domain/inventory"
+	"github.com/spikehq/spike/internal/domain/order"
+	"github.com/spikehq/spike/internal/httpapi"
+	"github.com/spikehq/spike/internal/readcache/catalogcache"
+	"github.com/spikehq/spike/internal/switches"
 	"github.com/spikehq/spike/resilience"
-	"github.com/spikehq/spike/switches"
 )
 
 // guardedStream puts the order stream behind a circuit breaker, an

@@ -14,14 +14,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spikehq/spike/internal/apitest"
+	"github.com/spikehq/spike/internal/testkit/apitest"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spikehq/spike"
-	"github.com/spikehq/spike/inventory"
-	"github.com/spikehq/spike/order"
-	"github.com/spikehq/spike/redisstock"
+	"github.com/spikehq/spike/internal/adapter/redisstock"
+	"github.com/spikehq/spike/internal/domain/inventory"
+	"github.com/spikehq/spike/internal/domain/order"
 	"github.com/spikehq/spike/resilience"
 )
 

@@ -7,11 +7,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/spikehq/spike/natsbus"
-	"github.com/spikehq/spike/notify"
-	"github.com/spikehq/spike/order"
+	"github.com/spikehq/spike/internal/adapter/natsbus"
+	"github.com/spikehq/spike/internal/domain/notify"
+	"github.com/spikehq/spike/internal/domain/order"
+	"github.com/spikehq/spike/internal/switches"
 	"github.com/spikehq/spike/resilience"
-	"github.com/spikehq/spike/switches"
 )
 
 // newNotifier builds the notifier the config asks for, obeying the

@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/spikehq/spike/notify"
+	"github.com/spikehq/spike/internal/domain/notify"
 )
 
 // receiver is a webhook endpoint that checks signatures and records, for

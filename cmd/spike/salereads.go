@@ -6,9 +6,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/spikehq/spike/internal/domain/sale"
+	"github.com/spikehq/spike/internal/readcache/salecache"
 	"github.com/spikehq/spike/resilience"
-	"github.com/spikehq/spike/sale"
-	"github.com/spikehq/spike/salecache"
 )
 
 // newSaleReads puts the sale page's reads (GET /v1/sales/{id}, polled by

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spikehq/spike/internal/apitest"
+	"github.com/spikehq/spike/internal/testkit/apitest"
 )
 
 // TestSlowRedisSalePage runs the clustered wiring with Redis behind a

@@ -21,21 +21,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/spikehq/spike"
-	"github.com/spikehq/spike/catalog"
-	"github.com/spikehq/spike/catalogcache"
-	"github.com/spikehq/spike/flashsale"
-	"github.com/spikehq/spike/httpapi"
-	"github.com/spikehq/spike/inventory"
-	"github.com/spikehq/spike/mysqlstore"
-	"github.com/spikehq/spike/natsbus"
-	"github.com/spikehq/spike/notify"
-	"github.com/spikehq/spike/order"
-	"github.com/spikehq/spike/rediscache"
+	"github.com/spikehq/spike/internal/adapter/mysqlstore"
+	"github.com/spikehq/spike/internal/adapter/natsbus"
+	"github.com/spikehq/spike/internal/adapter/rediscache"
+	"github.com/spikehq/spike/internal/adapter/sqlitestore"
+	"github.com/spikehq/spike/internal/domain/catalog"
+	"github.com/spikehq/spike/internal/domain/inventory"
+	"github.com/spikehq/spike/internal/domain/notify"
+	"github.com/spikehq/spike/internal/domain/order"
+	"github.com/spikehq/spike/internal/domain/sale"
+	"github.com/spikehq/spike/internal/httpapi"
+	"github.com/spikehq/spike/internal/ledger"
+	"github.com/spikehq/spike/internal/readcache/catalogcache"
+	"github.com/spikehq/spike/internal/readcache/salecache"
+	"github.com/spikehq/spike/internal/switches"
 	"github.com/spikehq/spike/resilience"
-	"github.com/spikehq/spike/sale"
-	"github.com/spikehq/spike/salecache"
-	"github.com/spikehq/spike/sqlitestore"
-	"github.com/spikehq/spike/switches"
 )
 
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -174,13 +174,13 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		}
 		local := inventory.New(ids)
 		began := time.Now()
-		queued, err := flashsale.Rebuild(ctx, a.store, a.store, a.bus, local)
+		queued, err := ledger.Rebuild(ctx, a.store, a.store, a.bus, local)
 		if err != nil {
 			return nil, err
 		}
 		a.restored = queued
 		log.Info("stock counters rebuilt", "queued_events", len(queued), "took", time.Since(began).Round(time.Millisecond))
-		counters = flashsale.Local{Counters: local}
+		counters = ledger.Local{Counters: local}
 	}
 	// Product reads: L1 in process (+ L2 on Redis when configured) in front
 	// of the database; writes on any instance evict everywhere over NATS.
@@ -260,7 +260,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		Catalog: catalogSvc,
 		Sales:   salesSvc,
 		Orders:  a.orders,
-		Auditor: &flashsale.Auditor{Sales: a.store, Orders: a.store, Events: a.bus, Counters: counters, Pending: a.orders},
+		Auditor: &ledger.Auditor{Sales: a.store, Orders: a.store, Events: a.bus, Counters: counters, Pending: a.orders},
 		Auth:    httpapi.NewAuthenticator(secret),
 		Probes: []httpapi.Probe{
 			{Name: "database", Check: a.store.Ping},

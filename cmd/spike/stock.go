@@ -11,11 +11,11 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/spikehq/spike"
-	"github.com/spikehq/spike/flashsale"
-	"github.com/spikehq/spike/inventory"
-	"github.com/spikehq/spike/order"
-	"github.com/spikehq/spike/redisstock"
-	"github.com/spikehq/spike/sale"
+	"github.com/spikehq/spike/internal/adapter/redisstock"
+	"github.com/spikehq/spike/internal/domain/inventory"
+	"github.com/spikehq/spike/internal/domain/order"
+	"github.com/spikehq/spike/internal/domain/sale"
+	"github.com/spikehq/spike/internal/ledger"
 )
 
 // stock is the stock counters as the rest of the wiring sees them: in
@@ -23,7 +23,7 @@ import (
 type stock interface {
 	order.Reserver
 	sale.Counters
-	flashsale.StatsSource
+	ledger.StatsSource
 }
 
 // redisStock adapts the Redis counters and runs their recovery: a sale
@@ -36,17 +36,17 @@ type redisStock struct {
 
 	sales  sale.Store
 	orders order.Store
-	events flashsale.EventSource
+	events ledger.EventSource
 
 	rebuilding sync.Map // sale id → struct{}: one rebuild per sale per instance
 	ctx        context.Context
 }
 
 func (r *redisStock) Open(ctx context.Context, s sale.Sale) error {
-	return r.Counters.Open(ctx, flashsale.Campaign(s))
+	return r.Counters.Open(ctx, ledger.Campaign(s))
 }
 
-func openRedisStock(cfg Config, ids *spike.IDGenerator, st stores, events flashsale.EventSource, enqueueTimeout time.Duration, log *slog.Logger) (*redisStock, error) {
+func openRedisStock(cfg Config, ids *spike.IDGenerator, st stores, events ledger.EventSource, enqueueTimeout time.Duration, log *slog.Logger) (*redisStock, error) {
 	client, err := rueidis.NewClient(rueidis.ClientOption{
 		InitAddress:      cfg.Redis.Addrs,
 		Password:         string(cfg.Redis.Password),
@@ -72,7 +72,7 @@ func openRedisStock(cfg Config, ids *spike.IDGenerator, st stores, events flashs
 			if err != nil {
 				return inventory.Campaign{}, err
 			}
-			return flashsale.Campaign(s), nil
+			return ledger.Campaign(s), nil
 		},
 	})
 	return r, nil
@@ -94,8 +94,8 @@ func (r *redisStock) rebuild(saleID string) {
 			r.log.Error("rebuild: read sale", "sale_id", saleID, "err", err)
 			return
 		}
-		done, err := r.Counters.Rebuild(ctx, flashsale.Campaign(s), func(ctx context.Context) ([]inventory.Holding, error) {
-			return flashsale.SaleHoldings(ctx, r.orders, r.events, saleID)
+		done, err := r.Counters.Rebuild(ctx, ledger.Campaign(s), func(ctx context.Context) ([]inventory.Holding, error) {
+			return ledger.SaleHoldings(ctx, r.orders, r.events, saleID)
 		})
 		switch {
 		case err != nil:

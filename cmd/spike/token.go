@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/spikehq/spike/httpapi"
+	"github.com/spikehq/spike/internal/httpapi"
 )
 
 func token(args []string, getenv func(string) string, stdout io.Writer) error {

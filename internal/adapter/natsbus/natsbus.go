@@ -1,0 +1,517 @@
+// Package natsbus carries Spike's events on NATS JetStream: the ORDERS
+// stream of OrderPlaced events between the placement path and the order
+// workers. In embedded mode the NATS server runs inside the spike process
+// (see Embedded); clustered deployments connect to a NATS cluster.
+package natsbus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/spikehq/spike/internal/domain/order"
+)
+
+// Names on the NATS side.
+const (
+	StreamName    = "ORDERS"
+	PlacedSubject = "spike.orders.placed"
+	WorkerName    = "order-workers"
+)
+
+// Config configures the order stream.
+type Config struct {
+	// Stream, Subject and Consumer name the stream, its subject and the
+	// workers' durable consumer. If empty, StreamName, PlacedSubject and
+	// WorkerName are used.
+	Stream, Subject, Consumer string
+	// Replicas of the stream. If zero, 1 is used.
+	Replicas int
+	// Duplicates is the stream's deduplication window. If zero, 2m is used.
+	Duplicates time.Duration
+	// AckWait is how long a consumed event may stay unacknowledged before it
+	// is delivered again: how long the events held by a dead worker wait.
+	// Redelivery is harmless (inserts are idempotent). If zero, 10s is used.
+	AckWait time.Duration
+	// BatchSize is the largest batch (in events) handed to the persist
+	// function; a batch may exceed it by one message's events. If zero,
+	// 2048 is used.
+	BatchSize int
+	// Linger is how long the worker waits for a batch to fill once it has
+	// an event. Placements are acknowledged when the stream stores them, so
+	// this delays only persistence, and under load each commit then
+	// carries many more orders per index page it rewrites. If zero, 50ms
+	// is used.
+	Linger time.Duration
+	// PublishBatch, if above 1, publishes placements in batches of up to
+	// this many events per stream message (see batch.go). Only for a
+	// stream this process alone publishes batches to: embedded mode.
+	PublishBatch int
+	// PublishInFlight is how many batches may await their acknowledgement
+	// at once. If zero, 2 is used.
+	PublishInFlight int
+	// OrphanSweep is how often a worker looks for events the consumer will
+	// never deliver (see sweepOrphans). If zero, 10s is used.
+	OrphanSweep time.Duration
+}
+
+// Bus publishes and consumes order events. It implements order.Stream.
+type Bus struct {
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	cfg    Config
+	log    *slog.Logger
+
+	// Batched publishing only (Config.PublishBatch > 1).
+	requests      chan *publishRequest
+	index         storedIndex
+	closed        chan struct{}
+	closeOnce     sync.Once
+	publisherDone chan struct{}
+}
+
+var _ order.Stream = (*Bus)(nil)
+
+// New makes sure the ORDERS stream and the order-workers consumer exist and
+// returns a Bus over nc.
+func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Bus, error) {
+	if cfg.Stream == "" {
+		cfg.Stream = StreamName
+	}
+	if cfg.Subject == "" {
+		cfg.Subject = PlacedSubject
+	}
+	if cfg.Consumer == "" {
+		cfg.Consumer = WorkerName
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.Duplicates == 0 {
+		cfg.Duplicates = 2 * time.Minute
+	}
+	if cfg.AckWait == 0 {
+		cfg.AckWait = 10 * time.Second
+	}
+	if cfg.BatchSize == 0 {
+		cfg.BatchSize = 2048
+	}
+	if cfg.OrphanSweep == 0 {
+		cfg.OrphanSweep = 10 * time.Second
+	}
+	if cfg.Linger == 0 {
+		cfg.Linger = 50 * time.Millisecond
+	}
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(16384),
+		jetstream.WithPublishAsyncTimeout(30*time.Second))
+	if err != nil {
+		return nil, err
+	}
+	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        cfg.Stream,
+		Description: "OrderPlaced events not yet persisted by the order workers",
+		Subjects:    []string{cfg.Subject + ".>"}, // one subject per order id, so an order can be looked up
+		Retention:   jetstream.WorkQueuePolicy,    // an event leaves once persisted
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		Duplicates:  cfg.Duplicates,
+		Discard:     jetstream.DiscardNew,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create stream %s: %w", cfg.Stream, err)
+	}
+	_, err = stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       cfg.Consumer,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       cfg.AckWait,
+		MaxAckPending: 4 * cfg.BatchSize,
+		FilterSubject: cfg.Subject + ".>",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create consumer %s: %w", cfg.Consumer, err)
+	}
+	b := &Bus{js: js, stream: stream, cfg: cfg, log: log, closed: make(chan struct{}), publisherDone: make(chan struct{})}
+	b.index.init()
+	// Events stored in batches by an earlier run are found by id only
+	// through the index: fill it before anything is published or consumed.
+	if cfg.PublishBatch > 1 {
+		queued, err := b.Unpersisted(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("read stream %s: %w", cfg.Stream, err)
+		}
+		for _, e := range queued {
+			b.index.restored(e)
+		}
+		if b.cfg.PublishInFlight == 0 {
+			b.cfg.PublishInFlight = 2
+		}
+		b.requests = make(chan *publishRequest, 4*cfg.PublishBatch)
+		go b.publishLoop()
+	} else {
+		close(b.publisherDone)
+	}
+	return b, nil
+}
+
+// Close stops the batch publisher; Enqueue then fails. Batches already
+// sent still get their answers. It does not close the NATS connection.
+func (b *Bus) Close() {
+	b.closeOnce.Do(func() { close(b.closed) })
+	<-b.publisherDone
+}
+
+// Enqueue implements order.Stream: it publishes e with Nats-Msg-Id set to
+// its order id and waits for the stream's acknowledgement.
+func (b *Bus) Enqueue(ctx context.Context, e order.Placed) error {
+	if y := e.PlacedAt.Year(); y < 1 || y > 9999 {
+		// The hand-written encoder (like encoding/json) has no form for it.
+		return fmt.Errorf("event %s: placed_at %v out of range: %w", e.OrderID, e.PlacedAt, order.ErrNotEnqueued)
+	}
+	if b.requests != nil {
+		return b.enqueueBatched(ctx, e)
+	}
+	data := appendPlaced(make([]byte, 0, 256), &e)
+	f, err := b.js.PublishMsgAsync(&nats.Msg{Subject: b.cfg.Subject + "." + e.OrderID, Data: data}, jetstream.WithMsgID(e.OrderID))
+	if err != nil {
+		// Not sent at all (stalled, closed connection).
+		return fmt.Errorf("publish %s: %w: %w", e.OrderID, err, order.ErrNotEnqueued)
+	}
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		var apiErr *jetstream.APIError
+		if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.As(err, &apiErr) {
+			// Nobody stored it, or the stream refused it.
+			return fmt.Errorf("publish %s: %w: %w", e.OrderID, err, order.ErrNotEnqueued)
+		}
+		return fmt.Errorf("publish %s: %w", e.OrderID, err)
+	case <-ctx.Done():
+		return fmt.Errorf("publish %s: %w", e.OrderID, ctx.Err())
+	}
+}
+
+// Backlog returns the number of events not yet persisted and acknowledged.
+func (b *Bus) Backlog(ctx context.Context) (uint64, error) {
+	info, err := b.stream.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Msgs, nil
+}
+
+// Unpersisted returns every event still on the stream, oldest first: the
+// acknowledged placements that the order workers have not yet persisted
+// (some may be persisted but not yet acknowledged; order ids tell them apart).
+func (b *Bus) Unpersisted(ctx context.Context) ([]order.Placed, error) {
+	info, err := b.stream.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []order.Placed
+	seen := make(map[string]bool)
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; {
+		m, err := b.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(b.cfg.Subject+".>"))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read stream at %d: %w", seq, err)
+		}
+		n := len(out)
+		if out, err = decodeEvents(m.Data, out); err != nil {
+			b.log.Error("malformed event on the stream", "seq", m.Sequence)
+		}
+		// An in-doubt event published again may be on the stream twice.
+		for _, e := range out[n:] {
+			if !seen[e.OrderID] {
+				seen[e.OrderID] = true
+				out[n] = e
+				n++
+			}
+		}
+		out = out[:n]
+		seq = m.Sequence + 1
+	}
+	return out, nil
+}
+
+// DeleteStream deletes the stream and everything on it; for tests.
+func (b *Bus) DeleteStream(ctx context.Context) error {
+	return b.js.DeleteStream(ctx, b.cfg.Stream)
+}
+
+// Placed returns the event of an order still on the stream: acknowledged
+// and not yet persisted. An event published alone has its own subject, so
+// this is an index lookup, from any instance; one published in a batch is
+// found in the bus's own index of them.
+func (b *Bus) Placed(ctx context.Context, orderID string) (order.Placed, bool, error) {
+	if b.requests != nil {
+		// Everything on the stream is in the index: what this process
+		// published, and what was there when it started.
+		e, ok := b.index.find(orderID)
+		return e, ok, nil
+	}
+	m, err := b.stream.GetLastMsgForSubject(ctx, b.cfg.Subject+"."+orderID)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return order.Placed{}, false, nil
+	}
+	if err != nil {
+		return order.Placed{}, false, err
+	}
+	var e order.Placed
+	if err := json.Unmarshal(m.Data, &e); err != nil {
+		return order.Placed{}, false, fmt.Errorf("decode event %s: %w", orderID, err)
+	}
+	return e, true, nil
+}
+
+// PersistFunc stores a batch of events; when it returns nil they are
+// acknowledged and leave the stream.
+type PersistFunc func(ctx context.Context, events []order.Placed) error
+
+// RunWorker consumes the stream as the shared durable consumer, handing
+// persist batches of up to Config.BatchSize events: whatever has arrived,
+// so batches grow with load and latency stays low when it is light. It
+// returns after ctx is done and the batch in hand is persisted.
+func (b *Bus) RunWorker(ctx context.Context, persist PersistFunc) error {
+	msgs := make(chan jetstream.Msg, b.cfg.BatchSize)
+	go b.pull(ctx, msgs)
+	go b.runOrphanSweeper(ctx, persist)
+	batch := make([]jetstream.Msg, 0, b.cfg.BatchSize)
+	events := make([]order.Placed, 0, b.cfg.BatchSize)
+	// add decodes m into the batch; a message may carry many events.
+	add := func(m jetstream.Msg) {
+		n := len(events)
+		var err error
+		if events, err = decodeEvents(m.Data(), events); err != nil {
+			events = events[:n]
+			b.log.Error("dropping malformed event", "subject", m.Subject())
+			_ = m.Term()
+			return
+		}
+		batch = append(batch, m)
+	}
+	for {
+		m, ok := <-msgs
+		if !ok {
+			return nil
+		}
+		batch, events = batch[:0], events[:0]
+		add(m)
+		// Linger briefly for more: every commit rewrites the touched index
+		// pages, so under load a few milliseconds buy batches many times
+		// larger; when traffic is light the wait ends with the first gap.
+		linger := time.NewTimer(b.cfg.Linger)
+	fill:
+		for len(events) < b.cfg.BatchSize {
+			select {
+			case m, ok := <-msgs:
+				if !ok {
+					break fill
+				}
+				add(m)
+			default:
+				select {
+				case m, ok := <-msgs:
+					if !ok {
+						break fill
+					}
+					add(m)
+				case <-linger.C:
+					break fill
+				}
+			}
+		}
+		linger.Stop()
+		b.persistBatch(ctx, persist, events, batch)
+	}
+}
+
+// pull feeds msgs from the durable consumer until ctx is done, then
+// closes it. An iterator that breaks (the server restarted, the consumer
+// was recreated, heartbeats stopped) is replaced after a backoff, so the
+// workers resume by themselves once NATS is back.
+func (b *Bus) pull(ctx context.Context, msgs chan<- jetstream.Msg) {
+	defer close(msgs)
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		it, err := b.messages(ctx)
+		if err != nil {
+			b.log.Warn("order workers: cannot subscribe; retrying", "err", err, "in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		stop := context.AfterFunc(ctx, it.Drain) // deliver what was pulled, then close
+		for {
+			m, err := it.Next()
+			if err != nil {
+				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) && ctx.Err() == nil {
+					b.log.Warn("order workers: consumer iterator failed; resubscribing", "err", err)
+				}
+				break
+			}
+			backoff = 100 * time.Millisecond
+			msgs <- m
+		}
+		stop()
+		it.Stop()
+		if ctx.Err() == nil {
+			time.Sleep(backoff)
+		}
+	}
+}
+
+func (b *Bus) messages(ctx context.Context) (jetstream.MessagesContext, error) {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	cons, err := b.stream.Consumer(cctx, b.cfg.Consumer)
+	if err != nil {
+		return nil, err
+	}
+	return cons.Messages(jetstream.PullMaxMessages(2*b.cfg.BatchSize), jetstream.WithMessagesErrOnMissingHeartbeat(true))
+}
+
+// persistBatch retries persist until it succeeds or the process is
+// stopping; unacknowledged events are delivered again later anyway.
+func (b *Bus) persistBatch(ctx context.Context, persist PersistFunc, events []order.Placed, msgs []jetstream.Msg) {
+	if len(events) == 0 {
+		return
+	}
+	backoff := 100 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		// Persisting a batch in hand is finished even while stopping.
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		err := persist(pctx, events)
+		cancel()
+		if err == nil {
+			for _, m := range msgs {
+				_ = m.Ack()
+			}
+			b.index.forgetAll(events)
+			return
+		}
+		b.log.Warn("persist batch", "events", len(events), "attempt", attempt, "err", err)
+		if ctx.Err() != nil {
+			return // redelivered after AckWait, or at the next start
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// ackFloor returns the stream sequence at and below which the consumer
+// will deliver nothing again: its ack floor, or its last delivered event
+// when none awaits an ack. A variable for tests, which cannot make a
+// work-queue stream keep acknowledged events.
+var ackFloor = func(ctx context.Context, b *Bus) (uint64, error) {
+	cons, err := b.stream.Consumer(ctx, b.cfg.Consumer)
+	if err != nil {
+		return 0, err
+	}
+	ci := cons.CachedInfo()
+	if ci.NumAckPending == 0 {
+		// Nothing delivered is awaiting an ack, so nothing up to the last
+		// delivered event will be delivered again either.
+		return ci.Delivered.Stream, nil
+	}
+	return ci.AckFloor.Stream, nil
+}
+
+func (b *Bus) ackFloor(ctx context.Context) (uint64, error) { return ackFloor(ctx, b) }
+
+func (b *Bus) runOrphanSweeper(ctx context.Context, persist PersistFunc) {
+	t := time.NewTicker(b.cfg.OrphanSweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := b.sweepOrphans(ctx, persist)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			b.log.Warn("order workers: orphan sweep failed", "err", err)
+		case n > 0:
+			b.log.Warn("order workers: persisted events the consumer had lost", "events", n)
+		}
+	}
+}
+
+// sweepOrphans persists, then deletes, the events still on the stream at
+// or below the consumer's ack floor. A work-queue stream removes an event
+// once it is acknowledged, so none should be there; but after the NATS
+// server is killed its consumer state and its stream can disagree
+// (e2e NATSRestarted saw 64 such events sit for minutes; compare
+// nats-server#6905), and the consumer never delivers them again. An
+// acknowledged order must not wait forever: inserts are idempotent, so a
+// race with a worker that has the same event in hand costs nothing.
+func (b *Bus) sweepOrphans(ctx context.Context, persist PersistFunc) (int, error) {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	floor, err := b.ackFloor(cctx)
+	if err != nil {
+		return 0, err
+	}
+	info, err := b.stream.Info(cctx)
+	if err != nil {
+		return 0, err
+	}
+	if info.State.Msgs == 0 || info.State.FirstSeq > floor {
+		return 0, nil
+	}
+	var events []order.Placed
+	var seqs []uint64
+	for seq := info.State.FirstSeq; seq <= floor; {
+		m, err := b.stream.GetMsg(cctx, seq, jetstream.WithGetMsgSubject(b.cfg.Subject+".>"))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return 0, err
+		}
+		if m.Sequence > floor {
+			break
+		}
+		n := len(events)
+		if events, err = decodeEvents(m.Data, events); err != nil {
+			events = events[:n]
+			b.log.Error("dropping malformed event", "seq", m.Sequence)
+		}
+		seqs = append(seqs, m.Sequence)
+		seq = m.Sequence + 1
+	}
+	if len(seqs) == 0 {
+		return 0, nil
+	}
+	if len(events) > 0 {
+		if err := persist(context.WithoutCancel(cctx), events); err != nil {
+			return 0, err
+		}
+	}
+	for _, seq := range seqs {
+		if err := b.stream.DeleteMsg(cctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return len(events), err
+		}
+	}
+	b.index.forgetAll(events)
+	return len(events), nil
+}

@@ -1,0 +1,107 @@
+package natsbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/spikehq/spike/internal/switches"
+)
+
+// SwitchBucket is the KV bucket that is Spike's config centre.
+const SwitchBucket = "spike_switches"
+
+// Switches keeps a switches.Board in step with the config centre: a
+// JetStream KV bucket every instance watches, so a change made on any
+// instance reaches all of them within the watch's delivery delay
+// (milliseconds while NATS is reachable).
+type Switches struct {
+	kv    jetstream.KeyValue
+	board *switches.Board
+	log   *slog.Logger
+}
+
+// NewSwitches opens (creating if needed) the switch bucket.
+func NewSwitches(ctx context.Context, b *Bus, board *switches.Board, log *slog.Logger) (*Switches, error) {
+	kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      SwitchBucket,
+		Description: "Spike runtime switches and limits",
+		History:     10,
+		Replicas:    b.cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open switch bucket: %w", err)
+	}
+	sw := &Switches{kv: kv, board: board, log: log}
+	return sw, sw.load(ctx)
+}
+
+// load applies the stored values before the instance serves, so it never
+// starts with defaults an operator has overridden.
+func (s *Switches) load(ctx context.Context) error {
+	keys, err := s.kv.Keys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read switches: %w", err)
+	}
+	for _, k := range keys {
+		e, err := s.kv.Get(ctx, k)
+		if err != nil {
+			continue // deleted meanwhile
+		}
+		if err := s.board.Apply(k, string(e.Value())); err != nil {
+			s.log.Warn("ignoring switch value", "err", err)
+		}
+	}
+	return nil
+}
+
+// Run applies the bucket's current values and then every change, until ctx
+// is done.
+func (s *Switches) Run(ctx context.Context) error {
+	w, err := s.kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch switches: %w", err)
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil
+			}
+			if e == nil {
+				continue // the initial values have all been delivered
+			}
+			switch e.Operation() {
+			case jetstream.KeyValuePut:
+				if err := s.board.Apply(e.Key(), string(e.Value())); err != nil {
+					s.log.Warn("ignoring switch value", "err", err)
+				} else {
+					s.log.Info("switch", "name", e.Key(), "value", string(e.Value()))
+				}
+			default:
+				s.board.Reset(e.Key())
+			}
+		}
+	}
+}
+
+// Set validates and stores a switch, and applies it here at once.
+func (s *Switches) Set(ctx context.Context, name, value string) error {
+	canon, err := s.board.Validate(name, value)
+	if err != nil {
+		return err
+	}
+	if _, err := s.kv.Put(ctx, name, []byte(canon)); err != nil {
+		return fmt.Errorf("store switch %s: %w", name, err)
+	}
+	return s.board.Apply(name, canon)
+}

@@ -1,0 +1,516 @@
+package order
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/spikehq/spike"
+	"github.com/spikehq/spike/internal/domain/inventory"
+)
+
+// Reserver holds and releases stock; *inventory.Counters is one.
+type Reserver interface {
+	// Reserve takes stock atomically (see inventory.Counters.Reserve).
+	Reserve(ctx context.Context, r inventory.Request) (res inventory.Reservation, replay bool, err error)
+	// Confirm marks a reservation durably enqueued, so replays of its key
+	// are answered with it.
+	Confirm(ctx context.Context, res inventory.Reservation) error
+	// Release undoes a reservation that was never enqueued.
+	Release(ctx context.Context, res inventory.Reservation) error
+}
+
+// PendingLookup finds an acknowledged order that is not yet persisted, by
+// id, wherever it was placed; the stream is one.
+type PendingLookup interface {
+	Placed(ctx context.Context, orderID string) (Placed, bool, error)
+}
+
+// Service places, persists and reads orders. It is safe for concurrent use.
+type Service struct {
+	reserver Reserver
+	stream   Stream
+	store    Store
+	// Lookup, if set, finds orders placed through other instances and not
+	// yet persisted (clustered mode).
+	Lookup  PendingLookup
+	log     *slog.Logger
+	pending pendingIndex
+
+	// EnqueueTimeout bounds one enqueue attempt. If zero, 5s is used.
+	EnqueueTimeout time.Duration
+	// AbandonAfter is when an unconfirmed reservation whose event is not
+	// durable counts as abandoned (its instance died before enqueueing):
+	// a replay of its key then releases it and places afresh. In-doubt
+	// resolvers stop re-publishing at half of it, so nothing can store the
+	// event later. If zero, 90s is used.
+	AbandonAfter time.Duration
+
+	inDoubt chan inventory.Reservation
+}
+
+// NewService returns a Service.
+func NewService(reserver Reserver, stream Stream, store Store, log *slog.Logger) *Service {
+	s := &Service{reserver: reserver, stream: stream, store: store, log: log, inDoubt: make(chan inventory.Reservation, 4096)}
+	s.pending.init()
+	return s
+}
+
+// PlaceRequest asks to place an order.
+type PlaceRequest struct {
+	UserID   int64
+	SaleID   string
+	Key      string
+	Quantity int64
+}
+
+// Place reserves stock and durably enqueues the order; only then does it
+// return the order (status Pending). A repeated key returns the first
+// order. If the stream refuses the event the reservation is undone and
+// ErrStreamDown returned; if the stream does not answer in time the
+// reservation is kept while a background resolver makes sure the event
+// is stored, and ErrInDoubt is returned (a retry with the same key gets the
+// order once it is stored).
+func (s *Service) Place(ctx context.Context, r PlaceRequest) (Order, error) {
+	if !spike.ValidIdempotencyKey(r.Key) {
+		return Order{}, spike.Errorf(spike.ErrInvalid, "Idempotency-Key must be 1-128 printable ASCII characters")
+	}
+	req := inventory.Request{SaleID: r.SaleID, UserID: r.UserID, Key: r.Key, Quantity: r.Quantity}
+	res, replay, err := s.reserver.Reserve(ctx, req)
+	if errors.Is(err, inventory.ErrInProgress) && res.OrderID != "" {
+		stored, known := s.stored(ctx, res.OrderID)
+		switch {
+		case stored:
+			// The first request's event is durable, but its confirmation
+			// never came (its instance died, or it is a moment away).
+			s.confirm(ctx, res)
+			ev := placedEvent(res)
+			return ev.Order(), nil
+		case known && time.Since(res.PlacedAt) > s.abandonAfter():
+			// Its instance died before enqueueing, and nothing can store
+			// the event any more: free the units and place afresh.
+			s.log.Warn("releasing an abandoned reservation", "order_id", res.OrderID, "placed_at", res.PlacedAt)
+			if rerr := s.reserver.Release(ctx, res); rerr != nil {
+				return Order{}, err
+			}
+			res, replay, err = s.reserver.Reserve(ctx, req)
+		}
+	}
+	if err != nil {
+		return Order{}, err
+	}
+	ev := placedEvent(res)
+	o := ev.Order()
+	if replay {
+		return o, nil
+	}
+	// Index before enqueueing: the worker may persist (and unindex) the
+	// order before Enqueue even returns.
+	s.pending.add(o)
+	err = s.enqueue(ctx, ev)
+	switch {
+	case err == nil:
+		s.confirm(ctx, res)
+		return o, nil
+	case errors.Is(err, ErrNotEnqueued):
+		s.pending.remove(o)
+		if err := s.reserver.Release(context.WithoutCancel(ctx), res); err != nil {
+			// The units stay held until the counters are rebuilt: no oversell, a late sale.
+			s.log.Error("release reservation", "order_id", o.ID, "err", err)
+		}
+		return Order{}, ErrStreamDown
+	default:
+		// The event may or may not be stored. Releasing the stock now could
+		// oversell if it was; keep it held until the resolver knows.
+		s.log.Warn("enqueue in doubt", "order_id", o.ID, "err", err)
+		select {
+		case s.inDoubt <- res:
+		default:
+			// Resolver backlog full: resolve inline within a detached deadline.
+			go s.resolve(context.WithoutCancel(ctx), res)
+		}
+		return Order{}, ErrInDoubt
+	}
+}
+
+func (s *Service) abandonAfter() time.Duration {
+	if s.AbandonAfter > 0 {
+		return s.AbandonAfter
+	}
+	return 90 * time.Second
+}
+
+// confirm marks a durable reservation confirmed. A failure only delays
+// replays: the order is on the stream, and Persist confirms it again.
+func (s *Service) confirm(ctx context.Context, res inventory.Reservation) {
+	if err := s.reserver.Confirm(ctx, res); err != nil {
+		s.log.Warn("confirm reservation", "order_id", res.OrderID, "err", err)
+	}
+}
+
+// stored reports whether an order's event is durable: on the stream or
+// persisted. known is false when a lookup failed, so "not stored" is not
+// certain: an abandoned reservation must not be released on a guess.
+func (s *Service) stored(ctx context.Context, id string) (stored, known bool) {
+	known = true
+	if s.Lookup != nil {
+		_, ok, err := s.Lookup.Placed(ctx, id)
+		if err == nil && ok {
+			return true, true
+		}
+		known = err == nil
+	}
+	_, err := s.store.Order(ctx, id)
+	switch {
+	case err == nil:
+		return true, true
+	case !errors.Is(err, ErrOrderNotFound):
+		known = false
+	}
+	return false, known
+}
+
+func (s *Service) enqueue(ctx context.Context, ev Placed) error {
+	timeout := s.EnqueueTimeout
+	if timeout == 0 {
+		timeout = 5 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return s.stream.Enqueue(ctx, ev)
+}
+
+func placedEvent(res inventory.Reservation) Placed {
+	return Placed{
+		V: 1, OrderID: res.OrderID, SaleID: res.SaleID, SKU: res.SKU, UserID: res.UserID,
+		Quantity: res.Quantity, PriceCents: res.PriceCents, Key: res.Key, PlacedAt: res.PlacedAt,
+	}
+}
+
+// RunResolver republishes in-doubt events (same order id, so the stream
+// deduplicates) until each is acknowledged, then confirms its reservation.
+// It returns when ctx is done; events still in doubt then are settled by the
+// rebuild at the next start, which reads the stream.
+func (s *Service) RunResolver(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case res := <-s.inDoubt:
+			s.resolve(ctx, res)
+		}
+	}
+}
+
+func (s *Service) resolve(ctx context.Context, res inventory.Reservation) {
+	ev := placedEvent(res)
+	backoff := 50 * time.Millisecond
+	// Stop well before a replay may call the reservation abandoned; the
+	// rebuild (embedded) or the replay path (clustered) settles it then.
+	ctx, cancel := context.WithDeadline(ctx, res.PlacedAt.Add(s.abandonAfter()/2))
+	defer cancel()
+	for {
+		if err := s.enqueue(ctx, ev); err == nil {
+			s.confirm(ctx, res)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// Persist stores a batch of OrderPlaced events as Created orders,
+// idempotently. It is what order workers call for each batch they consume;
+// when it returns nil the batch may be acknowledged.
+func (s *Service) Persist(ctx context.Context, events []Placed) error {
+	orders := make([]Order, len(events))
+	for i := range events {
+		orders[i] = events[i].Order()
+		orders[i].Status = Created
+	}
+	if err := s.store.InsertOrders(ctx, orders); err != nil {
+		return err
+	}
+	// An order whose placing instance died before confirming it is settled
+	// by the next replay of its key (see Place), without a round trip here.
+	for i := range orders {
+		s.pending.remove(orders[i])
+	}
+	return nil
+}
+
+// Caller is who asks to read an order.
+type Caller struct {
+	UserID int64
+	Admin  bool
+}
+
+// Order returns an order its buyer (or an admin) may read; another buyer's
+// order is ErrOrderNotFound. An acknowledged order not yet persisted is
+// returned in status Pending.
+func (s *Service) Order(ctx context.Context, id string, c Caller) (Order, error) {
+	if !validOrderID(id) {
+		return Order{}, ErrOrderNotFound
+	}
+	// Look where an order is before it is persisted first: it leaves the
+	// pending index and the stream only after its insert committed, so one
+	// of the lookups finds it.
+	if o, ok := s.pending.find(id, c); ok {
+		return o, nil
+	}
+	if s.Lookup != nil {
+		e, ok, err := s.Lookup.Placed(ctx, id)
+		if err != nil {
+			return Order{}, err
+		}
+		if ok {
+			if !c.Admin && e.UserID != c.UserID {
+				return Order{}, ErrOrderNotFound
+			}
+			return e.Order(), nil
+		}
+	}
+	o, err := s.store.Order(ctx, id)
+	if err != nil {
+		return Order{}, err
+	}
+	if !c.Admin && o.UserID != c.UserID {
+		return Order{}, ErrOrderNotFound
+	}
+	return o, nil
+}
+
+// validOrderID reports whether id could be an order id: it is also a NATS
+// subject token, so no wildcards or dots.
+func validOrderID(id string) bool {
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// List returns a page of the user's orders, newest first, and the cursor of
+// the next page (zero at the end). limit must be 1–100.
+func (s *Service) List(ctx context.Context, userID int64, after Cursor, limit int) ([]Order, Cursor, error) {
+	if limit < 1 || limit > 100 {
+		return nil, Cursor{}, spike.Errorf(spike.ErrInvalid, "limit must be between 1 and 100")
+	}
+	pending := s.pending.forUser(userID, after) // before the store read; see Order
+	stored, err := s.store.ListOrders(ctx, userID, after, limit+1)
+	if err != nil {
+		return nil, Cursor{}, err
+	}
+	all := append(stored, pending...)
+	slices.SortFunc(all, func(a, b Order) int {
+		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
+			return c
+		}
+		switch {
+		case a.ID > b.ID:
+			return -1
+		case a.ID < b.ID:
+			return 1
+		}
+		// The same order both pending and stored: keep the stored one first.
+		if a.Status != Pending {
+			return -1
+		}
+		return 1
+	})
+	all = slices.CompactFunc(all, func(a, b Order) bool { return a.ID == b.ID })
+	if len(all) <= limit {
+		return all, Cursor{}, nil
+	}
+	all = all[:limit]
+	return all, CursorAfter(&all[limit-1]), nil
+}
+
+// PendingCount returns how many acknowledged orders this instance has not
+// seen persisted yet.
+func (s *Service) PendingCount() int { return s.pending.count() }
+
+// pendingIndex holds acknowledged orders until they are persisted, sharded
+// by buyer so that placements of different buyers rarely share a lock.
+type pendingIndex struct {
+	shards [64]pendingShard
+}
+
+type pendingShard struct {
+	mu     sync.Mutex
+	byUser map[int64][]Order
+	n      int
+}
+
+func (p *pendingIndex) init() {
+	for i := range p.shards {
+		p.shards[i].byUser = make(map[int64][]Order)
+	}
+}
+
+func (p *pendingIndex) shard(user int64) *pendingShard {
+	return &p.shards[uint64(user)%uint64(len(p.shards))]
+}
+
+func (p *pendingIndex) add(o Order) {
+	sh := p.shard(o.UserID)
+	sh.mu.Lock()
+	sh.byUser[o.UserID] = append(sh.byUser[o.UserID], o)
+	sh.n++
+	sh.mu.Unlock()
+}
+
+func (p *pendingIndex) remove(o Order) {
+	sh := p.shard(o.UserID)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	list := sh.byUser[o.UserID]
+	i := slices.IndexFunc(list, func(x Order) bool { return x.ID == o.ID })
+	if i < 0 {
+		return
+	}
+	list = slices.Delete(list, i, i+1)
+	sh.n--
+	if len(list) == 0 {
+		delete(sh.byUser, o.UserID)
+	} else {
+		sh.byUser[o.UserID] = list
+	}
+}
+
+func (p *pendingIndex) find(id string, c Caller) (Order, bool) {
+	look := func(sh *pendingShard, user int64) (Order, bool) {
+		for _, o := range sh.byUser[user] {
+			if o.ID == id {
+				return o, true
+			}
+		}
+		return Order{}, false
+	}
+	if !c.Admin {
+		sh := p.shard(c.UserID)
+		sh.mu.Lock()
+		defer sh.mu.Unlock()
+		return look(sh, c.UserID)
+	}
+	for i := range p.shards {
+		sh := &p.shards[i]
+		sh.mu.Lock()
+		for user := range sh.byUser {
+			if o, ok := look(sh, user); ok {
+				sh.mu.Unlock()
+				return o, true
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return Order{}, false
+}
+
+func (p *pendingIndex) forUser(user int64, after Cursor) []Order {
+	sh := p.shard(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	var out []Order
+	for _, o := range sh.byUser[user] {
+		if after.Before(&o) {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+func (p *pendingIndex) count() int {
+	n := 0
+	for i := range p.shards {
+		sh := &p.shards[i]
+		sh.mu.Lock()
+		n += sh.n
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// Restore indexes events found on the stream at start as pending orders.
+func (s *Service) Restore(events []Placed) {
+	for i := range events {
+		s.pending.add(events[i].Order())
+	}
+}
+
+// RunPendingSweeper drops pending orders that another instance's worker
+// persisted: with many instances the workers compete for events, so the
+// instance that acknowledged an order does not always see it persisted.
+// An order is dropped once it has left the stream (it leaves only after
+// its insert committed). Without a Lookup it only waits for ctx.
+func (s *Service) RunPendingSweeper(ctx context.Context, every time.Duration) error {
+	if s.Lookup == nil {
+		<-ctx.Done()
+		return nil
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		cutoff := time.Now().Add(-every)
+		for _, o := range s.pending.olderThan(cutoff) {
+			_, onStream, err := s.Lookup.Placed(ctx, o.ID)
+			if err != nil {
+				break // the stream is unreachable: try again next round
+			}
+			if !onStream {
+				s.pending.remove(o)
+			}
+		}
+	}
+}
+
+func (p *pendingIndex) olderThan(t time.Time) []Order {
+	var out []Order
+	for i := range p.shards {
+		sh := &p.shards[i]
+		sh.mu.Lock()
+		for _, list := range sh.byUser {
+			for _, o := range list {
+				if o.CreatedAt.Before(t) {
+					out = append(out, o)
+				}
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return out
+}
+
+// PendingIDs returns the ids of the orders this instance acknowledged and
+// has not yet seen persisted.
+func (s *Service) PendingIDs() []string {
+	var ids []string
+	for i := range s.pending.shards {
+		sh := &s.pending.shards[i]
+		sh.mu.Lock()
+		for _, list := range sh.byUser {
+			for _, o := range list {
+				ids = append(ids, o.ID)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return ids
+}

@@ -1,0 +1,406 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spikehq/spike"
+	"github.com/spikehq/spike/internal/domain/catalog"
+	"github.com/spikehq/spike/internal/domain/order"
+	"github.com/spikehq/spike/internal/domain/sale"
+	"github.com/spikehq/spike/internal/switches"
+)
+
+// ---- products
+
+type productRequest struct {
+	SKU        string `json:"sku"`
+	Name       string `json:"name"`
+	PriceCents *int64 `json:"price_cents"`
+	Stock      int64  `json:"stock"`
+}
+
+func (s *Server) createProduct(w http.ResponseWriter, r *http.Request, _ Identity) error {
+	var req productRequest
+	if err := decode(r, &req, false); err != nil {
+		return err
+	}
+	if req.PriceCents == nil {
+		return spike.Errorf(spike.ErrInvalid, "price_cents is required")
+	}
+	p, err := s.Catalog.Create(r.Context(), catalog.Product{SKU: req.SKU, Name: req.Name, PriceCents: *req.PriceCents, Stock: req.Stock})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, p)
+}
+
+func (s *Server) getProduct(w http.ResponseWriter, r *http.Request) error {
+	p, err := s.Catalog.Product(r.Context(), r.PathValue("sku"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, p)
+}
+
+func (s *Server) updateProduct(w http.ResponseWriter, r *http.Request, _ Identity) error {
+	var u catalog.ProductUpdate
+	if err := decode(r, &u, false); err != nil {
+		return err
+	}
+	p, err := s.Catalog.Update(r.Context(), r.PathValue("sku"), u)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, p)
+}
+
+// ---- sales
+
+type saleRequest struct {
+	ID           string     `json:"id"`
+	SKU          string     `json:"sku"`
+	Stock        int64      `json:"stock"`
+	PriceCents   *int64     `json:"price_cents"`
+	PerUserLimit *int64     `json:"per_user_limit"`
+	StartsAt     *time.Time `json:"starts_at"`
+	EndsAt       *time.Time `json:"ends_at"`
+}
+
+type saleResponse struct {
+	ID           string     `json:"id"`
+	SKU          string     `json:"sku"`
+	Stock        int64      `json:"stock"`
+	Remaining    int64      `json:"remaining"`
+	Sold         int64      `json:"sold"`
+	PriceCents   int64      `json:"price_cents"`
+	PerUserLimit int64      `json:"per_user_limit"`
+	StartsAt     time.Time  `json:"starts_at"`
+	EndsAt       *time.Time `json:"ends_at"`
+	State        sale.State `json:"state"`
+}
+
+func saleJSON(v sale.View) saleResponse {
+	out := saleResponse{
+		ID: v.ID, SKU: v.SKU, Stock: v.Stock, Remaining: v.Remaining, Sold: v.Sold,
+		PriceCents: v.PriceCents, PerUserLimit: v.PerUserLimit, StartsAt: v.StartsAt, State: v.State,
+	}
+	if !v.EndsAt.IsZero() {
+		out.EndsAt = &v.EndsAt
+	}
+	return out
+}
+
+func (s *Server) createSale(w http.ResponseWriter, r *http.Request, _ Identity) error {
+	var req saleRequest
+	if err := decode(r, &req, false); err != nil {
+		return err
+	}
+	sl := sale.Sale{ID: req.ID, SKU: req.SKU, Stock: req.Stock, PerUserLimit: 1}
+	if req.PriceCents == nil {
+		return spike.Errorf(spike.ErrInvalid, "price_cents is required")
+	}
+	sl.PriceCents = *req.PriceCents
+	if req.PerUserLimit != nil {
+		if *req.PerUserLimit < 1 {
+			return spike.Errorf(spike.ErrInvalid, "per_user_limit must be >= 1")
+		}
+		sl.PerUserLimit = *req.PerUserLimit
+	}
+	if req.StartsAt != nil {
+		sl.StartsAt = *req.StartsAt
+	}
+	if req.EndsAt != nil {
+		sl.EndsAt = *req.EndsAt
+	}
+	created, err := s.Sales.Create(r.Context(), sl)
+	if err != nil {
+		return err
+	}
+	v, err := s.Sales.View(r.Context(), created.ID)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, saleJSON(v))
+}
+
+func (s *Server) getSale(w http.ResponseWriter, r *http.Request) error {
+	v, err := s.Sales.View(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, saleJSON(v))
+}
+
+// ---- orders
+
+var errKeyMissing = &spike.Error{Kind: spike.ErrInvalid, Message: "Idempotency-Key header must be 1-128 printable ASCII characters"}
+
+type placeRequest struct {
+	Quantity *int64 `json:"quantity"`
+}
+
+var errQuantity = &spike.Error{Kind: spike.ErrInvalid, Message: "quantity must be an integer >= 1"}
+
+// decodeQuantity reads a placement body: empty or {"quantity": n}. The
+// common exact shape is parsed by hand (a flash sale sends it by the
+// million); anything else goes through encoding/json, which gives the same
+// answer (FuzzQuantityFastPath checks that they agree).
+func decodeQuantity(r *http.Request) (int64, error) {
+	buf := bodyBuffers.Get().(*bytes.Buffer)
+	defer bodyBuffers.Put(buf)
+	body, err := readBody(r, buf)
+	if err != nil {
+		return 0, err
+	}
+	if len(body) == 0 {
+		return 1, nil
+	}
+	if q, ok := fastQuantity(body); ok {
+		if q < 1 {
+			return 0, errQuantity
+		}
+		return q, nil
+	}
+	var req placeRequest
+	if err := decodeBytes(body, &req, true); err != nil {
+		return 0, err
+	}
+	if req.Quantity == nil {
+		return 1, nil
+	}
+	if *req.Quantity < 1 {
+		return 0, errQuantity
+	}
+	return *req.Quantity, nil
+}
+
+// fastQuantity parses exactly {"quantity":N} with optional spaces, N a
+// JSON integer of at most 18 digits; ok is false for anything else.
+func fastQuantity(b []byte) (q int64, ok bool) {
+	const key = `"quantity"`
+	i := 0
+	skip := func() {
+		for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+			i++
+		}
+	}
+	if i >= len(b) || b[i] != '{' {
+		return 0, false
+	}
+	i++
+	skip()
+	if !bytes.HasPrefix(b[i:], []byte(key)) {
+		return 0, false
+	}
+	i += len(key)
+	skip()
+	if i >= len(b) || b[i] != ':' {
+		return 0, false
+	}
+	i++
+	skip()
+	neg := false
+	if i < len(b) && b[i] == '-' {
+		neg = true
+		i++
+	}
+	start := i
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		q = q*10 + int64(b[i]-'0')
+		i++
+	}
+	digits := i - start
+	if digits == 0 || digits > 18 || (digits > 1 && b[start] == '0') {
+		return 0, false
+	}
+	skip()
+	if i != len(b)-1 || b[i] != '}' {
+		return 0, false
+	}
+	if neg {
+		q = -q
+	}
+	return q, true
+}
+
+// placeOrder is the hot path: the cheapest checks come first.
+func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request) error {
+	if g := s.Guards; g != nil && !g.accepting() {
+		s.guard.reject("orders_accept_switch")
+		return errNotAccepted
+	}
+	saleID := r.PathValue("id")
+	if !spike.ValidID(saleID) {
+		return sale.ErrSaleNotFound
+	}
+	id, err := s.Auth.Authenticate(r)
+	if err != nil {
+		return err
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if !spike.ValidIdempotencyKey(key) {
+		return errKeyMissing
+	}
+	if g := s.Guards; g != nil {
+		if !g.allowUser(r.Context(), id.UserID) {
+			s.guard.reject("user_rate")
+			return errUserRate
+		}
+		if !g.allowSale(saleID) {
+			s.guard.reject("sale_rate")
+			return errSaleRate
+		}
+	}
+	qty, err := decodeQuantity(r)
+	if err != nil {
+		return err
+	}
+	o, err := s.Orders.Place(r.Context(), order.PlaceRequest{UserID: id.UserID, SaleID: saleID, Key: key, Quantity: qty})
+	s.metrics.placement(err)
+	if err != nil {
+		return err
+	}
+	b := make([]byte, 0, 128)
+	b = append(b, `{"order_id":`...)
+	b = strconv.AppendQuote(b, o.ID)
+	b = append(b, `,"sale_id":`...)
+	b = strconv.AppendQuote(b, o.SaleID)
+	b = append(b, `,"quantity":`...)
+	b = strconv.AppendInt(b, o.Quantity, 10)
+	b = append(b, `,"status":"pending"}`+"\n"...)
+	w.Header()["Content-Type"] = jsonContentType
+	w.WriteHeader(http.StatusAccepted)
+	_, err = w.Write(b)
+	return nil
+}
+
+type orderResponse struct {
+	OrderID     string       `json:"order_id"`
+	SaleID      string       `json:"sale_id"`
+	SKU         string       `json:"sku"`
+	UserID      int64        `json:"user_id"`
+	Quantity    int64        `json:"quantity"`
+	PriceCents  int64        `json:"price_cents"`
+	AmountCents int64        `json:"amount_cents"`
+	Status      order.Status `json:"status"`
+	CreatedAt   time.Time    `json:"created_at"`
+}
+
+func orderJSON(o *order.Order) orderResponse {
+	return orderResponse{
+		OrderID: o.ID, SaleID: o.SaleID, SKU: o.SKU, UserID: o.UserID, Quantity: o.Quantity,
+		PriceCents: o.PriceCents, AmountCents: o.AmountCents(), Status: o.Status, CreatedAt: o.CreatedAt.UTC(),
+	}
+}
+
+func (s *Server) getOrder(w http.ResponseWriter, r *http.Request, id Identity) error {
+	o, err := s.Orders.Order(r.Context(), r.PathValue("id"), order.Caller{UserID: id.UserID, Admin: id.Admin})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, orderJSON(&o))
+}
+
+type listResponse struct {
+	Orders     []orderResponse `json:"orders"`
+	NextCursor string          `json:"next_cursor,omitempty"`
+}
+
+func (s *Server) listOrders(w http.ResponseWriter, r *http.Request, id Identity) error {
+	q := r.URL.Query()
+	limit := 20
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100 {
+			return spike.Errorf(spike.ErrInvalid, "limit must be an integer between 1 and 100")
+		}
+		limit = n
+	}
+	after, err := order.ParseCursor(q.Get("cursor"))
+	if err != nil {
+		return err
+	}
+	orders, next, err := s.Orders.List(r.Context(), id.UserID, after, limit)
+	if err != nil {
+		return err
+	}
+	resp := listResponse{Orders: make([]orderResponse, len(orders)), NextCursor: next.String()}
+	for i := range orders {
+		resp.Orders[i] = orderJSON(&orders[i])
+	}
+	return writeJSON(w, http.StatusOK, resp)
+}
+
+// ---- operations
+
+func (s *Server) audit(w http.ResponseWriter, r *http.Request) error {
+	rep, err := s.Auditor.Audit(r.Context())
+	if err != nil {
+		return spike.Errorf(spike.ErrUnavailable, "audit could not read the record: %v", err)
+	}
+	return writeJSON(w, http.StatusOK, rep)
+}
+
+func (s *Server) getSwitches(w http.ResponseWriter, r *http.Request, _ Identity) error {
+	if s.Guards == nil || s.Guards.Switches == nil {
+		return writeJSON(w, http.StatusOK, map[string]any{"switches": []switches.State{}})
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"switches": s.Guards.Switches.Snapshot()})
+}
+
+func (s *Server) putSwitch(w http.ResponseWriter, r *http.Request, _ Identity) error {
+	if s.SwitchStore == nil || s.Guards == nil || s.Guards.Switches == nil {
+		return spike.Errorf(spike.ErrUnavailable, "switches have no config centre here")
+	}
+	var req struct {
+		Value json.RawMessage `json:"value"`
+	}
+	if err := decode(r, &req, false); err != nil {
+		return err
+	}
+	// Accept "value": false, 20 or "false", "20".
+	value := strings.Trim(string(bytes.TrimSpace(req.Value)), `"`)
+	if value == "" {
+		return spike.Errorf(spike.ErrInvalid, `body must be {"value": ...}`)
+	}
+	name := r.PathValue("name")
+	if err := s.SwitchStore.Set(r.Context(), name, value); err != nil {
+		return err
+	}
+	for _, st := range s.Guards.Switches.Snapshot() {
+		if st.Name == name {
+			return writeJSON(w, http.StatusOK, st)
+		}
+	}
+	return switches.ErrUnknown
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	type result struct {
+		Name  string `json:"name"`
+		OK    bool   `json:"ok"`
+		Error string `json:"error,omitempty"`
+	}
+	ready := true
+	var results []result
+	for _, p := range s.Probes {
+		err := p.Check(r.Context())
+		res := result{Name: p.Name, OK: err == nil}
+		if err != nil {
+			ready = false
+			res.Error = err.Error()
+		}
+		results = append(results, res)
+	}
+	status := http.StatusOK
+	if !ready {
+		status = http.StatusServiceUnavailable
+		w.Header()["Retry-After"] = retryAfterOne
+	}
+	return writeJSON(w, status, map[string]any{"ready": ready, "dependencies": results})
+}

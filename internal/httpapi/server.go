@@ -1,0 +1,291 @@
+// Package httpapi serves Spike's HTTP API (docs/api.md): routes,
+// authentication, request decoding and the one table that maps domain
+// errors to statuses.
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/spikehq/spike"
+	"github.com/spikehq/spike/internal/domain/catalog"
+	"github.com/spikehq/spike/internal/domain/order"
+	"github.com/spikehq/spike/internal/domain/sale"
+	"github.com/spikehq/spike/internal/ledger"
+)
+
+// MaxBodyBytes is the largest request body accepted.
+const MaxBodyBytes = 1 << 20
+
+// Probe is a dependency /readyz checks.
+type Probe struct {
+	Name  string
+	Check func(ctx context.Context) error
+}
+
+// Config is what a Server serves.
+type Config struct {
+	Catalog  *catalog.Service
+	Sales    *sale.Service
+	Orders   *order.Service
+	Auditor  *ledger.Auditor
+	Auth     *Authenticator
+	Probes   []Probe
+	Registry *prometheus.Registry // metrics are registered here and served on /metrics
+	Logger   *slog.Logger
+	// Guards protect the placement path; nil means none.
+	Guards *Guards
+	// SwitchStore persists switch changes made through the admin API (the
+	// config centre); nil means the switch endpoints are read-only.
+	SwitchStore SwitchStore
+	// AdminBudget bounds an admin request (catalogue and sale writes,
+	// audits, switches): the top of the timeout funnel for calls that have
+	// no guard of their own; past it they fail with 503. Buyers' routes are
+	// bounded hop by hop instead (the placement's stock and stream budgets,
+	// the order reads' guard, the caches' loads), without a timer per
+	// request on the hot path. Zero means DefaultAdminBudget.
+	AdminBudget time.Duration
+}
+
+// SwitchStore stores a switch in the config centre and applies it.
+type SwitchStore interface {
+	Set(ctx context.Context, name, value string) error
+}
+
+// Server is the API's http.Handler.
+type Server struct {
+	Config
+	adminBudget time.Duration
+	log         *slog.Logger
+	mux         *http.ServeMux
+	metrics     *metrics
+	guard       *guardMetrics
+}
+
+// New returns a Server.
+func New(cfg Config) *Server {
+	s := &Server{Config: cfg, log: cfg.Logger, mux: http.NewServeMux(), adminBudget: cfg.AdminBudget}
+	if s.adminBudget <= 0 {
+		s.adminBudget = DefaultAdminBudget
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	s.Registry = cfg.Registry
+	s.metrics = newMetrics(cfg.Registry)
+	if s.Guards != nil {
+		s.Guards.init()
+	}
+	s.guard = newGuardMetrics(cfg.Registry, s.Guards)
+	s.routes()
+	return s
+}
+
+func (s *Server) routes() {
+	s.handle("POST /v1/sales/{id}/orders", "place_order", s.placeOrder)
+	s.handle("GET /v1/products/{sku}", "get_product", s.getProduct)
+	s.handle("PATCH /v1/products/{sku}", "update_product", s.admin(s.updateProduct))
+	s.handle("POST /v1/products", "create_product", s.admin(s.createProduct))
+	s.handle("POST /v1/sales", "create_sale", s.admin(s.createSale))
+	s.handle("GET /v1/sales/{id}", "get_sale", s.getSale)
+	s.handle("GET /v1/orders/{id}", "get_order", s.buyer(s.getOrder))
+	s.handle("GET /v1/orders", "list_orders", s.buyer(s.listOrders))
+	s.handle("GET /v1/admin/audit", "audit", s.admin(func(w http.ResponseWriter, r *http.Request, _ Identity) error { return s.audit(w, r) }))
+	s.handle("GET /healthz", "healthz", func(w http.ResponseWriter, r *http.Request) error {
+		return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	s.handle("GET /readyz", "readyz", s.readyz)
+	s.handle("GET /v1/admin/switches", "get_switches", s.admin(s.getSwitches))
+	s.handle("PUT /v1/admin/switches/{name}", "put_switch", s.admin(s.putSwitch))
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
+	// Anything else gets the API's error shape, not the mux's plain text.
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, spike.Errorf(spike.ErrNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+}
+
+// handlerFunc is a handler that returns its error for writeError.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+func (s *Server) handle(pattern, route string, h handlerFunc) {
+	m := s.metrics.route(route)
+	priority := routePriority(route)
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rw := statusWriter{ResponseWriter: w, status: http.StatusOK}
+		// Shed first: a rejection must cost a small part of a placement.
+		ticket, ok := s.Guards.admit(priority)
+		if !ok {
+			s.guard.reject("admission")
+			s.writeError(&rw, r, errOverloaded)
+			m.observe(rw.status, time.Since(start))
+			return
+		}
+		defer func() { s.Guards.finish(ticket, rw.status) }()
+		if r.ContentLength > MaxBodyBytes {
+			s.writeError(&rw, r, errTooLarge)
+		} else {
+			r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+			if err := h(&rw, r); err != nil {
+				s.writeError(&rw, r, err)
+			}
+		}
+		m.observe(rw.status, time.Since(start))
+	})
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+type identityHandler func(w http.ResponseWriter, r *http.Request, id Identity) error
+
+func (s *Server) buyer(h identityHandler) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		id, err := s.Auth.Authenticate(r)
+		if err != nil {
+			return err
+		}
+		return h(w, r, id)
+	}
+}
+
+// DefaultAdminBudget is Config.AdminBudget's default: below the 30 s
+// WriteTimeout of cmd/spike's HTTP server, so that the handler gives up
+// (503) before the server drops the connection.
+const DefaultAdminBudget = 25 * time.Second
+
+func (s *Server) admin(h identityHandler) handlerFunc {
+	return s.buyer(func(w http.ResponseWriter, r *http.Request, id Identity) error {
+		if !id.Admin {
+			return errForbidden
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), s.adminBudget)
+		defer cancel()
+		return h(w, r.WithContext(ctx), id)
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+var (
+	errTooLarge  = &spike.Error{Kind: spike.ErrTooLarge, Message: "request body is larger than 1 MiB"}
+	errEmptyBody = &spike.Error{Kind: spike.ErrInvalid, Message: "request body must be a JSON object"}
+)
+
+// decode reads a JSON object from the body into v. Malformed JSON, wrong
+// types and trailing data are ErrInvalid; an oversized body is ErrTooLarge.
+// An empty body leaves v untouched if allowEmpty.
+func decode(r *http.Request, v any, allowEmpty bool) error {
+	buf := bodyBuffers.Get().(*bytes.Buffer)
+	defer bodyBuffers.Put(buf)
+	body, err := readBody(r, buf)
+	if err != nil {
+		return err
+	}
+	return decodeBytes(body, v, allowEmpty)
+}
+
+// readBody reads the (size-capped) body into buf and returns it trimmed.
+func readBody(r *http.Request, buf *bytes.Buffer) ([]byte, error) {
+	buf.Reset()
+	if _, err := buf.ReadFrom(r.Body); err != nil {
+		if errors.As(err, new(*http.MaxBytesError)) {
+			return nil, errTooLarge
+		}
+		return nil, spike.Errorf(spike.ErrInvalid, "could not read the request body")
+	}
+	return bytes.TrimSpace(buf.Bytes()), nil
+}
+
+func decodeBytes(body []byte, v any, allowEmpty bool) error {
+	if len(body) == 0 {
+		if allowEmpty {
+			return nil
+		}
+		return errEmptyBody
+	}
+	if body[0] != '{' {
+		return errEmptyBody
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return decodeError(err, allowEmpty)
+	}
+	return nil
+}
+
+var bodyBuffers = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, 512)) }}
+
+func decodeError(err error, allowEmpty bool) error {
+	var (
+		mbe *http.MaxBytesError
+		ute *json.UnmarshalTypeError
+		se  *json.SyntaxError
+	)
+	switch {
+	case errors.As(err, &mbe):
+		return errTooLarge
+	case errors.Is(err, io.EOF):
+		if allowEmpty {
+			return nil
+		}
+		return errEmptyBody
+	case errors.As(err, &ute):
+		if ute.Field != "" {
+			return spike.Errorf(spike.ErrInvalid, "field %q must be %s", ute.Field, describeType(ute.Type.String()))
+		}
+		return errEmptyBody
+	case errors.As(err, &se):
+		return spike.Errorf(spike.ErrInvalid, "malformed JSON at byte %d: %s", se.Offset, se.Error())
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return spike.Errorf(spike.ErrInvalid, "malformed JSON: unexpected end")
+	}
+	var pe *time.ParseError
+	if errors.As(err, &pe) {
+		return spike.Errorf(spike.ErrInvalid, "times must be RFC 3339, like 2026-11-29T20:00:00Z")
+	}
+	return spike.Errorf(spike.ErrInvalid, "malformed JSON")
+}
+
+func describeType(t string) string {
+	switch t {
+	case "int64", "*int64", "int", "*int":
+		return "an integer"
+	case "string", "*string":
+		return "a string"
+	case "time.Time", "*time.Time":
+		return "an RFC 3339 time"
+	}
+	return "of type " + t
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	w.Header()["Content-Type"] = jsonContentType
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+	return nil
+}

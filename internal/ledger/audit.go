@@ -1,0 +1,157 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spikehq/spike/internal/domain/inventory"
+	"github.com/spikehq/spike/internal/domain/order"
+	"github.com/spikehq/spike/internal/domain/sale"
+)
+
+// Check is the outcome of one invariant.
+type Check struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+}
+
+// Report is the outcome of an audit.
+type Report struct {
+	OK     bool    `json:"ok"`
+	Checks []Check `json:"checks"`
+}
+
+// PendingSource lists the orders this instance acknowledged and has not
+// yet seen persisted.
+type PendingSource interface {
+	PendingIDs() []string
+}
+
+// StatsSource reads a sale's stock counters: in process or on Redis.
+type StatsSource interface {
+	Stats(ctx context.Context, saleID string) (inventory.Stats, bool, error)
+}
+
+// Auditor checks the invariants I1–I5 of DESIGN.md against the record.
+type Auditor struct {
+	Sales    sale.Store
+	Orders   order.Store
+	Events   EventSource
+	Counters StatsSource
+	Pending  PendingSource
+}
+
+// Audit checks I1–I5. Placements in flight while it reads can make the
+// counters and the record disagree for a moment, so a failed conservation
+// check is read again a few times before it is reported.
+func (a *Auditor) Audit(ctx context.Context) (Report, error) {
+	var rep Report
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		rep, err = a.audit(ctx)
+		if err != nil || rep.OK {
+			return rep, err
+		}
+		select {
+		case <-ctx.Done():
+			return rep, nil
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return rep, nil
+}
+
+func (a *Auditor) audit(ctx context.Context) (Report, error) {
+	pending := a.Pending.PendingIDs() // before the record: see order.Service.Order
+	r, err := ReadRecord(ctx, a.Sales, a.Orders, a.Events)
+	if err != nil {
+		return Report{}, err
+	}
+	backlog, err := a.Events.Backlog(ctx)
+	if err != nil {
+		return Report{}, err
+	}
+
+	var oversold, dupes, overLimit, leaks []string
+	unloaded := 0
+	known := make(map[string]bool)
+	for _, s := range r.Sales {
+		var live int64
+		perUser := make(map[int64]int64)
+		keys := make(map[string]string) // user/key → order id
+		for _, o := range r.Orders[s.ID] {
+			known[o.ID] = true
+			k := fmt.Sprintf("%d/%s", o.UserID, o.IdempotencyKey)
+			if prev, ok := keys[k]; ok && prev != o.ID {
+				dupes = append(dupes, fmt.Sprintf("%s: user %d key %q has orders %s and %s", s.ID, o.UserID, o.IdempotencyKey, prev, o.ID))
+			}
+			keys[k] = o.ID
+			if o.Status.Live() {
+				live += o.Quantity
+				perUser[o.UserID] += o.Quantity
+			}
+		}
+		if live > s.Stock {
+			oversold = append(oversold, fmt.Sprintf("%s: %d units sold of %d allocated", s.ID, live, s.Stock))
+		}
+		for u, n := range perUser {
+			if n > s.PerUserLimit {
+				overLimit = append(overLimit, fmt.Sprintf("%s: user %d holds %d (limit %d)", s.ID, u, n, s.PerUserLimit))
+			}
+		}
+		if st, ok, err := a.Counters.Stats(ctx, s.ID); err != nil {
+			leaks = append(leaks, fmt.Sprintf("%s: stock counters unreadable: %v", s.ID, err))
+		} else if !ok {
+			// Clustered counters lost with Redis are rebuilt from this same
+			// record when the sale is next used; nothing to compare yet.
+			unloaded++
+		} else if st.Remaining < 0 || st.Remaining+live != s.Stock {
+			leaks = append(leaks, fmt.Sprintf("%s: remaining %d + sold %d != allocated %d", s.ID, st.Remaining, live, s.Stock))
+		}
+	}
+	var lost []string
+	for _, id := range pending {
+		if !known[id] {
+			lost = append(lost, id)
+		}
+	}
+
+	checks := []Check{
+		result("I1 no oversell", oversold, fmt.Sprintf("%d sales: units sold <= units allocated", len(r.Sales))),
+		result("I2 no lost orders", prefixed("acknowledged but neither on the stream nor persisted: ", lost),
+			fmt.Sprintf("every acknowledged order is on the stream (%d) or persisted", len(r.Queued))),
+		result("I3 no duplicates", append(dupes, overLimit...), "one order per (user, idempotency key); no user above the per-user limit"),
+		result("I4 conservation", leaks, fmt.Sprintf("remaining + units in live orders = allocated, for every sale with counters (%d not loaded: rebuilt from the record on first use)", unloaded)),
+	}
+	if backlog == 0 && len(pending) == 0 {
+		checks = append(checks, Check{Name: "I5 no stuck work", OK: true, Detail: "the stream is drained and no order is pending"})
+	} else {
+		checks = append(checks, Check{Name: "I5 no stuck work", OK: false,
+			Detail: fmt.Sprintf("%d events on the stream, %d orders pending (fine while traffic flows)", backlog, len(pending))})
+	}
+	rep := Report{OK: true, Checks: checks}
+	for _, c := range checks {
+		rep.OK = rep.OK && c.OK
+	}
+	return rep, nil
+}
+
+func prefixed(p string, items []string) []string {
+	if len(items) == 0 {
+		return nil
+	}
+	return []string{p + strings.Join(items, ", ")}
+}
+
+func result(name string, problems []string, okDetail string) Check {
+	if len(problems) == 0 {
+		return Check{Name: name, OK: true, Detail: okDetail}
+	}
+	if len(problems) > 10 {
+		problems = append(problems[:10], fmt.Sprintf("and %d more", len(problems)-10))
+	}
+	return Check{Name: name, OK: false, Detail: strings.Join(problems, "; ")}
+}

@@ -1,0 +1,138 @@
+package ledger_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spikehq/spike"
+	"github.com/spikehq/spike/internal/adapter/sqlitestore"
+	"github.com/spikehq/spike/internal/domain/catalog"
+	"github.com/spikehq/spike/internal/domain/inventory"
+	"github.com/spikehq/spike/internal/domain/order"
+	"github.com/spikehq/spike/internal/domain/sale"
+	"github.com/spikehq/spike/internal/ledger"
+)
+
+// events is an EventSource holding what is "on the stream".
+type events struct{ queued []order.Placed }
+
+func (e *events) Unpersisted(context.Context) ([]order.Placed, error) { return e.queued, nil }
+func (e *events) Backlog(context.Context) (uint64, error)             { return uint64(len(e.queued)), nil }
+
+type noPending struct{}
+
+func (noPending) PendingIDs() []string { return nil }
+
+func setup(t *testing.T, stock int64) (*sqlitestore.Store, sale.Sale) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlitestore.Open(ctx, filepath.Join(t.TempDir(), "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if err := st.CreateProduct(ctx, catalog.Product{SKU: "p", Name: "P", PriceCents: 10, Stock: stock}); err != nil {
+		t.Fatal(err)
+	}
+	s := sale.Sale{ID: "s", SKU: "p", Stock: stock, PriceCents: 5, PerUserLimit: 2, StartsAt: time.Now().Add(-time.Hour).UTC().Truncate(time.Millisecond)}
+	if err := st.CreateSale(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	return st, s
+}
+
+func placed(i int, user int64) order.Placed {
+	return order.Placed{V: 1, OrderID: fmt.Sprintf("O%04d", i), SaleID: "s", SKU: "p", UserID: user, Quantity: 1,
+		PriceCents: 5, Key: fmt.Sprintf("k%d", i), PlacedAt: time.UnixMicro(1_700_000_000_000_000 + int64(i)).UTC()}
+}
+
+func persist(t *testing.T, st *sqlitestore.Store, evs ...order.Placed) {
+	t.Helper()
+	var os []order.Order
+	for _, e := range evs {
+		o := e.Order()
+		o.Status = order.Created
+		os = append(os, o)
+	}
+	if err := st.InsertOrders(context.Background(), os); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRebuildCountsEachOrderOnce(t *testing.T) {
+	st, _ := setup(t, 10)
+	persist(t, st, placed(1, 1), placed(2, 2), placed(3, 3))
+	// 3 is persisted but not yet acknowledged: on the stream too.
+	ev := &events{queued: []order.Placed{placed(3, 3), placed(4, 4)}}
+	c := inventory.New(spike.NewIDGenerator())
+	queued, err := ledger.Rebuild(context.Background(), st, st, ev, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(queued) != 1 || queued[0].OrderID != "O0004" {
+		t.Errorf("queued %v, want only O0004", queued)
+	}
+	if rem, _ := c.Remaining("s"); rem != 6 {
+		t.Errorf("remaining %d, want 10 - 4 = 6", rem)
+	}
+	// A replay of a restored key gets its order.
+	res, replay, err := c.Reserve(context.Background(), inventory.Request{SaleID: "s", UserID: 4, Key: "k4", Quantity: 1})
+	if err != nil || !replay || res.OrderID != "O0004" {
+		t.Errorf("replay after rebuild: %+v %v %v", res, replay, err)
+	}
+	h, err := ledger.SaleHoldings(context.Background(), st, ev, "s")
+	if err != nil || len(h) != 4 {
+		t.Errorf("SaleHoldings: %d holdings, %v; want 4", len(h), err)
+	}
+}
+
+func audit(t *testing.T, st *sqlitestore.Store, ev *events, c *inventory.Counters) map[string]ledger.Check {
+	t.Helper()
+	a := &ledger.Auditor{Sales: st, Orders: st, Events: ev, Counters: ledger.Local{Counters: c}, Pending: noPending{}}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond) // no retries needed
+	defer cancel()
+	rep, err := a.Audit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]ledger.Check{}
+	for _, ch := range rep.Checks {
+		out[strings.Fields(ch.Name)[0]] = ch
+	}
+	return out
+}
+
+func TestAuditPassesAndCatchesViolations(t *testing.T) {
+	st, s := setup(t, 2)
+	ev := &events{}
+	c := inventory.New(spike.NewIDGenerator())
+	persist(t, st, placed(1, 1))
+	c.Restore(ledger.Campaign(s), []inventory.Holding{{OrderID: "O0001", UserID: 1, Key: "k1", Quantity: 1}})
+	for name, ch := range audit(t, st, ev, c) {
+		if !ch.OK {
+			t.Errorf("%s failed on a healthy record: %s", name, ch.Detail)
+		}
+	}
+
+	// A stuck event: I5 fails while it is on the stream; I4 sees its units.
+	ev.queued = []order.Placed{placed(2, 2)}
+	got := audit(t, st, ev, c)
+	if got["I5"].OK || got["I4"].OK {
+		t.Errorf("I5/I4 should fail with an event the counters do not know: %+v", got)
+	}
+
+	// Oversell and a user over the limit, written behind the counters' back.
+	ev.queued = nil
+	persist(t, st, placed(3, 1), placed(4, 1), placed(5, 5))
+	got = audit(t, st, ev, c)
+	if got["I1"].OK {
+		t.Error("I1 passed with 4 units sold of 2")
+	}
+	if got["I3"].OK || !strings.Contains(got["I3"].Detail, "user 1 holds 3") {
+		t.Errorf("I3 should name user 1: %+v", got["I3"])
+	}
+}
