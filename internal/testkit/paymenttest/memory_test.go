@@ -1,0 +1,5 @@
+package paymenttest
+
+import "testing"
+
+func TestMemory(t *testing.T) { Run(t, NewMemory()) }
