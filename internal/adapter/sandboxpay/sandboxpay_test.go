@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/spikehq/spike"
@@ -360,20 +361,92 @@ func TestCheckoutErrors(t *testing.T) {
 }
 
 func TestLatency(t *testing.T) {
-	gw := sandboxpay.New(sandboxpay.Config{Latency: 50 * time.Millisecond})
-	p := payment.Payment{ID: "p1", AmountCents: 100}
-	t0 := time.Now()
-	if _, _, _, err := gw.Create(context.Background(), p); err != nil {
-		t.Fatal(err)
-	}
-	if d := time.Since(t0); d < 50*time.Millisecond {
-		t.Fatalf("Create took %v; want ≥ 50ms", d)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
-	defer cancel()
-	if _, _, _, err := gw.Create(ctx, p); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Create past its deadline: %v", err)
-	}
+	synctest.Test(t, func(t *testing.T) { // fake time: no real waiting, no duration asserted on a real clock
+		gw := sandboxpay.New(sandboxpay.Config{Latency: 50 * time.Millisecond})
+		p := payment.Payment{ID: "p1", AmountCents: 100}
+		t0 := time.Now()
+		if _, _, _, err := gw.Create(context.Background(), p); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(t0); d != 50*time.Millisecond {
+			t.Fatalf("Create took %v; want 50ms", d)
+		}
+		t0 = time.Now()
+		if _, err := gw.Status(context.Background(), payment.Payment{ID: "p1"}); err != nil || time.Since(t0) != 50*time.Millisecond {
+			t.Fatalf("Status: %v after %v", err, time.Since(t0))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+		defer cancel()
+		if _, _, _, err := gw.Create(ctx, p); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Create past its deadline: %v", err)
+		}
+	})
+}
+
+// roundTripper answers webhook deliveries in memory.
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestRunOwnsItsDeliveries runs in a synctest bubble, which fails unless
+// every goroutine Run started has exited when the test function returns;
+// it also checks the backoff between attempts in fake time.
+func TestRunOwnsItsDeliveries(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		var attempts []time.Time
+		answer := http.StatusServiceUnavailable
+		client := &http.Client{Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
+			body, _ := io.ReadAll(r.Body)
+			if err := payment.Verify(secret, r.Header.Get(payment.SignatureHeader), body, time.Now(), 0); err != nil {
+				t.Errorf("delivery: %v", err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			attempts = append(attempts, time.Now())
+			return &http.Response{StatusCode: answer, Body: io.NopCloser(strings.NewReader("")), Request: r}, nil
+		})}
+		gw := sandboxpay.New(sandboxpay.Config{Secret: secret, WebhookURL: "http://spike.invalid/v1/payments/webhooks/sandbox",
+			HTTPClient: client, RetryMin: time.Second, RetryMax: 4 * time.Second, Workers: 3})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- gw.Run(ctx) }()
+		for i := range 5 {
+			ref, _, _, err := gw.Create(context.Background(), payment.Payment{ID: "p" + string(rune('0'+i)), AmountCents: 100})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := gw.Decide(ref, payment.Succeeded); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(time.Minute) // fake
+		synctest.Wait()
+		mu.Lock()
+		n := len(attempts)
+		mu.Unlock()
+		// Each of 5 deliveries: attempts at 0, then backoff 0.5–1s, 1–2s, 2–4s, 2–4s, ... within a minute:
+		// at least 5 × 10 attempts, at most 5 × 60.
+		if n < 50 || n > 300 {
+			t.Fatalf("%d attempts in a minute of failures", n)
+		}
+		if gw.Pending() != 5 {
+			t.Fatalf("pending %d; want 5", gw.Pending())
+		}
+		mu.Lock()
+		answer = http.StatusOK
+		mu.Unlock()
+		time.Sleep(5 * time.Second) // past the longest backoff
+		synctest.Wait()
+		if gw.Pending() != 0 {
+			t.Fatalf("pending %d after the receiver healed", gw.Pending())
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		// Returning from here with a goroutine of Run still alive would fail the bubble.
+	})
 }
 
 func TestFailureRate(t *testing.T) {

@@ -176,7 +176,7 @@ func newFixture(t *testing.T) *fixture {
 }
 
 func (f *fixture) order(id string) payment.OrderRef {
-	if _, ok := f.orders.status[id]; !ok {
+	if f.orders.get(id) == "" {
 		f.orders.set(id, order.Created)
 	}
 	return payment.OrderRef{ID: id, UserID: 42, AmountCents: 1999, Status: f.orders.get(id), PaymentDeadline: f.now.Add(15 * time.Minute)}
