@@ -115,3 +115,30 @@ type Orders interface {
 	// payment automatically).
 	MarkPaid(ctx context.Context, orderID string, paymentID string, at time.Time) (applied bool, status string, err error)
 }
+
+// View is a payment as the API shows it (POST /v1/orders/{id}/payments,
+// GET /v1/payments/{id}).
+type View struct {
+	PaymentID     string     `json:"payment_id"`
+	OrderID       string     `json:"order_id"`
+	Provider      string     `json:"provider"`
+	AmountCents   int64      `json:"amount_cents"`
+	Status        Status     `json:"status"`
+	CheckoutURL   string     `json:"checkout_url,omitempty"`
+	RefundedCents int64      `json:"refunded_cents,omitempty"`
+	RefundedAt    *time.Time `json:"refunded_at,omitempty"`
+	CreatedAt     time.Time  `json:"created_at"`
+	UpdatedAt     time.Time  `json:"updated_at"`
+}
+
+// View returns the API view of p.
+func (p *Payment) View() View {
+	v := View{PaymentID: p.ID, OrderID: p.OrderID, Provider: p.Provider, AmountCents: p.AmountCents,
+		Status: p.Status, CheckoutURL: p.CheckoutURL, RefundedCents: p.RefundedCents,
+		CreatedAt: p.CreatedAt.UTC(), UpdatedAt: p.UpdatedAt.UTC()}
+	if !p.RefundedAt.IsZero() {
+		t := p.RefundedAt.UTC()
+		v.RefundedAt = &t
+	}
+	return v
+}

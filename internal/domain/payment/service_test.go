@@ -512,3 +512,39 @@ func ExampleSign() {
 	fmt.Println(payment.Sign([]byte("secret"), time.Unix(1_800_000_000, 0), body)[:16])
 	// Output: t=1800000000,v1=
 }
+
+func TestStartConcurrentSameKey(t *testing.T) {
+	f := newFixture(t)
+	f.orders.set("o1", order.Created)
+	o := f.order("o1")
+	const n = 8
+	got := make([]payment.Payment, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			p, err := f.svc.Start(context.Background(), o, "k", "")
+			if err != nil {
+				t.Error(err)
+			}
+			got[i] = p
+		})
+	}
+	wg.Wait()
+	for _, p := range got {
+		if p.ID != got[0].ID || p.ProviderRef != got[0].ProviderRef || p.ProviderRef == "" {
+			t.Fatalf("concurrent starts: %+v vs %+v", p, got[0])
+		}
+	}
+	if ps, _ := f.svc.OrderPayments(context.Background(), "o1"); len(ps) != 1 {
+		t.Fatalf("%d payments", len(ps))
+	}
+}
+
+func TestView(t *testing.T) {
+	p := payment.Payment{ID: "p1", OrderID: "o1", Provider: "sandbox", AmountCents: 100, Status: payment.Succeeded, CheckoutURL: "u"}
+	b, _ := json.Marshal(p.View())
+	want := `{"payment_id":"p1","order_id":"o1","provider":"sandbox","amount_cents":100,"status":"succeeded","checkout_url":"u","created_at":"0001-01-01T00:00:00Z","updated_at":"0001-01-01T00:00:00Z"}`
+	if string(b) != want {
+		t.Fatalf("View JSON\n got  %s\n want %s", b, want)
+	}
+}

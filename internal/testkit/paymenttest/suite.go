@@ -15,7 +15,8 @@ import (
 // Run checks s against the payment.Store contract. It only adds payments
 // with fresh ids and order ids, so s may be shared and need not be empty.
 // Times are given to the microsecond in UTC; the store must return them
-// equal (time.Time.Equal), a zero RefundedAt as zero.
+// equal (time.Time.Equal), a zero RefundedAt as zero. Payments orders ids
+// bytewise, as Go compares strings (MySQL: a binary collation).
 func Run(t *testing.T, s payment.Store) {
 	t.Helper()
 	ids := spike.NewIDGenerator()
@@ -29,7 +30,7 @@ func Run(t *testing.T, s payment.Store) {
 			CreatedAt: base.Add(time.Duration(n) * time.Microsecond), UpdatedAt: base.Add(time.Duration(n) * time.Microsecond),
 		}
 	}
-	orderID := func() string { return "pt-" + ids.New() }
+	orderID := ids.New // order ids shaped like Spike's (26 characters)
 	ctx := context.Background()
 
 	t.Run("CreateIsIdempotentByOrderAndKey", func(t *testing.T) {
