@@ -10,11 +10,12 @@ import (
 
 	"github.com/spikehq/spike/internal/adapter/redisstock"
 	"github.com/spikehq/spike/internal/domain/inventory"
+	"github.com/spikehq/spike/internal/domain/sale"
 )
 
 // placeSome places n confirmed orders of one unit each and returns them as
 // the holdings a rebuild would read from the record.
-func placeSome(t *testing.T, c *redisstock.Counters, cp inventory.Campaign, n int) []inventory.Holding {
+func placeSome(t *testing.T, c *redisstock.Counters, cp sale.Sale, n int) []inventory.Holding {
 	t.Helper()
 	ctx := context.Background()
 	var hs []inventory.Holding
@@ -48,9 +49,9 @@ func reserveRetry(ctx context.Context, c *redisstock.Counters, r inventory.Reque
 func checkRecovery(t *testing.T, addrs []string, lose func()) {
 	ctx := context.Background()
 	var fencedA atomic.Int32
-	a := newCounters(t, newClient(t, addrs...), redisstock.Options{OnFenced: func(string) { fencedA.Add(1) }})
-	b := newCounters(t, newClient(t, addrs...), redisstock.Options{Lookup: func(context.Context, string) (inventory.Campaign, error) {
-		return inventory.Campaign{}, errors.New("b knows the sale already")
+	a := newCounters(t, newClient(t, addrs...), redisstock.Config{OnFenced: func(string) { fencedA.Add(1) }})
+	b := newCounters(t, newClient(t, addrs...), redisstock.Config{Lookup: func(context.Context, string) (sale.Sale, error) {
+		return sale.Sale{}, errors.New("b knows the sale already")
 	}})
 	cp := campaign(t, 10, 1)
 	if err := a.Open(ctx, cp); err != nil {
@@ -167,7 +168,7 @@ func TestFenceStaleEpoch(t *testing.T) {
 	srv := startRedis(t)
 	client := newClient(t, srv.Addr())
 	ctx := context.Background()
-	c := newCounters(t, client, redisstock.Options{})
+	c := newCounters(t, client, redisstock.Config{})
 	cp := campaign(t, 10, 1)
 	if err := c.Open(ctx, cp); err != nil {
 		t.Fatal(err)
@@ -209,7 +210,7 @@ func TestRebuildWaitsForSettle(t *testing.T) {
 	srv := startRedis(t)
 	client := newClient(t, srv.Addr())
 	ctx := context.Background()
-	c := newCounters(t, client, redisstock.Options{Settle: 200 * time.Millisecond})
+	c := newCounters(t, client, redisstock.Config{Settle: 200 * time.Millisecond})
 	cp := campaign(t, 5, 1)
 	if err := c.Open(ctx, cp); err != nil {
 		t.Fatal(err)
@@ -250,7 +251,7 @@ func TestRebuildWaitsForSettle(t *testing.T) {
 func TestRestoreRespectsLock(t *testing.T) {
 	client := mustShared(t)
 	ctx := context.Background()
-	c := newCounters(t, client, redisstock.Options{})
+	c := newCounters(t, client, redisstock.Config{})
 	cp := campaign(t, 5, 1)
 	deleteSale(t, client, "spiketest", cp.ID)
 	lock := "spiketest:{sale:" + cp.ID + "}:lock"
@@ -275,7 +276,7 @@ func TestFenceWhenSoldOut(t *testing.T) {
 	srv := startRedis(t)
 	client := newClient(t, srv.Addr())
 	ctx := context.Background()
-	c := newCounters(t, client, redisstock.Options{})
+	c := newCounters(t, client, redisstock.Config{})
 	cp := campaign(t, 2, 1)
 	if err := c.Open(ctx, cp); err != nil {
 		t.Fatal(err)
