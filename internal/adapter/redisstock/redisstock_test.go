@@ -19,8 +19,30 @@ import (
 // Redis.
 func TestConformance(t *testing.T) {
 	addr := mustRedisAddr(t)
+	// A prefix of its own, whose keys are deleted at the end: the suite
+	// does not know the keys of the sales it opens.
+	prefix := "spiketest-" + randomID(t)
+	client := mustShared(t)
+	t.Cleanup(func() {
+		ctx := context.Background()
+		var cursor uint64
+		for {
+			e, err := client.Do(ctx, client.B().Scan().Cursor(cursor).Match(prefix+":*").Count(1000).Build()).AsScanEntry()
+			if err != nil {
+				t.Logf("cleanup: %v", err)
+				return
+			}
+			if len(e.Elements) > 0 {
+				_ = client.Do(ctx, client.B().Unlink().Key(e.Elements...).Build()).Error()
+			}
+			if cursor = e.Cursor; cursor == 0 {
+				return
+			}
+		}
+	})
 	stocktest.Run(t, func(t *testing.T) (a, b inventory.Stock) {
-		return newCounters(t, newClient(t, addr), redisstock.Config{}), newCounters(t, newClient(t, addr), redisstock.Config{})
+		cfg := redisstock.Config{Prefix: prefix}
+		return newCounters(t, newClient(t, addr), cfg), newCounters(t, newClient(t, addr), cfg)
 	})
 }
 
@@ -305,5 +327,30 @@ func TestPartialLossFences(t *testing.T) {
 				t.Error("Remaining() ok on fenced counters")
 			}
 		})
+	}
+}
+
+// TestReturnOnFencedCounters: a Return on lost counters changes nothing and
+// says so (ErrFenced, retry after the rebuild), and reports the sale fenced.
+func TestReturnOnFencedCounters(t *testing.T) {
+	client := mustShared(t)
+	ctx := context.Background()
+	var fenced atomic.Int32
+	c := newCounters(t, client, redisstock.Config{OnFenced: func(string) { fenced.Add(1) }})
+	cp := campaign(t, 5, 1)
+	deleteSale(t, client, "spiketest", cp.ID)
+	if err := c.Open(ctx, cp); err != nil {
+		t.Fatal(err)
+	}
+	res, _, err := c.Reserve(ctx, req(cp, 1, "a", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Do(ctx, client.B().Del().Key("spiketest:{sale:"+cp.ID+"}:stock").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	ok, err := c.Return(ctx, inventory.Return{SaleID: cp.ID, OrderID: res.OrderID, UserID: 1, Key: "a", Quantity: 1})
+	if ok || !errors.Is(err, inventory.ErrFenced) || fenced.Load() != 1 {
+		t.Errorf("Return() on fenced counters = %v, %v (OnFenced calls %d); want ErrFenced, 1 call", ok, err, fenced.Load())
 	}
 }
