@@ -180,8 +180,8 @@ func (c *Counters) Restore(ctx context.Context, cp sale.Sale, holdings []invento
 var ErrRebuilding = fmt.Errorf("another instance is rebuilding the sale: %w", inventory.ErrFenced)
 
 // Rebuild recovers a sale whose counters are fenced, so that the sale
-// resumes on every instance. It is what the integrator runs from
-// Options.OnFenced (in a goroutine):
+// resumes on every instance. It is what the integrator runs after
+// Config.OnFenced (ledger.Recovery does):
 //
 //  1. If Redis holds healthy counters under an epoch newer than this
 //     instance's (another instance rebuilt them), it adopts that epoch and

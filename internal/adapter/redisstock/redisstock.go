@@ -71,9 +71,10 @@ type Config struct {
 	// FenceNotify is the least time between two OnFenced calls for one
 	// sale. If zero, 1s is used.
 	FenceNotify time.Duration
-	// OnFenced is called (without blocking the caller's request for long:
-	// start a goroutine) when a reserve finds a sale's counters fenced. The
-	// integrator rebuilds there; see Rebuild. May be nil.
+	// OnFenced is called, on the caller's request path, so it must not
+	// block (ledger.Recovery.Fenced queues the sale), when a reserve or a
+	// return finds a sale's counters fenced. The integrator rebuilds then;
+	// see Rebuild. May be nil.
 	OnFenced func(saleID string)
 	// Lookup returns a sale that this instance has not seen and whose
 	// counters are missing from Redis (lost, or never opened): a
@@ -339,7 +340,7 @@ func (c *Counters) Epoch(saleID string) int64 {
 
 // lookup returns what this instance knows of a sale, learning it from the
 // meta hash in Redis (one round trip, once per sale and instance) or, when
-// that is missing, from Options.Lookup.
+// that is missing, from Config.Lookup.
 func (c *Counters) lookup(ctx context.Context, id string) (*saleState, error) {
 	if v, ok := c.sales.Load(id); ok {
 		return v.(*saleState), nil
