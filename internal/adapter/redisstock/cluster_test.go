@@ -143,7 +143,7 @@ func TestCluster(t *testing.T) {
 		if err := a.Restore(ctx, cp, nil); err != nil {
 			t.Fatalf("Restore() on cluster = %v", err)
 		}
-		eventually(t, "the restored epoch on the other instance", func() bool { return b.Epoch(cp.ID) == a.Epoch(cp.ID) })
+		eventually(t, "the restored epoch on the other instance", func() bool { return redisstock.Epoch(b, cp.ID) == redisstock.Epoch(a, cp.ID) })
 		if n, ok, err := b.Remaining(ctx, cp.ID); n != 3 || !ok || err != nil {
 			t.Errorf("Remaining() after Restore = %d, %v, %v", n, ok, err)
 		}

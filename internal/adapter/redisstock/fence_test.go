@@ -61,7 +61,7 @@ func checkRecovery(t *testing.T, addrs []string, lose func()) {
 	if _, _, err := b.Reserve(ctx, req(cp, 1, "k", 1)); err != nil { // b learns the sale: a replay
 		t.Fatal(err)
 	}
-	oldEpoch := a.Epoch(cp.ID)
+	oldEpoch := redisstock.Epoch(a, cp.ID)
 
 	lose()
 
@@ -73,8 +73,8 @@ func checkRecovery(t *testing.T, addrs []string, lose func()) {
 			return errors.Is(err, inventory.ErrFenced)
 		})
 	}
-	if fencedA.Load() != 1 || !a.Fenced(cp.ID) || !b.Fenced(cp.ID) {
-		t.Errorf("OnFenced calls = %d, Fenced() = %v, %v; want 1, true, true", fencedA.Load(), a.Fenced(cp.ID), b.Fenced(cp.ID))
+	if fencedA.Load() != 1 || !redisstock.Fenced(a, cp.ID) || !redisstock.Fenced(b, cp.ID) {
+		t.Errorf("OnFenced calls = %d, Fenced() = %v, %v; want 1, true, true", fencedA.Load(), redisstock.Fenced(a, cp.ID), redisstock.Fenced(b, cp.ID))
 	}
 
 	// Both instances try to rebuild; one does, the other adopts its epoch.
@@ -112,7 +112,7 @@ func checkRecovery(t *testing.T, addrs []string, lose func()) {
 		t.Errorf("%d rebuilds and %d loads, want 1 and 1", rebuilt.Load(), loads.Load())
 	}
 	for _, c := range []*redisstock.Counters{a, b} {
-		eventually(t, "the new epoch", func() bool { return c.Epoch(cp.ID) > oldEpoch && !c.Fenced(cp.ID) })
+		eventually(t, "the new epoch", func() bool { return redisstock.Epoch(c, cp.ID) > oldEpoch && !redisstock.Fenced(c, cp.ID) })
 	}
 	if n, ok, err := b.Remaining(ctx, cp.ID); n != 7 || !ok || err != nil {
 		t.Errorf("Remaining() after rebuild = %d, %v, %v; want 7, true, nil", n, ok, err)

@@ -320,24 +320,6 @@ func (c *Counters) fence(s *saleState) error {
 	return inventory.ErrFenced
 }
 
-// Fenced reports whether this instance last found the sale's counters
-// fenced (missing, incomplete or from another epoch) and has not yet seen
-// them rebuilt.
-func (c *Counters) Fenced(saleID string) bool {
-	v, ok := c.sales.Load(saleID)
-	return ok && v.(*saleState).fenced.Load()
-}
-
-// Epoch returns the epoch of a sale's counters this instance trusts; 0 if
-// none.
-func (c *Counters) Epoch(saleID string) int64 {
-	v, ok := c.sales.Load(saleID)
-	if !ok {
-		return 0
-	}
-	return v.(*saleState).epoch.Load()
-}
-
 // lookup returns what this instance knows of a sale, learning it from the
 // meta hash in Redis (one round trip, once per sale and instance) or, when
 // that is missing, from Config.Lookup.

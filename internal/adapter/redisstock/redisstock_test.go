@@ -320,8 +320,8 @@ func TestPartialLossFences(t *testing.T) {
 			if _, _, err := c.Reserve(ctx, req(cp, 2, "b", 1)); !errors.Is(err, inventory.ErrFenced) {
 				t.Fatalf("Reserve() with %s lost = %v, want ErrFenced", part, err)
 			}
-			if !c.Fenced(cp.ID) || fenced.Load() != 1 {
-				t.Errorf("Fenced() = %v, OnFenced calls = %d; want true, 1", c.Fenced(cp.ID), fenced.Load())
+			if !redisstock.Fenced(c, cp.ID) || fenced.Load() != 1 {
+				t.Errorf("Fenced() = %v, OnFenced calls = %d; want true, 1", redisstock.Fenced(c, cp.ID), fenced.Load())
 			}
 			if _, ok, _ := c.Remaining(ctx, cp.ID); ok {
 				t.Error("Remaining() ok on fenced counters")
