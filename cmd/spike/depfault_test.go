@@ -191,7 +191,7 @@ func TestSlowRedisOpensStockBreaker(t *testing.T) {
 	// The counters themselves, not the sale page, whose remaining units
 	// may lag by up to 1 s.
 	remaining := func() int64 {
-		n, ok, err := a.redis.Remaining(context.Background(), saleID)
+		n, ok, err := a.redis.counters.Remaining(context.Background(), saleID)
 		if err != nil || !ok {
 			t.Fatalf("remaining units of %s: %d, %v, %v", saleID, n, ok, err)
 		}

@@ -160,14 +160,14 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	}
 
 	ids := spike.NewIDGenerator()
-	var counters stock
+	var counters inventory.Stock
 	if len(cfg.Redis.Addrs) > 0 {
 		rs, err := openRedisStock(cfg, ids, a.store, a.bus, enqueueTimeout, log.With("component", "redisstock"))
 		if err != nil {
 			return nil, err
 		}
 		a.redis = rs
-		counters = rs
+		counters = rs.counters
 	} else {
 		if !cfg.Embedded() {
 			log.Warn("stock counters are in process: run only ONE instance without redis.addrs")
@@ -180,7 +180,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		}
 		a.restored = queued
 		log.Info("stock counters rebuilt", "queued_events", len(queued), "took", time.Since(began).Round(time.Millisecond))
-		counters = ledger.Local{Counters: local}
+		counters = local
 	}
 	// Product reads: L1 in process (+ L2 on Redis when configured) in front
 	// of the database; writes on any instance evict everywhere over NATS.
@@ -234,8 +234,8 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	a.stopWork = stopWork
 	if a.redis != nil {
-		a.redis.ctx = workCtx
-		a.goWork(func() error { return a.redis.Run(workCtx) })
+		a.goWork(func() error { return a.redis.counters.Run(workCtx) })
+		a.goWork(func() error { return a.redis.recovery.Run(workCtx) })
 	}
 	// Notifications go out after an order is persisted, from a pool of
 	// their own that drops when full: they never slow the order workers.

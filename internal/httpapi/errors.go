@@ -8,6 +8,7 @@ import (
 
 	"github.com/spikehq/spike"
 	"github.com/spikehq/spike/internal/domain/inventory"
+	"github.com/spikehq/spike/internal/domain/sale"
 )
 
 // errorCodes maps each error kind to its status and API code.
@@ -86,7 +87,7 @@ var hotErrors = func() map[*spike.Error][]byte {
 	m := map[*spike.Error][]byte{}
 	for _, e := range []*spike.Error{
 		inventory.ErrSoldOut, inventory.ErrLimit, inventory.ErrNotActive, inventory.ErrKeyReused,
-		inventory.ErrInProgress, inventory.ErrFenced, inventory.ErrSaleNotFound,
+		inventory.ErrInProgress, inventory.ErrFenced, sale.ErrSaleNotFound,
 		errOverloaded, errUserRate, errSaleRate, errNotAccepted, errNoToken, errBadToken,
 	} {
 		_, code, msg := statusOf(e)

@@ -48,7 +48,7 @@ func newStack(tb testing.TB) *stack {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	counters := inventory.New(spike.NewIDGenerator())
 	cat := catalog.NewService(store)
-	sales := sale.NewService(store, ledger.Local{Counters: counters})
+	sales := sale.NewService(store, counters)
 	orders := order.NewService(counters, acceptStream{}, store, log)
 	if _, err := cat.Create(ctx, catalog.Product{SKU: "sku-fz", Name: "Fuzz", PriceCents: 100, Stock: 1 << 40}); err != nil {
 		tb.Fatal(err)
@@ -58,7 +58,7 @@ func newStack(tb testing.TB) *stack {
 	}
 	srv := httpapi.New(httpapi.Config{
 		Catalog: cat, Sales: sales, Orders: orders,
-		Auditor:  &ledger.Auditor{Sales: store, Orders: store, Counters: ledger.Local{Counters: counters}, Pending: orders},
+		Auditor:  &ledger.Auditor{Sales: store, Orders: store, Counters: counters, Pending: orders},
 		Auth:     httpapi.NewAuthenticator(testSecret),
 		Registry: prometheus.NewRegistry(),
 		Logger:   log,

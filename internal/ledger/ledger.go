@@ -19,14 +19,6 @@ type EventSource interface {
 	Backlog(ctx context.Context) (uint64, error)
 }
 
-// Campaign converts a sale to what the stock counters need.
-func Campaign(s sale.Sale) inventory.Campaign {
-	return inventory.Campaign{
-		ID: s.ID, SKU: s.SKU, Allocated: s.Stock, PriceCents: s.PriceCents,
-		PerUserLimit: s.PerUserLimit, StartsAt: s.StartsAt, EndsAt: s.EndsAt,
-	}
-}
-
 // Record is everything known to be placed, per sale: persisted orders and
 // events on the stream, each order id once (a persisted order wins).
 type Record struct {
@@ -68,9 +60,11 @@ func ReadRecord(ctx context.Context, sales sale.Store, orders order.Store, event
 	return r, nil
 }
 
-// SaleHoldings reads one sale's live holdings from the record: its live
-// persisted orders and its events still on the stream (read first), each
-// order id once. Clustered stock counters rebuild a fenced sale from it.
+// SaleHoldings reads one sale's holdings from the record: its persisted
+// orders and its events still on the stream (read first), each order id
+// once; orders that are no longer live (cancelled, refunded) are marked
+// Returned, so that the rebuilt counters count them returned. Clustered
+// stock counters rebuild a fenced sale from it.
 func SaleHoldings(ctx context.Context, orders order.Store, events EventSource, saleID string) ([]inventory.Holding, error) {
 	queued, err := events.Unpersisted(ctx)
 	if err != nil {
@@ -80,62 +74,42 @@ func SaleHoldings(ctx context.Context, orders order.Store, events EventSource, s
 	if err != nil {
 		return nil, err
 	}
-	seen := make(map[string]bool, len(stored)+len(queued))
-	var out []inventory.Holding
-	add := func(o order.Order) {
-		if !seen[o.ID] && o.Status.Live() {
-			out = append(out, inventory.Holding{OrderID: o.ID, UserID: o.UserID, Key: o.IdempotencyKey, Quantity: o.Quantity, PlacedAt: o.CreatedAt})
-		}
-		seen[o.ID] = true
-	}
-	for _, o := range stored {
-		add(o)
-	}
 	for _, e := range queued {
 		if e.SaleID == saleID {
-			add(e.Order())
+			stored = append(stored, e.Order())
 		}
 	}
-	return out, nil
+	return holdings(stored), nil
+}
+
+// holdings converts a sale's orders, each id once (the first wins: a
+// persisted order before its event), to holdings.
+func holdings(orders []order.Order) []inventory.Holding {
+	seen := make(map[string]bool, len(orders))
+	out := make([]inventory.Holding, 0, len(orders))
+	for _, o := range orders {
+		if seen[o.ID] {
+			continue
+		}
+		seen[o.ID] = true
+		out = append(out, inventory.Holding{OrderID: o.ID, UserID: o.UserID, Key: o.IdempotencyKey, Quantity: o.Quantity,
+			PlacedAt: o.CreatedAt, Returned: !o.Status.Live()})
+	}
+	return out
 }
 
 // Rebuild restores every sale's stock counters from the record and returns
 // the events still queued, so the caller can index them as pending orders.
-func Rebuild(ctx context.Context, sales sale.Store, orders order.Store, events EventSource, counters *inventory.Counters) ([]order.Placed, error) {
+// Nothing may place orders meanwhile (embedded mode, at start).
+func Rebuild(ctx context.Context, sales sale.Store, orders order.Store, events EventSource, stock inventory.Stock) ([]order.Placed, error) {
 	r, err := ReadRecord(ctx, sales, orders, events)
 	if err != nil {
 		return nil, fmt.Errorf("rebuild stock counters: %w", err)
 	}
 	for _, s := range r.Sales {
-		var holdings []inventory.Holding
-		for _, o := range r.Orders[s.ID] {
-			if o.Status.Live() {
-				holdings = append(holdings, inventory.Holding{OrderID: o.ID, UserID: o.UserID, Key: o.IdempotencyKey, Quantity: o.Quantity, PlacedAt: o.CreatedAt})
-			}
+		if err := stock.Restore(ctx, s, holdings(r.Orders[s.ID])); err != nil {
+			return nil, fmt.Errorf("rebuild stock counters: %w", err)
 		}
-		counters.Restore(Campaign(s), holdings)
 	}
 	return r.Queued, nil
-}
-
-// Local adapts the in-process counters of embedded mode to what the sale
-// domain and the audit need (the same method set as the Redis counters).
-type Local struct{ *inventory.Counters }
-
-// Open implements sale.Counters.
-func (l Local) Open(_ context.Context, s sale.Sale) error {
-	l.Counters.Open(Campaign(s))
-	return nil
-}
-
-// Remaining implements sale.Counters.
-func (l Local) Remaining(_ context.Context, id string) (int64, bool, error) {
-	n, ok := l.Counters.Remaining(id)
-	return n, ok, nil
-}
-
-// Stats implements StatsSource.
-func (l Local) Stats(_ context.Context, id string) (inventory.Stats, bool, error) {
-	s, ok := l.Counters.Stats(id)
-	return s, ok, nil
 }

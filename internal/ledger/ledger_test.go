@@ -52,10 +52,15 @@ func placed(i int, user int64) order.Placed {
 
 func persist(t *testing.T, st *sqlitestore.Store, evs ...order.Placed) {
 	t.Helper()
+	persistAs(t, st, order.Created, evs...)
+}
+
+func persistAs(t *testing.T, st *sqlitestore.Store, status order.Status, evs ...order.Placed) {
+	t.Helper()
 	var os []order.Order
 	for _, e := range evs {
 		o := e.Order()
-		o.Status = order.Created
+		o.Status = status
 		os = append(os, o)
 	}
 	if err := st.InsertOrders(context.Background(), os); err != nil {
@@ -76,7 +81,7 @@ func TestRebuildCountsEachOrderOnce(t *testing.T) {
 	if len(queued) != 1 || queued[0].OrderID != "O0004" {
 		t.Errorf("queued %v, want only O0004", queued)
 	}
-	if rem, _ := c.Remaining("s"); rem != 6 {
+	if rem, _, _ := c.Remaining(context.Background(), "s"); rem != 6 {
 		t.Errorf("remaining %d, want 10 - 4 = 6", rem)
 	}
 	// A replay of a restored key gets its order.
@@ -92,7 +97,7 @@ func TestRebuildCountsEachOrderOnce(t *testing.T) {
 
 func audit(t *testing.T, st *sqlitestore.Store, ev *events, c *inventory.Counters) map[string]ledger.Check {
 	t.Helper()
-	a := &ledger.Auditor{Sales: st, Orders: st, Events: ev, Counters: ledger.Local{Counters: c}, Pending: noPending{}}
+	a := &ledger.Auditor{Sales: st, Orders: st, Events: ev, Counters: c, Pending: noPending{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond) // no retries needed
 	defer cancel()
 	rep, err := a.Audit(ctx)
@@ -111,7 +116,7 @@ func TestAuditPassesAndCatchesViolations(t *testing.T) {
 	ev := &events{}
 	c := inventory.New(spike.NewIDGenerator())
 	persist(t, st, placed(1, 1))
-	c.Restore(ledger.Campaign(s), []inventory.Holding{{OrderID: "O0001", UserID: 1, Key: "k1", Quantity: 1}})
+	c.Restore(context.Background(), s, []inventory.Holding{{OrderID: "O0001", UserID: 1, Key: "k1", Quantity: 1}})
 	for name, ch := range audit(t, st, ev, c) {
 		if !ch.OK {
 			t.Errorf("%s failed on a healthy record: %s", name, ch.Detail)
@@ -134,5 +139,34 @@ func TestAuditPassesAndCatchesViolations(t *testing.T) {
 	}
 	if got["I3"].OK || !strings.Contains(got["I3"].Detail, "user 1 holds 3") {
 		t.Errorf("I3 should name user 1: %+v", got["I3"])
+	}
+}
+
+// TestRebuildCountsReturnedOrders: orders that are no longer live hold no
+// units after a rebuild, their keys still replay them, and a late Return of
+// one gives nothing back twice.
+func TestRebuildCountsReturnedOrders(t *testing.T) {
+	ctx := context.Background()
+	st, _ := setup(t, 10)
+	persist(t, st, placed(1, 1))
+	persistAs(t, st, order.Cancelled, placed(2, 2))
+	ev := &events{queued: []order.Placed{placed(2, 2)}} // persisted cancelled, still on the stream: the record wins
+	c := inventory.New(spike.NewIDGenerator())
+	if _, err := ledger.Rebuild(ctx, st, st, ev, c); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := c.Stats(ctx, "s"); got.Remaining != 9 || got.Held != 1 {
+		t.Errorf("Stats() after rebuild = %+v; want 9 remaining, 1 held", got)
+	}
+	res, replay, err := c.Reserve(ctx, inventory.Request{SaleID: "s", UserID: 2, Key: "k2", Quantity: 1})
+	if err != nil || !replay || res.OrderID != "O0002" {
+		t.Errorf("replay of a cancelled order's key = %+v, %v, %v; want O0002", res, replay, err)
+	}
+	if ok, err := c.Return(ctx, inventory.Return{SaleID: "s", OrderID: "O0002", UserID: 2, Key: "k2", Quantity: 1}); ok || err != nil {
+		t.Errorf("late Return() = %v, %v; want false, nil", ok, err)
+	}
+	h, err := ledger.SaleHoldings(ctx, st, ev, "s")
+	if err != nil || len(h) != 2 || h[0].Returned || !h[1].Returned {
+		t.Errorf("SaleHoldings() = %+v, %v; want O0001 live, O0002 returned", h, err)
 	}
 }

@@ -40,10 +40,10 @@ func BenchmarkReserve(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.Cleanup(client.Close) // after deleteSale's cleanup, which runs first
-			c := redisstock.New(client, spike.NewIDGenerator(), redisstock.Options{Prefix: "spiketest"})
+			c := redisstock.New(client, spike.NewIDGenerator(), redisstock.Config{Prefix: "spiketest"})
 			cp := campaign(b, 1<<40, 1<<40)
 			if bc.soldOut {
-				cp.Allocated = 1
+				cp.Stock = 1
 			}
 			deleteSale(b, client, "spiketest", cp.ID)
 			if err := c.Open(ctx, cp); err != nil {

@@ -13,6 +13,8 @@ import (
 
 	"github.com/spikehq/spike/internal/adapter/redisstock"
 	"github.com/spikehq/spike/internal/domain/inventory"
+	"github.com/spikehq/spike/internal/domain/sale"
+	"github.com/spikehq/spike/internal/testkit/stocktest"
 )
 
 // clusterPort returns a loopback port that is free together with its
@@ -87,13 +89,19 @@ func TestCluster(t *testing.T) {
 	if mode := client.Mode(); mode != "cluster" {
 		t.Fatalf("client mode %q, want cluster", mode)
 	}
-	a := newCounters(t, client, redisstock.Options{})
-	b := newCounters(t, newClient(t, addrs...), redisstock.Options{})
+	// The rules every inventory.Stock keeps, on the cluster.
+	t.Run("Conformance", func(t *testing.T) {
+		stocktest.Run(t, func(t *testing.T) (a, b inventory.Stock) {
+			return newCounters(t, client, redisstock.Config{}), newCounters(t, newClient(t, addrs...), redisstock.Config{})
+		})
+	})
+	a := newCounters(t, client, redisstock.Config{})
+	b := newCounters(t, newClient(t, addrs...), redisstock.Config{})
 
 	// Six sales, two on each master (redis-cli gives each a third of the
 	// slots).
 	for i := range 6 {
-		var cp inventory.Campaign
+		var cp sale.Sale
 		for {
 			cp = campaign(t, 3, 1)
 			slot, err := client.Do(ctx, client.B().ClusterKeyslot().Key("spiketest:{sale:"+cp.ID+"}:meta").Build()).AsInt64()
@@ -135,7 +143,7 @@ func TestCluster(t *testing.T) {
 		if err := a.Restore(ctx, cp, nil); err != nil {
 			t.Fatalf("Restore() on cluster = %v", err)
 		}
-		eventually(t, "the restored epoch on the other instance", func() bool { return b.Epoch(cp.ID) == a.Epoch(cp.ID) })
+		eventually(t, "the restored epoch on the other instance", func() bool { return redisstock.Epoch(b, cp.ID) == redisstock.Epoch(a, cp.ID) })
 		if n, ok, err := b.Remaining(ctx, cp.ID); n != 3 || !ok || err != nil {
 			t.Errorf("Remaining() after Restore = %d, %v, %v", n, ok, err)
 		}

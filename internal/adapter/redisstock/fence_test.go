@@ -10,11 +10,12 @@ import (
 
 	"github.com/spikehq/spike/internal/adapter/redisstock"
 	"github.com/spikehq/spike/internal/domain/inventory"
+	"github.com/spikehq/spike/internal/domain/sale"
 )
 
 // placeSome places n confirmed orders of one unit each and returns them as
 // the holdings a rebuild would read from the record.
-func placeSome(t *testing.T, c *redisstock.Counters, cp inventory.Campaign, n int) []inventory.Holding {
+func placeSome(t *testing.T, c *redisstock.Counters, cp sale.Sale, n int) []inventory.Holding {
 	t.Helper()
 	ctx := context.Background()
 	var hs []inventory.Holding
@@ -48,9 +49,9 @@ func reserveRetry(ctx context.Context, c *redisstock.Counters, r inventory.Reque
 func checkRecovery(t *testing.T, addrs []string, lose func()) {
 	ctx := context.Background()
 	var fencedA atomic.Int32
-	a := newCounters(t, newClient(t, addrs...), redisstock.Options{OnFenced: func(string) { fencedA.Add(1) }})
-	b := newCounters(t, newClient(t, addrs...), redisstock.Options{Lookup: func(context.Context, string) (inventory.Campaign, error) {
-		return inventory.Campaign{}, errors.New("b knows the sale already")
+	a := newCounters(t, newClient(t, addrs...), redisstock.Config{OnFenced: func(string) { fencedA.Add(1) }})
+	b := newCounters(t, newClient(t, addrs...), redisstock.Config{Lookup: func(context.Context, string) (sale.Sale, error) {
+		return sale.Sale{}, errors.New("b knows the sale already")
 	}})
 	cp := campaign(t, 10, 1)
 	if err := a.Open(ctx, cp); err != nil {
@@ -60,7 +61,7 @@ func checkRecovery(t *testing.T, addrs []string, lose func()) {
 	if _, _, err := b.Reserve(ctx, req(cp, 1, "k", 1)); err != nil { // b learns the sale: a replay
 		t.Fatal(err)
 	}
-	oldEpoch := a.Epoch(cp.ID)
+	oldEpoch := redisstock.Epoch(a, cp.ID)
 
 	lose()
 
@@ -72,8 +73,8 @@ func checkRecovery(t *testing.T, addrs []string, lose func()) {
 			return errors.Is(err, inventory.ErrFenced)
 		})
 	}
-	if fencedA.Load() != 1 || !a.Fenced(cp.ID) || !b.Fenced(cp.ID) {
-		t.Errorf("OnFenced calls = %d, Fenced() = %v, %v; want 1, true, true", fencedA.Load(), a.Fenced(cp.ID), b.Fenced(cp.ID))
+	if fencedA.Load() != 1 || !redisstock.Fenced(a, cp.ID) || !redisstock.Fenced(b, cp.ID) {
+		t.Errorf("OnFenced calls = %d, Fenced() = %v, %v; want 1, true, true", fencedA.Load(), redisstock.Fenced(a, cp.ID), redisstock.Fenced(b, cp.ID))
 	}
 
 	// Both instances try to rebuild; one does, the other adopts its epoch.
@@ -111,7 +112,7 @@ func checkRecovery(t *testing.T, addrs []string, lose func()) {
 		t.Errorf("%d rebuilds and %d loads, want 1 and 1", rebuilt.Load(), loads.Load())
 	}
 	for _, c := range []*redisstock.Counters{a, b} {
-		eventually(t, "the new epoch", func() bool { return c.Epoch(cp.ID) > oldEpoch && !c.Fenced(cp.ID) })
+		eventually(t, "the new epoch", func() bool { return redisstock.Epoch(c, cp.ID) > oldEpoch && !redisstock.Fenced(c, cp.ID) })
 	}
 	if n, ok, err := b.Remaining(ctx, cp.ID); n != 7 || !ok || err != nil {
 		t.Errorf("Remaining() after rebuild = %d, %v, %v; want 7, true, nil", n, ok, err)
@@ -167,7 +168,7 @@ func TestFenceStaleEpoch(t *testing.T) {
 	srv := startRedis(t)
 	client := newClient(t, srv.Addr())
 	ctx := context.Background()
-	c := newCounters(t, client, redisstock.Options{})
+	c := newCounters(t, client, redisstock.Config{})
 	cp := campaign(t, 10, 1)
 	if err := c.Open(ctx, cp); err != nil {
 		t.Fatal(err)
@@ -209,7 +210,7 @@ func TestRebuildWaitsForSettle(t *testing.T) {
 	srv := startRedis(t)
 	client := newClient(t, srv.Addr())
 	ctx := context.Background()
-	c := newCounters(t, client, redisstock.Options{Settle: 200 * time.Millisecond})
+	c := newCounters(t, client, redisstock.Config{Settle: 200 * time.Millisecond})
 	cp := campaign(t, 5, 1)
 	if err := c.Open(ctx, cp); err != nil {
 		t.Fatal(err)
@@ -250,7 +251,7 @@ func TestRebuildWaitsForSettle(t *testing.T) {
 func TestRestoreRespectsLock(t *testing.T) {
 	client := mustShared(t)
 	ctx := context.Background()
-	c := newCounters(t, client, redisstock.Options{})
+	c := newCounters(t, client, redisstock.Config{})
 	cp := campaign(t, 5, 1)
 	deleteSale(t, client, "spiketest", cp.ID)
 	lock := "spiketest:{sale:" + cp.ID + "}:lock"
@@ -275,7 +276,7 @@ func TestFenceWhenSoldOut(t *testing.T) {
 	srv := startRedis(t)
 	client := newClient(t, srv.Addr())
 	ctx := context.Background()
-	c := newCounters(t, client, redisstock.Options{})
+	c := newCounters(t, client, redisstock.Config{})
 	cp := campaign(t, 2, 1)
 	if err := c.Open(ctx, cp); err != nil {
 		t.Fatal(err)

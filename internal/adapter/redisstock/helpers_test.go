@@ -13,6 +13,7 @@ import (
 	"github.com/spikehq/spike"
 	"github.com/spikehq/spike/internal/adapter/redisstock"
 	"github.com/spikehq/spike/internal/domain/inventory"
+	"github.com/spikehq/spike/internal/domain/sale"
 	"github.com/spikehq/spike/internal/testkit/redistest"
 )
 
@@ -37,15 +38,15 @@ func randomID(t testing.TB) string {
 }
 
 // campaign returns an active sale with a random id.
-func campaign(t testing.TB, allocated, limit int64) inventory.Campaign {
+func campaign(t testing.TB, allocated, limit int64) sale.Sale {
 	now := time.Now().UTC()
-	return inventory.Campaign{ID: randomID(t), SKU: "SKU-1", Allocated: allocated, PriceCents: 999,
+	return sale.Sale{ID: randomID(t), SKU: "SKU-1", Stock: allocated, PriceCents: 999,
 		PerUserLimit: limit, StartsAt: now.Add(-time.Hour), EndsAt: now.Add(time.Hour)}
 }
 
 // newCounters returns counters on client with a test key prefix, running
 // their news subscription until the test ends.
-func newCounters(t testing.TB, client rueidis.Client, opts redisstock.Options) *redisstock.Counters {
+func newCounters(t testing.TB, client rueidis.Client, opts redisstock.Config) *redisstock.Counters {
 	t.Helper()
 	if opts.Prefix == "" {
 		opts.Prefix = "spiketest"
@@ -67,11 +68,11 @@ func deleteSale(t testing.TB, client rueidis.Client, prefix, id string) {
 		base := prefix + ":{sale:" + id + "}:"
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_ = client.Do(ctx, client.B().Del().Key(base+"meta", base+"stock", base+"users", base+"keys", base+"lock").Build()).Error()
+		_ = client.Do(ctx, client.B().Del().Key(base+"meta", base+"stock", base+"users", base+"keys", base+"lock", base+"returned").Build()).Error()
 	})
 }
 
-func req(cp inventory.Campaign, user int64, key string, qty int64) inventory.Request {
+func req(cp sale.Sale, user int64, key string, qty int64) inventory.Request {
 	return inventory.Request{SaleID: cp.ID, UserID: user, Key: key, Quantity: qty}
 }
 

@@ -4,30 +4,29 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/rueidis"
 
 	"github.com/spikehq/spike/internal/domain/inventory"
+	"github.com/spikehq/spike/internal/domain/sale"
 )
 
 // Confirm marks a reservation as durably recorded, so that replays of its
 // key are answered with it: one round trip. It changes nothing if the key
 // no longer maps to the reservation's order (released, or counters lost).
 // If Redis does not answer, Confirm returns an ErrUnavailable error and
-// keeps trying in the background for a while (confirming is idempotent),
+// keeps trying in the background (Run) for a while (confirming is idempotent),
 // since until it succeeds replays of the key answer ErrInProgress.
 func (c *Counters) Confirm(ctx context.Context, res inventory.Reservation) error {
 	err := c.confirm(ctx, res)
 	if err != nil && !isRedisErr(err) {
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), retryFor)
-			defer cancel()
-			retry(ctx, func() error { return c.confirm(ctx, res) })
-		}()
+		c.enqueue(job{fn: func(ctx context.Context) error { return c.confirm(ctx, res) }})
 	}
 	if err != nil {
 		return fmt.Errorf("confirm %s: %w", res.OrderID, fail(err))
@@ -55,12 +54,50 @@ func (c *Counters) Release(ctx context.Context, res inventory.Reservation) error
 	}
 	if reply[0] == "OK" {
 		if v, ok := c.sales.Load(res.SaleID); ok {
-			s := v.(*sale)
+			s := v.(*saleState)
 			sv, _ := strconv.ParseInt(reply[2], 10, 64)
 			s.observe(s.epoch.Load(), sv)
 		}
 	}
 	return nil
+}
+
+// Return implements inventory.Stock: one round trip. The returned order
+// ids are kept in a set under the sale's hash tag, which expires with the
+// sale's other keys. A sale whose counters restock is un-flagged on every
+// instance. On fenced counters it returns inventory.ErrFenced (retry once
+// the sale is rebuilt: the rebuild counts the order returned if the record
+// says it is cancelled).
+func (c *Counters) Return(ctx context.Context, r inventory.Return) (bool, error) {
+	s, err := c.lookup(ctx, r.SaleID)
+	if errors.Is(err, sale.ErrSaleNotFound) {
+		return false, inventory.ErrNotOpen
+	}
+	if err != nil {
+		return false, err
+	}
+	reply, err := c.exec(ctx, returnScript, []string{s.k.meta, s.k.stock, s.k.users, s.k.keys, s.k.returned},
+		field(r.UserID, r.Key), r.OrderID, strconv.FormatInt(r.Quantity, 10), strconv.FormatInt(r.UserID, 10),
+		c.opts.Channel, r.SaleID).AsStrSlice()
+	if err != nil {
+		return false, fmt.Errorf("return %s: %w", r.OrderID, fail(err))
+	}
+	switch reply[0] {
+	case "OK":
+		e, _ := strconv.ParseInt(reply[1], 10, 64)
+		sv, _ := strconv.ParseInt(reply[3], 10, 64)
+		if e == s.epoch.Load() {
+			s.observe(e, sv)
+		}
+		return true, nil
+	case "D":
+		return false, nil
+	case "X":
+		return false, inventory.ErrNotHeld
+	case "F":
+		return false, c.fence(s)
+	}
+	return false, fail(fmt.Errorf("return: unexpected reply %q", reply))
 }
 
 // state is a sale's counters as Redis holds them.
@@ -114,12 +151,11 @@ func (c *Counters) Stats(ctx context.Context, saleID string) (inventory.Stats, b
 }
 
 // Restore replaces a sale's counters with ones rebuilt from its holdings
-// (every live order and every not yet persisted event, each counted once by
-// order id), under a new epoch, atomically. It takes the rebuild lock but
+// (see inventory.Stock), under a new epoch, atomically. It takes the rebuild lock but
 // neither fences nor waits: use it when nothing else is placing orders for
 // the sale (tests, tools). Returns ErrRebuilding if another instance holds
 // the lock.
-func (c *Counters) Restore(ctx context.Context, cp inventory.Campaign, holdings []inventory.Holding) error {
+func (c *Counters) Restore(ctx context.Context, cp sale.Sale, holdings []inventory.Holding) error {
 	s := c.register(cp)
 	token, ok, err := c.lock(ctx, s.k)
 	if err != nil {
@@ -128,7 +164,7 @@ func (c *Counters) Restore(ctx context.Context, cp inventory.Campaign, holdings 
 	if !ok {
 		return fmt.Errorf("restore sale %s: %w", cp.ID, ErrRebuilding)
 	}
-	defer c.unlock(s.k, token)
+	defer c.unlock(ctx, s.k, token)
 	st, err := c.state(ctx, s.k)
 	if err != nil {
 		return fmt.Errorf("restore sale %s: %w", cp.ID, err)
@@ -144,8 +180,8 @@ func (c *Counters) Restore(ctx context.Context, cp inventory.Campaign, holdings 
 var ErrRebuilding = fmt.Errorf("another instance is rebuilding the sale: %w", inventory.ErrFenced)
 
 // Rebuild recovers a sale whose counters are fenced, so that the sale
-// resumes on every instance. It is what the integrator runs from
-// Options.OnFenced (in a goroutine):
+// resumes on every instance. It is what the integrator runs after
+// Config.OnFenced (ledger.Recovery does):
 //
 //  1. If Redis holds healthy counters under an epoch newer than this
 //     instance's (another instance rebuilt them), it adopts that epoch and
@@ -154,15 +190,16 @@ var ErrRebuilding = fmt.Errorf("another instance is rebuilding the sale: %w", in
 //     instance holds it, it returns false: that one rebuilds.
 //  3. It fences the sale everywhere (deletes the stock key), waits Settle
 //     for placements that reserved before the fence to finish enqueueing,
-//     then calls load for the sale's holdings: live persisted orders plus
-//     events still on the stream (as ledger.Rebuild gathers them).
+//     then calls load for the sale's holdings: persisted orders plus
+//     events still on the stream, the ones no longer live marked Returned
+//     (as ledger.SaleHoldings gathers them).
 //  4. It stages the buyers and keys under a new epoch and switches all keys
 //     of the sale at once in one script (only if it still holds the lock),
 //     which publishes the new epoch: other instances adopt it at once (or
 //     on their next reserve, which answers "epoch changed").
 //
 // rebuilt reports whether this call wrote the counters.
-func (c *Counters) Rebuild(ctx context.Context, cp inventory.Campaign, load func(ctx context.Context) ([]inventory.Holding, error)) (rebuilt bool, err error) {
+func (c *Counters) Rebuild(ctx context.Context, cp sale.Sale, load func(ctx context.Context) ([]inventory.Holding, error)) (rebuilt bool, err error) {
 	s := c.register(cp)
 	settled := func(st state) bool {
 		if st.healthy && st.epoch > s.epoch.Load() {
@@ -184,7 +221,7 @@ func (c *Counters) Rebuild(ctx context.Context, cp inventory.Campaign, load func
 	if err != nil || !ok {
 		return false, err
 	}
-	defer c.unlock(s.k, token)
+	defer c.unlock(ctx, s.k, token)
 	if st, err = c.state(ctx, s.k); err != nil {
 		return false, fmt.Errorf("rebuild sale %s: %w", cp.ID, err)
 	}
@@ -229,8 +266,8 @@ func (c *Counters) lock(ctx context.Context, k saleKeys) (token string, ok bool,
 	return token, true, nil
 }
 
-func (c *Counters) unlock(k saleKeys, token string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+func (c *Counters) unlock(ctx context.Context, k saleKeys, token string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	_ = c.exec(ctx, unlockScript, []string{k.lock}, token).Error() // else it expires
 }
@@ -239,23 +276,30 @@ func (c *Counters) unlock(k saleKeys, token string) {
 const stageChunk = 1000
 
 // write stages holdings under epoch and switches the sale to them.
-func (c *Counters) write(ctx context.Context, s *sale, token string, epoch int64, holdings []inventory.Holding) error {
+func (c *Counters) write(ctx context.Context, s *saleState, token string, epoch int64, holdings []inventory.Holding) error {
 	es := strconv.FormatInt(epoch, 10)
 	users := map[int64]int64{}
 	keys := map[string]string{}
 	seen := map[string]bool{}
-	remaining := s.cp.Allocated
+	var returned []string
+	remaining := s.cp.Stock
 	for _, h := range holdings {
 		if seen[h.OrderID] {
 			continue
 		}
 		seen[h.OrderID] = true
-		remaining -= h.Quantity
-		users[h.UserID] += h.Quantity
+		state := "|1"
+		if h.Returned {
+			state = "|2"
+			returned = append(returned, h.OrderID)
+		} else {
+			remaining -= h.Quantity
+			users[h.UserID] += h.Quantity
+		}
 		keys[field(h.UserID, h.Key)] = h.OrderID + "|" + strconv.FormatInt(h.Quantity, 10) + "|" +
-			strconv.FormatInt(h.PlacedAt.UnixMicro(), 10) + "|1"
+			strconv.FormatInt(h.PlacedAt.UnixMicro(), 10) + state
 	}
-	stUsers, stKeys := s.k.users+"~"+es, s.k.keys+"~"+es
+	stUsers, stKeys, stReturned := s.k.users+"~"+es, s.k.keys+"~"+es, s.k.returned+"~"+es
 	var cmds rueidis.Commands
 	stage := func(key string, fv []string) {
 		for len(fv) > 0 {
@@ -281,9 +325,15 @@ func (c *Counters) write(ctx context.Context, s *sale, token string, epoch int64
 	for f, v := range keys {
 		kfv = append(kfv, f, v)
 	}
-	cmds = append(cmds, c.client.B().Del().Key(stUsers, stKeys).Build())
+	cmds = append(cmds, c.client.B().Del().Key(stUsers, stKeys, stReturned).Build())
 	stage(stUsers, ufv)
 	stage(stKeys, kfv)
+	for len(returned) > 0 {
+		n := min(len(returned), stageChunk)
+		cmds = append(cmds, c.client.B().Sadd().Key(stReturned).Member(returned[:n]...).Build())
+		returned = returned[n:]
+	}
+	cmds = append(cmds, c.client.B().Pexpire().Key(stReturned).Milliseconds(c.opts.LockTTL.Milliseconds()).Build())
 	c.trips.Add(uint64(len(cmds)))
 	for _, r := range c.client.DoMulti(ctx, cmds...) {
 		if err := r.Error(); err != nil {
@@ -293,7 +343,7 @@ func (c *Counters) write(ctx context.Context, s *sale, token string, epoch int64
 	args := append([]string{token, es}, c.campaignArgs(s.cp)...)
 	args = append(args, strconv.FormatInt(c.expireAt(s.cp), 10), strconv.FormatInt(remaining, 10),
 		strconv.FormatInt(sv, 10), c.opts.Channel, s.cp.ID)
-	n, err := c.exec(ctx, commitScript, []string{s.k.meta, s.k.stock, s.k.users, s.k.keys, s.k.lock, stUsers, stKeys}, args...).AsInt64()
+	n, err := c.exec(ctx, commitScript, []string{s.k.meta, s.k.stock, s.k.users, s.k.keys, s.k.lock, stUsers, stKeys, s.k.returned, stReturned}, args...).AsInt64()
 	switch {
 	case err != nil:
 		return fmt.Errorf("commit: %w", fail(err))
@@ -308,10 +358,27 @@ func (c *Counters) write(ctx context.Context, s *sale, token string, epoch int64
 }
 
 // Run receives other instances' news (sold out, restocked, rebuilt under a
-// new epoch) until ctx is done, resubscribing after connection losses.
-// Without it the counters stay correct, only slower to learn: a reserve
-// learns the same news from its own reply.
+// new epoch), resubscribing after connection losses, and does the queued
+// background work (undos, confirm retries), until ctx is done. Then it
+// makes one last attempt at the work still queued, for at most
+// DrainTimeout, and returns. Without Run the counters stay correct, only
+// slower to learn (a reserve learns the same news from its own reply), but
+// in-doubt reserves are not undone and failed confirms not retried.
 func (c *Counters) Run(ctx context.Context) error {
+	drain, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelDrain()
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(c.opts.DrainTimeout, cancelDrain) })
+	defer stop()
+	var wg sync.WaitGroup
+	for range c.opts.RetryWorkers {
+		wg.Go(func() { c.work(ctx, drain) })
+	}
+	c.subscribe(ctx)
+	wg.Wait()
+	return nil
+}
+
+func (c *Counters) subscribe(ctx context.Context) {
 	backoff := 50 * time.Millisecond
 	for {
 		start := time.Now()
@@ -320,7 +387,7 @@ func (c *Counters) Run(ctx context.Context) error {
 			c.handle(m.Message)
 		})
 		if ctx.Err() != nil {
-			return nil
+			return
 		}
 		_ = err // connection lost: resubscribe; news missed meanwhile is relearnt from replies
 		if time.Since(start) > 10*time.Second {
@@ -330,7 +397,7 @@ func (c *Counters) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil
+			return
 		case <-t.C:
 		}
 		backoff = min(2*backoff, 2*time.Second)
@@ -347,7 +414,7 @@ func (c *Counters) handle(msg string) {
 	if !ok {
 		return
 	}
-	s := v.(*sale)
+	s := v.(*saleState)
 	epoch, err1 := strconv.ParseInt(p[1], 10, 64)
 	sv, err2 := strconv.ParseInt(p[2], 10, 64)
 	if err1 != nil || err2 != nil {

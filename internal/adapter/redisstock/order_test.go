@@ -40,7 +40,7 @@ func (s *stream) Enqueue(_ context.Context, e order.Placed) error {
 func TestOrderServicePlace(t *testing.T) {
 	client := mustShared(t)
 	ctx := context.Background()
-	c := newCounters(t, client, redisstock.Options{})
+	c := newCounters(t, client, redisstock.Config{})
 	cp := campaign(t, 2, 1)
 	deleteSale(t, client, "spiketest", cp.ID)
 	if err := c.Open(ctx, cp); err != nil {
@@ -77,7 +77,7 @@ func TestOrderServicePlace(t *testing.T) {
 func TestRedisDownIsUnavailable(t *testing.T) {
 	srv := startRedis(t)
 	ctx := context.Background()
-	c := newCounters(t, newClient(t, srv.Addr()), redisstock.Options{})
+	c := newCounters(t, newClient(t, srv.Addr()), redisstock.Config{})
 	cp := campaign(t, 2, 1)
 	if err := c.Open(ctx, cp); err != nil {
 		t.Fatal(err)
@@ -105,7 +105,7 @@ func TestTimeoutsDoNotLeak(t *testing.T) {
 	ctx := context.Background()
 	client := newClient(t, srv.Addr())
 	blocker := newClient(t, srv.Addr())
-	c := newCounters(t, client, redisstock.Options{})
+	c := newCounters(t, client, redisstock.Config{})
 	cp := campaign(t, 4, 1)
 	if err := c.Open(ctx, cp); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,6 @@
 // Package redisstock keeps the stock counters of running sales in Redis,
 // shared by every instance of a clustered deployment: the clustered
-// equivalent of [inventory.Counters].
+// equivalent of [inventory.Counters]; both implement [inventory.Stock].
 //
 // The reserve step is one Lua script (window, per-user limit, stock and the
 // idempotency key, checked and taken atomically); confirm and release are
@@ -11,7 +11,12 @@
 // Each sale's counters carry an epoch in every one of their keys. A script
 // that finds a key missing or the epoch changed answers "fenced", Reserve
 // returns [inventory.ErrFenced] (503), and one instance rebuilds the
-// counters from the record with [Counters.Rebuild]. See docs/redis.md.
+// counters from the record with [Counters.Rebuild] (ledger.Recovery runs
+// it). See docs/redis.md.
+//
+// Work that must outlive a request (undoing a reserve whose reply was lost,
+// retrying a confirm) goes to a bounded queue that [Counters.Run] drains;
+// Run returns once that work is done or given up.
 package redisstock
 
 import (
@@ -29,16 +34,22 @@ import (
 	"github.com/spikehq/spike"
 	"github.com/spikehq/spike/internal/domain/inventory"
 	"github.com/spikehq/spike/internal/domain/order"
+	"github.com/spikehq/spike/internal/domain/sale"
 )
 
-var _ order.Reserver = (*Counters)(nil)
+var (
+	_ order.Reserver      = (*Counters)(nil)
+	_ inventory.Stock     = (*Counters)(nil)
+	_ inventory.Rebuilder = (*Counters)(nil)
+)
 
 // ErrUnavailable is returned (wrapping the cause) when Redis does not answer
 // or answers with an error; it maps to 503.
 var ErrUnavailable = &spike.Error{Kind: spike.ErrUnavailable, Message: "the stock counters are unavailable"}
 
-// Options configure Counters. The zero Options are valid.
-type Options struct {
+// Config configures Counters. The zero Config is valid: every zero field
+// takes the default named with it.
+type Config struct {
 	// Prefix starts every key. If empty, "spike" is used.
 	Prefix string
 	// Channel is the pub/sub channel that carries sold-out, restock and
@@ -60,30 +71,44 @@ type Options struct {
 	// FenceNotify is the least time between two OnFenced calls for one
 	// sale. If zero, 1s is used.
 	FenceNotify time.Duration
-	// OnFenced is called (without blocking the caller's request for long:
-	// start a goroutine) when a reserve finds a sale's counters fenced. The
-	// integrator rebuilds there; see Rebuild. May be nil.
+	// OnFenced is called, on the caller's request path, so it must not
+	// block (ledger.Recovery.Fenced queues the sale), when a reserve or a
+	// return finds a sale's counters fenced. The integrator rebuilds then;
+	// see Rebuild. May be nil.
 	OnFenced func(saleID string)
-	// Lookup returns the campaign of a sale that this instance has not seen
-	// and whose counters are missing from Redis (lost, or never opened). It
-	// returns inventory.ErrSaleNotFound for an unknown sale. If nil, such a
-	// sale is ErrSaleNotFound, which is wrong after a Redis loss: set it.
-	Lookup func(ctx context.Context, saleID string) (inventory.Campaign, error)
+	// Lookup returns a sale that this instance has not seen and whose
+	// counters are missing from Redis (lost, or never opened): a
+	// sale.Store's Sale, which returns sale.ErrSaleNotFound for an unknown
+	// sale. If nil, such a sale is sale.ErrSaleNotFound, which is wrong after
+	// a Redis loss: set it.
+	Lookup func(ctx context.Context, saleID string) (sale.Sale, error)
+	// RetryQueue bounds the background work waiting for Run (undoing
+	// reserves in doubt, retrying confirms); work beyond it is dropped and
+	// counted (Dropped). If zero, 4096 is used.
+	RetryQueue int
+	// RetryWorkers is how many queued jobs Run works on at once. If zero,
+	// 8 is used.
+	RetryWorkers int
+	// DrainTimeout bounds how long Run, once its ctx is done, keeps making
+	// last attempts at the queued work. If zero, 5s is used.
+	DrainTimeout time.Duration
 }
 
 // Counters are the stock counters of every sale, kept in Redis.
 // They are safe for concurrent use.
 type Counters struct {
-	client rueidis.Client
-	ids    *spike.IDGenerator
-	opts   Options
-	sales  sync.Map // sale id → *sale
-	trips  atomic.Uint64
+	client  rueidis.Client
+	ids     *spike.IDGenerator
+	opts    Config
+	sales   sync.Map // sale id → *saleState
+	trips   atomic.Uint64
+	jobs    chan job
+	dropped atomic.Uint64
 }
 
-// sale is what an instance knows of one sale.
-type sale struct {
-	cp    inventory.Campaign
+// saleState is what an instance knows of one sale.
+type saleState struct {
+	cp    sale.Sale
 	k     saleKeys
 	epoch atomic.Int64 // the epoch of the counters this instance trusts; 0: none yet
 	flag  atomic.Pointer[version]
@@ -100,20 +125,20 @@ func (v *version) newer(than *version) bool {
 }
 
 type saleKeys struct {
-	meta, stock, users, keys, lock string
-	four                           []string
+	meta, stock, users, keys, lock, returned string
+	four                                     []string
 }
 
 func (c *Counters) keysFor(id string) saleKeys {
 	base := c.opts.Prefix + ":{sale:" + id + "}:"
-	k := saleKeys{meta: base + "meta", stock: base + "stock", users: base + "users", keys: base + "keys", lock: base + "lock"}
+	k := saleKeys{meta: base + "meta", stock: base + "stock", users: base + "users", keys: base + "keys", lock: base + "lock", returned: base + "returned"}
 	k.four = []string{k.meta, k.stock, k.users, k.keys}
 	return k
 }
 
 // New returns counters kept through client, naming new orders with ids.
-// Call Run to receive other instances' news.
-func New(client rueidis.Client, ids *spike.IDGenerator, opts Options) *Counters {
+// Call Run to receive other instances' news and do the background work.
+func New(client rueidis.Client, ids *spike.IDGenerator, opts Config) *Counters {
 	if opts.Prefix == "" {
 		opts.Prefix = "spike"
 	}
@@ -132,7 +157,16 @@ func New(client rueidis.Client, ids *spike.IDGenerator, opts Options) *Counters 
 	if opts.FenceNotify == 0 {
 		opts.FenceNotify = time.Second
 	}
-	return &Counters{client: client, ids: ids, opts: opts}
+	if opts.RetryQueue == 0 {
+		opts.RetryQueue = 4096
+	}
+	if opts.RetryWorkers == 0 {
+		opts.RetryWorkers = 8
+	}
+	if opts.DrainTimeout == 0 {
+		opts.DrainTimeout = 5 * time.Second
+	}
+	return &Counters{client: client, ids: ids, opts: opts, jobs: make(chan job, opts.RetryQueue)}
 }
 
 // RoundTrips returns how many commands (each one request and one reply,
@@ -169,7 +203,7 @@ func fail(err error) error {
 	return &unavailable{err}
 }
 
-func (c *Counters) expireAt(cp inventory.Campaign) int64 {
+func (c *Counters) expireAt(cp sale.Sale) int64 {
 	if cp.EndsAt.IsZero() {
 		return 0
 	}
@@ -187,17 +221,17 @@ func ms(t time.Time) string {
 	return strconv.FormatInt(t.UnixMilli(), 10)
 }
 
-func (c *Counters) campaignArgs(cp inventory.Campaign) []string {
+func (c *Counters) campaignArgs(cp sale.Sale) []string {
 	return []string{cp.SKU, strconv.FormatInt(cp.PriceCents, 10), strconv.FormatInt(cp.PerUserLimit, 10),
-		strconv.FormatInt(cp.Allocated, 10), ms(cp.StartsAt), ms(cp.EndsAt)}
+		strconv.FormatInt(cp.Stock, 10), ms(cp.StartsAt), ms(cp.EndsAt)}
 }
 
 // register makes cp known locally (replacing an earlier campaign of the
 // same id but keeping what is known of its counters) and returns its state.
-func (c *Counters) register(cp inventory.Campaign) *sale {
-	s := &sale{cp: cp, k: c.keysFor(cp.ID)}
+func (c *Counters) register(cp sale.Sale) *saleState {
+	s := &saleState{cp: cp, k: c.keysFor(cp.ID)}
 	if v, loaded := c.sales.LoadOrStore(cp.ID, s); loaded {
-		old := v.(*sale)
+		old := v.(*saleState)
 		if old.cp == cp {
 			return old
 		}
@@ -214,12 +248,12 @@ func (c *Counters) register(cp inventory.Campaign) *sale {
 // nothing). Call it when a sale is created, never to recover a sale: after
 // a Redis loss it would hand out the whole allocation again. Recovery is
 // Rebuild's job.
-func (c *Counters) Open(ctx context.Context, cp inventory.Campaign) error {
+func (c *Counters) Open(ctx context.Context, cp sale.Sale) error {
 	s := c.register(cp)
 	epoch := newEpoch(s.epoch.Load(), 0)
 	args := append([]string{strconv.FormatInt(epoch, 10)}, c.campaignArgs(cp)...)
 	args = append(args, strconv.FormatInt(c.expireAt(cp), 10))
-	got, err := c.exec(ctx, openScript, s.k.four, args...).ToString()
+	got, err := c.exec(ctx, openScript, []string{s.k.meta, s.k.stock, s.k.users, s.k.keys, s.k.returned}, args...).ToString()
 	if err != nil {
 		return fmt.Errorf("open sale %s: %w", cp.ID, fail(err))
 	}
@@ -235,7 +269,7 @@ func newEpoch(a, b int64) int64 {
 }
 
 // adopt makes e the trusted epoch of s if it is newer, and clears the fence.
-func (c *Counters) adopt(s *sale, e int64) {
+func (c *Counters) adopt(s *saleState, e int64) {
 	for {
 		old := s.epoch.Load()
 		if e <= old {
@@ -252,7 +286,7 @@ func (c *Counters) adopt(s *sale, e int64) {
 }
 
 // observe records news about the sold-out state of s.
-func (s *sale) observe(epoch, sv int64) {
+func (s *saleState) observe(epoch, sv int64) {
 	v := &version{epoch, sv}
 	for {
 		old := s.flag.Load()
@@ -267,14 +301,14 @@ func (s *sale) observe(epoch, sv int64) {
 
 // soldOut reports whether the sale is known to be sold out under the
 // trusted epoch.
-func (s *sale) soldOut() bool {
+func (s *saleState) soldOut() bool {
 	v := s.flag.Load()
 	return v != nil && v.sv&1 == 1 && v.epoch == s.epoch.Load()
 }
 
 // fence marks s fenced and tells the integrator, at most once per
 // FenceNotify.
-func (c *Counters) fence(s *sale) error {
+func (c *Counters) fence(s *saleState) error {
 	s.fenced.Store(true)
 	if c.opts.OnFenced != nil {
 		now := time.Now().UnixNano()
@@ -286,30 +320,12 @@ func (c *Counters) fence(s *sale) error {
 	return inventory.ErrFenced
 }
 
-// Fenced reports whether this instance last found the sale's counters
-// fenced (missing, incomplete or from another epoch) and has not yet seen
-// them rebuilt.
-func (c *Counters) Fenced(saleID string) bool {
-	v, ok := c.sales.Load(saleID)
-	return ok && v.(*sale).fenced.Load()
-}
-
-// Epoch returns the epoch of a sale's counters this instance trusts; 0 if
-// none.
-func (c *Counters) Epoch(saleID string) int64 {
-	v, ok := c.sales.Load(saleID)
-	if !ok {
-		return 0
-	}
-	return v.(*sale).epoch.Load()
-}
-
 // lookup returns what this instance knows of a sale, learning it from the
 // meta hash in Redis (one round trip, once per sale and instance) or, when
-// that is missing, from Options.Lookup.
-func (c *Counters) lookup(ctx context.Context, id string) (*sale, error) {
+// that is missing, from Config.Lookup.
+func (c *Counters) lookup(ctx context.Context, id string) (*saleState, error) {
 	if v, ok := c.sales.Load(id); ok {
-		return v.(*sale), nil
+		return v.(*saleState), nil
 	}
 	k := c.keysFor(id)
 	m, err := c.do(ctx, c.client.B().Hgetall().Key(k.meta).Build()).AsStrMap()
@@ -324,14 +340,14 @@ func (c *Counters) lookup(ctx context.Context, id string) (*sale, error) {
 			}
 			return time.Time{}
 		}
-		cp := inventory.Campaign{ID: id, SKU: m["sku"], Allocated: num("alloc"), PriceCents: num("price"),
+		cp := sale.Sale{ID: id, SKU: m["sku"], Stock: num("alloc"), PriceCents: num("price"),
 			PerUserLimit: num("limit"), StartsAt: t("starts"), EndsAt: t("ends")}
 		s := c.register(cp)
 		c.adopt(s, num("epoch"))
 		return s, nil
 	}
 	if c.opts.Lookup == nil {
-		return nil, inventory.ErrSaleNotFound
+		return nil, sale.ErrSaleNotFound
 	}
 	cp, err := c.opts.Lookup(ctx, id)
 	if err != nil {
@@ -344,7 +360,7 @@ func field(user int64, key string) string {
 	return strconv.FormatInt(user, 10) + ":" + key
 }
 
-// hold is a parsed "orderid|qty|placedµs|confirmed" value.
+// hold is a parsed "orderid|qty|placedµs|state" value.
 type hold struct {
 	orderID   string
 	quantity  int64
@@ -362,17 +378,19 @@ func parseHold(v string) (hold, error) {
 	if err := errors.Join(err1, err2); err != nil {
 		return hold{}, fmt.Errorf("bad hold %q: %w", v, err)
 	}
-	return hold{orderID: p[0], quantity: q, placed: t, confirmed: p[3] == "1"}, nil
+	// The last field is 0 (reserved), 1 (confirmed) or 2 (returned, which
+	// implies confirmed).
+	return hold{orderID: p[0], quantity: q, placed: t, confirmed: p[3] != "0"}, nil
 }
 
-func (s *sale) reservation(r inventory.Request, h hold) inventory.Reservation {
+func (s *saleState) reservation(r inventory.Request, h hold) inventory.Reservation {
 	return inventory.Reservation{
 		OrderID: h.orderID, SaleID: s.cp.ID, SKU: s.cp.SKU, UserID: r.UserID, Key: r.Key,
 		Quantity: h.quantity, PriceCents: s.cp.PriceCents, PlacedAt: time.UnixMicro(h.placed).UTC(),
 	}
 }
 
-func (s *sale) replay(r inventory.Request, v string) (inventory.Reservation, bool, error) {
+func (s *saleState) replay(r inventory.Request, v string) (inventory.Reservation, bool, error) {
 	h, err := parseHold(v)
 	switch {
 	case err != nil:
@@ -392,7 +410,7 @@ func (s *sale) replay(r inventory.Request, v string) (inventory.Reservation, boo
 // reservation returns it with replay set and changes nothing; an
 // unconfirmed one is ErrInProgress. On a sale known to be sold out it only
 // looks the key up (one HMGET instead of the script).
-// Returns inventory.ErrSaleNotFound, ErrKeyReused, ErrInProgress,
+// Returns sale.ErrSaleNotFound, ErrKeyReused, ErrInProgress,
 // ErrNotActive, ErrLimit, ErrSoldOut, ErrFenced (the counters are being
 // rebuilt), an ErrInvalid error when the quantity is out of range, or an
 // ErrUnavailable error when Redis fails.
@@ -403,6 +421,11 @@ func (c *Counters) Reserve(ctx context.Context, r inventory.Request) (inventory.
 	}
 	f := field(r.UserID, r.Key)
 	if s.soldOut() {
+		// As on the script's path, an invalid quantity is invalid even when
+		// sold out.
+		if r.Quantity < 1 || r.Quantity > s.cp.PerUserLimit {
+			return inventory.Reservation{}, false, spike.Errorf(spike.ErrInvalid, "quantity must be between 1 and the per-user limit (%d)", s.cp.PerUserLimit)
+		}
 		if res, replay, done, err := c.peek(ctx, s, r, f); done {
 			return res, replay, err
 		}
@@ -461,7 +484,7 @@ func (c *Counters) Reserve(ctx context.Context, r inventory.Request) (inventory.
 // together with the keys hash's epoch and stock version, in one HMGET.
 // done is false when the full script must decide: the epoch is not the
 // trusted one (lost or rebuilt counters), or the sale was restocked.
-func (c *Counters) peek(ctx context.Context, s *sale, r inventory.Request, f string) (res inventory.Reservation, replay, done bool, err error) {
+func (c *Counters) peek(ctx context.Context, s *saleState, r inventory.Request, f string) (res inventory.Reservation, replay, done bool, err error) {
 	epoch := s.epoch.Load()
 	c.trips.Add(1)
 	vals, err := c.client.Do(ctx, c.client.B().Hmget().Key(s.k.keys).Field(f, "_e", "_sv").Build()).ToArray()
@@ -501,36 +524,109 @@ func isRedisErr(err error) bool {
 // run it first; the reserve may also still be queued behind a slow Redis.
 var undoAfter = []time.Duration{0, 250 * time.Millisecond, time.Second, 5 * time.Second}
 
+// retryFor bounds each round of retries of a queued job.
+const retryFor = 10 * time.Second
+
+// job is background work for Run: fn, retried for up to retryFor after
+// each of the delays in after (one round at once if after is empty).
+type job struct {
+	after []time.Duration
+	fn    func(ctx context.Context) error
+}
+
+// enqueue hands j to Run's workers, or drops it when the queue is full.
+func (c *Counters) enqueue(j job) {
+	select {
+	case c.jobs <- j:
+	default:
+		c.dropped.Add(1)
+	}
+}
+
+// Dropped returns how many background jobs (undos, confirm retries) were
+// dropped because the queue was full. A dropped undo leaves its units held
+// under a key nobody confirms until the sale is rebuilt; a dropped confirm
+// leaves its key answering "in progress" to replays until then.
+func (c *Counters) Dropped() uint64 { return c.dropped.Load() }
+
+// Queued returns how many background jobs wait for Run.
+func (c *Counters) Queued() int { return len(c.jobs) }
+
 // undo releases, in the background, a reservation whose reserve script may
 // or may not have run. Repeating it is safe: the release script only acts
 // if the key maps to this very order id, which no retry of the request
 // reuses.
-func (c *Counters) undo(s *sale, r inventory.Request, orderID string) {
+func (c *Counters) undo(s *saleState, r inventory.Request, orderID string) {
 	res := inventory.Reservation{OrderID: orderID, SaleID: s.cp.ID, UserID: r.UserID, Key: r.Key}
-	go func() {
-		for _, d := range undoAfter {
-			time.Sleep(d)
-			ctx, cancel := context.WithTimeout(context.Background(), retryFor)
-			retry(ctx, func() error { return c.Release(ctx, res) })
-			cancel()
-		}
-	}()
+	c.enqueue(job{after: undoAfter, fn: func(ctx context.Context) error { return c.Release(ctx, res) }})
 }
 
-// retryFor bounds the background retries of undo and Confirm.
-const retryFor = 10 * time.Second
+// work runs queued jobs until ctx is done, then makes one last attempt at
+// each job still queued or in hand, within DrainTimeout.
+func (c *Counters) work(ctx context.Context, drain context.Context) {
+	for {
+		select {
+		case j := <-c.jobs:
+			if !c.runJob(ctx, j) {
+				_ = j.fn(drain)
+			}
+		case <-ctx.Done():
+			for {
+				select {
+				case j := <-c.jobs:
+					if drain.Err() == nil {
+						_ = j.fn(drain)
+					}
+				default:
+					return
+				}
+			}
+		}
+	}
+}
 
-// retry calls fn until it succeeds or ctx is done, with backoff.
-func retry(ctx context.Context, fn func() error) {
+// runJob runs j's rounds; false if ctx ended before j's last round
+// succeeded.
+func (c *Counters) runJob(ctx context.Context, j job) bool {
+	after := j.after
+	if len(after) == 0 {
+		after = []time.Duration{0}
+	}
+	for _, d := range after {
+		if ctx.Err() != nil {
+			return false
+		}
+		if d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return false
+			case <-t.C:
+			}
+		}
+		rctx, cancel := context.WithTimeout(ctx, retryFor)
+		ok := retry(rctx, j.fn)
+		cancel()
+		if !ok && ctx.Err() != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// retry calls fn until it succeeds (true) or ctx is done, with backoff.
+func retry(ctx context.Context, fn func(context.Context) error) bool {
 	backoff := 20 * time.Millisecond
-	for fn() != nil {
+	for fn(ctx) != nil {
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return
+			return false
 		case <-t.C:
 		}
 		backoff = min(2*backoff, time.Second)
 	}
+	return true
 }

@@ -7,149 +7,101 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
-
-	"github.com/google/go-cmp/cmp"
 
 	"github.com/spikehq/spike"
 	"github.com/spikehq/spike/internal/adapter/redisstock"
 	"github.com/spikehq/spike/internal/domain/inventory"
+	"github.com/spikehq/spike/internal/testkit/stocktest"
 )
 
-func TestReserveRules(t *testing.T) {
+// TestConformance holds the Redis counters to the rules every
+// inventory.Stock keeps, as two instances on two clients of one standalone
+// Redis.
+func TestConformance(t *testing.T) {
+	addr := mustRedisAddr(t)
+	// A prefix of its own, whose keys are deleted at the end: the suite
+	// does not know the keys of the sales it opens.
+	prefix := "spiketest-" + randomID(t)
 	client := mustShared(t)
-	c := newCounters(t, client, redisstock.Options{})
+	t.Cleanup(func() {
+		ctx := context.Background()
+		var cursor uint64
+		for {
+			e, err := client.Do(ctx, client.B().Scan().Cursor(cursor).Match(prefix+":*").Count(1000).Build()).AsScanEntry()
+			if err != nil {
+				t.Logf("cleanup: %v", err)
+				return
+			}
+			if len(e.Elements) > 0 {
+				_ = client.Do(ctx, client.B().Unlink().Key(e.Elements...).Build()).Error()
+			}
+			if cursor = e.Cursor; cursor == 0 {
+				return
+			}
+		}
+	})
+	stocktest.Run(t, func(t *testing.T) (a, b inventory.Stock) {
+		cfg := redisstock.Config{Prefix: prefix}
+		return newCounters(t, newClient(t, addr), cfg), newCounters(t, newClient(t, addr), cfg)
+	})
+}
+
+// TestReturnClearsSoldOutEverywhere: a Return on one instance clears the
+// local sold-out flag of every instance (by pub/sub, not only by the next
+// reserve's reply).
+func TestReturnClearsSoldOutEverywhere(t *testing.T) {
+	client := mustShared(t)
 	ctx := context.Background()
-	cp := campaign(t, 5, 2)
+	a := newCounters(t, client, redisstock.Config{})
+	b := newCounters(t, newClient(t, mustRedisAddr(t)), redisstock.Config{})
+	cp := campaign(t, 2, 2)
 	deleteSale(t, client, "spiketest", cp.ID)
-	if err := c.Open(ctx, cp); err != nil {
+	if err := a.Open(ctx, cp); err != nil {
 		t.Fatal(err)
 	}
-
-	orders := map[string]inventory.Reservation{} // by step name
-	steps := []struct {
-		name       string
-		user       int64
-		key        string
-		qty        int64
-		confirm    bool
-		wantErr    error
-		wantReplay string // step whose order a replay returns
-	}{
-		{name: "first", user: 1, key: "a", qty: 1},
-		{name: "unconfirmed replay", user: 1, key: "a", qty: 1, wantErr: inventory.ErrInProgress},
-		{name: "confirm first", user: 1, key: "a", qty: 1, confirm: true, wantReplay: "first"},
-		{name: "replay after confirm", user: 1, key: "a", qty: 1, wantReplay: "first"},
-		{name: "replay different quantity", user: 1, key: "a", qty: 2, wantErr: inventory.ErrKeyReused},
-		{name: "same key other user is new", user: 2, key: "a", qty: 2, confirm: true},
-		{name: "over limit", user: 1, key: "b", qty: 2, wantErr: inventory.ErrLimit},
-		{name: "quantity above limit", user: 3, key: "c", qty: 3, wantErr: spike.ErrInvalid},
-		{name: "quantity zero", user: 3, key: "c", qty: 0, wantErr: spike.ErrInvalid},
-		{name: "up to limit", user: 1, key: "b", qty: 1, confirm: true},
-		{name: "not enough stock", user: 3, key: "d", qty: 2, wantErr: inventory.ErrSoldOut},
-		{name: "last unit", user: 3, key: "d", qty: 1, confirm: true},
-		{name: "sold out", user: 4, key: "e", qty: 1, wantErr: inventory.ErrSoldOut},
-		{name: "replay after sold out", user: 2, key: "a", qty: 2, wantReplay: "same key other user is new"},
-		{name: "conflict after sold out", user: 2, key: "a", qty: 1, wantErr: inventory.ErrKeyReused},
+	res, _, err := b.Reserve(ctx, req(cp, 1, "a", 2))
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tt := range steps {
-		t.Run(tt.name, func(t *testing.T) {
-			r := req(cp, tt.user, tt.key, tt.qty)
-			res, replay, err := c.Reserve(ctx, r)
-			if tt.confirm && tt.wantReplay != "" {
-				// Confirm the earlier order first, then replay it.
-				if err := c.Confirm(ctx, orders[tt.wantReplay]); err != nil {
-					t.Fatal(err)
-				}
-				res, replay, err = c.Reserve(ctx, r)
-			}
-			if !errors.Is(err, tt.wantErr) {
-				t.Fatalf("Reserve() error = %v, want %v", err, tt.wantErr)
-			}
-			if err != nil {
-				return
-			}
-			if tt.wantReplay != "" {
-				want := orders[tt.wantReplay]
-				if !replay {
-					t.Errorf("Reserve() replay = false, want true")
-				}
-				if diff := cmp.Diff(want, res); diff != "" {
-					t.Errorf("Reserve() replay mismatch (-want +got):\n%s", diff)
-				}
-				return
-			}
-			if replay {
-				t.Errorf("Reserve() replay = true, want false")
-			}
-			want := inventory.Reservation{OrderID: res.OrderID, SaleID: cp.ID, SKU: cp.SKU, UserID: tt.user, Key: tt.key,
-				Quantity: tt.qty, PriceCents: cp.PriceCents, PlacedAt: res.PlacedAt}
-			if diff := cmp.Diff(want, res); diff != "" {
-				t.Errorf("Reserve() mismatch (-want +got):\n%s", diff)
-			}
-			if res.OrderID == "" || time.Since(res.PlacedAt) > time.Minute || res.PlacedAt.Location() != time.UTC {
-				t.Errorf("Reserve() = %+v: bad order id or placed time", res)
-			}
-			orders[tt.name] = res
-			if tt.confirm {
-				if err := c.Confirm(ctx, res); err != nil {
-					t.Fatal(err)
-				}
-			}
-		})
+	if err := b.Confirm(ctx, res); err != nil {
+		t.Fatal(err)
 	}
-	st, ok, err := c.Stats(ctx, cp.ID)
-	if err != nil || !ok {
-		t.Fatalf("Stats() = %v, %v", ok, err)
+	if _, _, err := a.Reserve(ctx, req(cp, 2, "b", 1)); !errors.Is(err, inventory.ErrSoldOut) {
+		t.Fatalf("Reserve() = %v, want sold out", err)
 	}
-	want := inventory.Stats{Allocated: 5, Remaining: 0, Held: 5, Buyers: 3, MaxPerBuyer: 2}
-	if diff := cmp.Diff(want, st); diff != "" {
-		t.Errorf("Stats() mismatch (-want +got):\n%s", diff)
+	eventually(t, "both sold-out flags", func() bool { return redisstock.SoldOut(a, cp.ID) && redisstock.SoldOut(b, cp.ID) })
+	ok, err := a.Return(ctx, inventory.Return{SaleID: cp.ID, OrderID: res.OrderID, UserID: 1, Key: "a", Quantity: 2})
+	if !ok || err != nil {
+		t.Fatalf("Return() = %v, %v", ok, err)
+	}
+	eventually(t, "the flags to clear on every instance", func() bool { return !redisstock.SoldOut(a, cp.ID) && !redisstock.SoldOut(b, cp.ID) })
+	// The returned set lives as long as the sale's keys.
+	base := "spiketest:{sale:" + cp.ID + "}:"
+	metaTTL, err1 := client.Do(ctx, client.B().Pttl().Key(base+"meta").Build()).AsInt64()
+	setTTL, err2 := client.Do(ctx, client.B().Pttl().Key(base+"returned").Build()).AsInt64()
+	if err1 != nil || err2 != nil || setTTL <= 0 || metaTTL-setTTL > 5000 || setTTL-metaTTL > 5000 {
+		t.Errorf("returned set PTTL %d (%v), meta PTTL %d (%v): want about the same", setTTL, err2, metaTTL, err1)
+	}
+	// And it survives a rebuild: Restore keeps what it is told was returned.
+	if err := a.Restore(ctx, cp, []inventory.Holding{{OrderID: res.OrderID, UserID: 1, Key: "a", Quantity: 2, PlacedAt: res.PlacedAt, Returned: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := b.Return(ctx, inventory.Return{SaleID: cp.ID, OrderID: res.OrderID, UserID: 1, Key: "a", Quantity: 2}); ok || err != nil {
+		t.Errorf("Return() after a rebuild = %v, %v; want false", ok, err)
+	}
+	if n, err := client.Do(ctx, client.B().Pttl().Key(base+"returned").Build()).AsInt64(); err != nil || n <= 0 {
+		t.Errorf("returned set PTTL after Restore = %d, %v", n, err)
 	}
 }
 
-func TestReserveWindow(t *testing.T) {
-	client := mustShared(t)
-	c := newCounters(t, client, redisstock.Options{})
-	ctx := context.Background()
-	now := time.Now()
-	tests := []struct {
-		name         string
-		starts, ends time.Time
-		wantErr      error
-	}{
-		{name: "before start", starts: now.Add(time.Hour), wantErr: inventory.ErrNotActive},
-		{name: "after end", starts: now.Add(-2 * time.Hour), ends: now.Add(-time.Hour), wantErr: inventory.ErrNotActive},
-		{name: "open ended", starts: now.Add(-time.Hour)},
-		{name: "inside", starts: now.Add(-time.Hour), ends: now.Add(time.Hour)},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			cp := campaign(t, 3, 1)
-			cp.StartsAt, cp.EndsAt = tt.starts, tt.ends
-			deleteSale(t, client, "spiketest", cp.ID)
-			if err := c.Open(ctx, cp); err != nil {
-				t.Fatal(err)
-			}
-			_, _, err := c.Reserve(ctx, req(cp, 1, "k", 1))
-			if !errors.Is(err, tt.wantErr) {
-				t.Errorf("Reserve() error = %v, want %v", err, tt.wantErr)
-			}
-		})
-	}
-}
-
-func TestUnknownSale(t *testing.T) {
+func TestSaleLearntFromRedis(t *testing.T) {
 	client := mustShared(t)
 	ctx := context.Background()
-	c := newCounters(t, client, redisstock.Options{})
-	if _, _, err := c.Reserve(ctx, req(inventory.Campaign{ID: randomID(t)}, 1, "k", 1)); !errors.Is(err, inventory.ErrSaleNotFound) {
-		t.Errorf("Reserve() error = %v, want ErrSaleNotFound", err)
-	}
+	c := newCounters(t, client, redisstock.Config{})
 	// A sale opened by another instance is learnt from Redis.
 	cp := campaign(t, 2, 1)
 	deleteSale(t, client, "spiketest", cp.ID)
-	if err := newCounters(t, client, redisstock.Options{}).Open(ctx, cp); err != nil {
+	if err := newCounters(t, client, redisstock.Config{}).Open(ctx, cp); err != nil {
 		t.Fatal(err)
 	}
 	res, _, err := c.Reserve(ctx, req(cp, 1, "k", 1))
@@ -181,8 +133,8 @@ func TestConcurrentReserves(t *testing.T) {
 	cp := campaign(t, allocated, limit)
 	deleteSale(t, client, "spiketest", cp.ID)
 	// Two instances on two clients share the sale.
-	a := newCounters(t, client, redisstock.Options{})
-	b := newCounters(t, newClient(t, mustRedisAddr(t)), redisstock.Options{})
+	a := newCounters(t, client, redisstock.Config{})
+	b := newCounters(t, newClient(t, mustRedisAddr(t)), redisstock.Config{})
 	if err := a.Open(ctx, cp); err != nil {
 		t.Fatal(err)
 	}
@@ -238,53 +190,11 @@ func TestConcurrentReserves(t *testing.T) {
 	t.Logf("sold %d of %d units to %d buyers", st.Held, allocated, st.Buyers)
 }
 
-func TestRelease(t *testing.T) {
-	client := mustShared(t)
-	ctx := context.Background()
-	c := newCounters(t, client, redisstock.Options{})
-	cp := campaign(t, 2, 2)
-	deleteSale(t, client, "spiketest", cp.ID)
-	if err := c.Open(ctx, cp); err != nil {
-		t.Fatal(err)
-	}
-	r1, _, err := c.Reserve(ctx, req(cp, 1, "a", 2))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := c.Reserve(ctx, req(cp, 2, "b", 1)); !errors.Is(err, inventory.ErrSoldOut) {
-		t.Fatalf("Reserve() error = %v, want ErrSoldOut", err)
-	}
-	// A release naming another order changes nothing.
-	other := r1
-	other.OrderID = "someone-else"
-	if err := c.Release(ctx, other); err != nil {
-		t.Fatal(err)
-	}
-	if n, _, _ := c.Remaining(ctx, cp.ID); n != 0 {
-		t.Fatalf("Remaining() = %d after a foreign release, want 0", n)
-	}
-	for range 2 { // releasing twice changes nothing
-		if err := c.Release(ctx, r1); err != nil {
-			t.Fatal(err)
-		}
-	}
-	st, _, _ := c.Stats(ctx, cp.ID)
-	if diff := cmp.Diff(inventory.Stats{Allocated: 2, Remaining: 2}, st); diff != "" {
-		t.Errorf("Stats() after release mismatch (-want +got):\n%s", diff)
-	}
-	eventually(t, "the sold-out flag to clear", func() bool { return !redisstock.SoldOut(c, cp.ID) })
-	// The key is forgotten: the same request places a new order.
-	r2, replay, err := c.Reserve(ctx, req(cp, 1, "a", 2))
-	if err != nil || replay || r2.OrderID == r1.OrderID {
-		t.Errorf("Reserve() after release = %+v, %v, %v; want a new order", r2, replay, err)
-	}
-}
-
 func TestSoldOutPropagates(t *testing.T) {
 	client := mustShared(t)
 	ctx := context.Background()
-	a := newCounters(t, client, redisstock.Options{})
-	b := newCounters(t, newClient(t, mustRedisAddr(t)), redisstock.Options{})
+	a := newCounters(t, client, redisstock.Config{})
+	b := newCounters(t, newClient(t, mustRedisAddr(t)), redisstock.Config{})
 	cp := campaign(t, 2, 1)
 	deleteSale(t, client, "spiketest", cp.ID)
 	if err := a.Open(ctx, cp); err != nil {
@@ -334,8 +244,8 @@ func TestSoldOutPeekSelfHeals(t *testing.T) {
 	// b misses the restock news (it does not Run): its next peek learns it.
 	client := mustShared(t)
 	ctx := context.Background()
-	a := newCounters(t, client, redisstock.Options{})
-	b := redisstock.New(newClient(t, mustRedisAddr(t)), spike.NewIDGenerator(), redisstock.Options{Prefix: "spiketest"})
+	a := newCounters(t, client, redisstock.Config{})
+	b := redisstock.New(newClient(t, mustRedisAddr(t)), spike.NewIDGenerator(), redisstock.Config{Prefix: "spiketest"})
 	cp := campaign(t, 1, 1)
 	deleteSale(t, client, "spiketest", cp.ID)
 	if err := a.Open(ctx, cp); err != nil {
@@ -356,7 +266,7 @@ func TestSoldOutPeekSelfHeals(t *testing.T) {
 func TestRoundTripsPerPlacement(t *testing.T) {
 	client := mustShared(t)
 	ctx := context.Background()
-	c := newCounters(t, client, redisstock.Options{})
+	c := newCounters(t, client, redisstock.Config{})
 	cp := campaign(t, 100, 1)
 	deleteSale(t, client, "spiketest", cp.ID)
 	if err := c.Open(ctx, cp); err != nil {
@@ -394,7 +304,7 @@ func TestPartialLossFences(t *testing.T) {
 	for _, part := range []string{"meta", "stock", "users", "keys"} {
 		t.Run(part, func(t *testing.T) {
 			var fenced atomic.Int32
-			c := newCounters(t, client, redisstock.Options{OnFenced: func(string) { fenced.Add(1) }})
+			c := newCounters(t, client, redisstock.Config{OnFenced: func(string) { fenced.Add(1) }})
 			cp := campaign(t, 5, 1)
 			deleteSale(t, client, "spiketest", cp.ID)
 			if err := c.Open(ctx, cp); err != nil {
@@ -410,12 +320,37 @@ func TestPartialLossFences(t *testing.T) {
 			if _, _, err := c.Reserve(ctx, req(cp, 2, "b", 1)); !errors.Is(err, inventory.ErrFenced) {
 				t.Fatalf("Reserve() with %s lost = %v, want ErrFenced", part, err)
 			}
-			if !c.Fenced(cp.ID) || fenced.Load() != 1 {
-				t.Errorf("Fenced() = %v, OnFenced calls = %d; want true, 1", c.Fenced(cp.ID), fenced.Load())
+			if !redisstock.Fenced(c, cp.ID) || fenced.Load() != 1 {
+				t.Errorf("Fenced() = %v, OnFenced calls = %d; want true, 1", redisstock.Fenced(c, cp.ID), fenced.Load())
 			}
 			if _, ok, _ := c.Remaining(ctx, cp.ID); ok {
 				t.Error("Remaining() ok on fenced counters")
 			}
 		})
+	}
+}
+
+// TestReturnOnFencedCounters: a Return on lost counters changes nothing and
+// says so (ErrFenced, retry after the rebuild), and reports the sale fenced.
+func TestReturnOnFencedCounters(t *testing.T) {
+	client := mustShared(t)
+	ctx := context.Background()
+	var fenced atomic.Int32
+	c := newCounters(t, client, redisstock.Config{OnFenced: func(string) { fenced.Add(1) }})
+	cp := campaign(t, 5, 1)
+	deleteSale(t, client, "spiketest", cp.ID)
+	if err := c.Open(ctx, cp); err != nil {
+		t.Fatal(err)
+	}
+	res, _, err := c.Reserve(ctx, req(cp, 1, "a", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Do(ctx, client.B().Del().Key("spiketest:{sale:"+cp.ID+"}:stock").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	ok, err := c.Return(ctx, inventory.Return{SaleID: cp.ID, OrderID: res.OrderID, UserID: 1, Key: "a", Quantity: 1})
+	if ok || !errors.Is(err, inventory.ErrFenced) || fenced.Load() != 1 {
+		t.Errorf("Return() on fenced counters = %v, %v (OnFenced calls %d); want ErrFenced, 1 call", ok, err, fenced.Load())
 	}
 }

@@ -8,7 +8,8 @@ import "github.com/redis/rueidis"
 //
 //	F <meta epoch>        fenced: the counters are missing, incomplete or unmarked
 //	E <meta epoch>        healthy, but under another epoch than the caller's
-//	R <hold>              replay: the key already holds "orderid|qty|placedµs|confirmed"
+//	R <hold>              replay: the key already holds "orderid|qty|placedµs|state"
+//	                      (state 0 reserved, 1 confirmed, 2 returned)
 //	I <limit>             quantity out of range
 //	N                     sale not active
 //	L                     per-user limit exceeded
@@ -46,13 +47,16 @@ local m = redis.call('HMGET', KEYS[1], 'limit', 'starts', 'ends')
 local qty = tonumber(ARGV[4])
 local limit = tonumber(m[1])
 if qty < 1 or qty > limit then return {'I', m[1]} end
+local stock = tonumber(redis.call('GET', KEYS[2]))
+-- Sold out answers before the window and the limit, as the sold-out fast
+-- path of every instance does.
+if stock <= 0 then return {'S', tostring(stock), redis.call('HGET', KEYS[4], '_sv')} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ends = tonumber(m[3])
 if now < tonumber(m[2]) or (ends > 0 and now >= ends) then return {'N'} end
 local held = tonumber(redis.call('HGET', KEYS[3], ARGV[2]) or '0')
 if held + qty > limit then return {'L'} end
-local stock = tonumber(redis.call('GET', KEYS[2]))
 if stock < qty then return {'S', tostring(stock), redis.call('HGET', KEYS[4], '_sv')} end
 stock = redis.call('DECRBY', KEYS[2], qty)
 redis.call('HINCRBY', KEYS[3], ARGV[2], qty)
@@ -79,13 +83,13 @@ return 0
 `)
 
 // releaseScript gives a hold's units back if the key still maps to the
-// order. On fenced counters it changes nothing: the rebuild recomputes them
+// order and the order was not returned. On fenced counters it changes nothing: the rebuild recomputes them
 // from the record, which never holds a released order.
 // KEYS: meta stock users keys
 // ARGV: field orderid user channel saleid
 var releaseScript = rueidis.NewLuaScript(health + `
 local h = redis.call('HGET', KEYS[4], ARGV[1])
-if not h or string.sub(h, 1, #ARGV[2] + 1) ~= ARGV[2] .. '|' then return {'X'} end
+if not h or string.sub(h, 1, #ARGV[2] + 1) ~= ARGV[2] .. '|' or string.sub(h, -1) == '2' then return {'X'} end
 local qty = tonumber(string.match(h, '^[^|]*|(%d+)|'))
 redis.call('HDEL', KEYS[4], ARGV[1])
 if redis.call('HINCRBY', KEYS[3], ARGV[3], -qty) <= 0 then
@@ -98,6 +102,35 @@ if stock > 0 and stock - qty <= 0 then
   redis.call('PUBLISH', ARGV[4], ARGV[5] .. ' ' .. e .. ' ' .. sv)
 end
 return {'OK', tostring(stock), sv}
+`)
+
+// returnScript gives a recorded order's units back once: it marks the hold
+// returned (the key still replays it), records the order id in the sale's
+// returned set (which lives as long as the meta hash) and restocks.
+// KEYS: meta stock users keys returned
+// ARGV: field orderid qty user channel saleid
+// Reply: F <epoch> | D (returned before) | X (no such hold) | OK <epoch> <remaining> <sv>
+var returnScript = rueidis.NewLuaScript(health + `
+if redis.call('SISMEMBER', KEYS[5], ARGV[2]) == 1 then return {'D'} end
+local h = redis.call('HGET', KEYS[4], ARGV[1])
+if not h or string.sub(h, 1, #ARGV[2] + 1) ~= ARGV[2] .. '|' then return {'X'} end
+local qty = tonumber(string.match(h, '^[^|]*|(%d+)|'))
+if qty ~= tonumber(ARGV[3]) then return {'X'} end
+if string.sub(h, -1) == '2' then return {'D'} end
+redis.call('HSET', KEYS[4], ARGV[1], string.sub(h, 1, -2) .. '2')
+redis.call('SADD', KEYS[5], ARGV[2])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[5], ttl) end
+if redis.call('HINCRBY', KEYS[3], ARGV[4], -qty) <= 0 then
+  redis.call('HDEL', KEYS[3], ARGV[4])
+end
+local stock = redis.call('INCRBY', KEYS[2], qty)
+local sv = redis.call('HGET', KEYS[4], '_sv')
+if stock > 0 and stock - qty <= 0 then
+  sv = tostring(redis.call('HINCRBY', KEYS[4], '_sv', 1))
+  redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' ' .. e .. ' ' .. sv)
+end
+return {'OK', e, tostring(stock), sv}
 `)
 
 // stateScript reports a sale's counters for Remaining, Stats and Rebuild.
@@ -118,7 +151,7 @@ return {'OK', e, redis.call('GET', KEYS[2]), redis.call('HGET', KEYS[4], '_sv'),
 `)
 
 // openScript creates a new sale's counters unless its meta hash exists.
-// KEYS: meta stock users keys
+// KEYS: meta stock users keys returned
 // ARGV: epoch sku price limit alloc starts ends expireat
 // Reply: the epoch in effect.
 var openScript = rueidis.NewLuaScript(`
@@ -128,7 +161,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return '0' end
 redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'sku', ARGV[2], 'price', ARGV[3], 'limit', ARGV[4],
   'alloc', ARGV[5], 'starts', ARGV[6], 'ends', ARGV[7])
 redis.call('SET', KEYS[2], ARGV[5])
-redis.call('DEL', KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
 redis.call('HSET', KEYS[3], '_e', ARGV[1])
 redis.call('HSET', KEYS[4], '_e', ARGV[1], '_sv', '0')
 if tonumber(ARGV[8]) > 0 then
@@ -156,7 +189,7 @@ return 0
 
 // commitScript switches a sale to counters staged under a new epoch, all at
 // once, if the caller still holds the rebuild lock.
-// KEYS: meta stock users keys lock stagedUsers stagedKeys
+// KEYS: meta stock users keys lock stagedUsers stagedKeys returned stagedReturned
 // ARGV: token epoch sku price limit alloc starts ends expireat remaining sv channel saleid
 // (the staged keys hash already holds _sv)
 // Reply: 1 done, 0 lock lost, -1 staging incomplete.
@@ -165,11 +198,16 @@ if redis.call('GET', KEYS[5]) ~= ARGV[1] then return 0 end
 if redis.call('HGET', KEYS[6], '_e') ~= ARGV[2] or redis.call('HGET', KEYS[7], '_e') ~= ARGV[2] then return -1 end
 redis.call('RENAME', KEYS[6], KEYS[3])
 redis.call('RENAME', KEYS[7], KEYS[4])
+if redis.call('EXISTS', KEYS[9]) == 1 then
+  redis.call('RENAME', KEYS[9], KEYS[8])
+else
+  redis.call('DEL', KEYS[8])
+end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'epoch', ARGV[2], 'sku', ARGV[3], 'price', ARGV[4], 'limit', ARGV[5],
   'alloc', ARGV[6], 'starts', ARGV[7], 'ends', ARGV[8])
 redis.call('SET', KEYS[2], ARGV[10])
-for i = 1, 4 do
+for _, i in ipairs({1, 2, 3, 4, 8}) do
   if tonumber(ARGV[9]) > 0 then redis.call('PEXPIREAT', KEYS[i], ARGV[9]) else redis.call('PERSIST', KEYS[i]) end
 end
 redis.call('PUBLISH', ARGV[12], ARGV[13] .. ' ' .. ARGV[2] .. ' ' .. ARGV[11])

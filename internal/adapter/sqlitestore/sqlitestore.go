@@ -221,7 +221,7 @@ func (s *Store) CreateSale(ctx context.Context, sl sale.Sale) (err error) {
 	var stock int64
 	switch err := tx.QueryRowContext(ctx, `SELECT stock FROM products WHERE sku = ?`, sl.SKU).Scan(&stock); {
 	case errors.Is(err, sql.ErrNoRows):
-		return sale.ErrProductNotFound
+		return catalog.ErrProductNotFound
 	case err != nil:
 		return fmt.Errorf("create sale %s: %w", sl.ID, err)
 	case stock < sl.Stock:

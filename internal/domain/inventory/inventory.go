@@ -1,11 +1,16 @@
 // Package inventory keeps the stock counters of running sales: the hot path
 // of a flash sale. One atomic Reserve checks the sale window, the buyer's
 // per-user limit, the stock and the idempotency key, and then takes the
-// units. Every sale has its own lock, so sales never contend with each
-// other, and a sold-out sale answers from an atomic flag.
+// units.
 //
-// The counters are not the record: they are rebuilt at start from the
-// persisted orders plus the events still on the order stream (Restore).
+// [Stock] is the one interface of the counters; two implementations keep
+// the same rules (internal/testkit/stocktest holds them once): [Counters],
+// in process (embedded mode, one instance), and redisstock.Counters, in
+// Redis (clustered mode, any number of instances).
+//
+// The counters are not the record: they are rebuilt from the persisted
+// orders plus the events still on the order stream (Restore; see package
+// ledger).
 package inventory
 
 import (
@@ -15,17 +20,67 @@ import (
 	"time"
 
 	"github.com/spikehq/spike"
+	"github.com/spikehq/spike/internal/domain/sale"
 )
 
-// Campaign is what the counters need to know of a sale.
-type Campaign struct {
-	ID           string
-	SKU          string
-	Allocated    int64
-	PriceCents   int64
-	PerUserLimit int64
-	StartsAt     time.Time
-	EndsAt       time.Time // zero: no end
+// Stock is the stock counters of running sales. Its methods are safe for
+// concurrent use.
+type Stock interface {
+	// Open starts counting a new sale with all of its units (s.Stock)
+	// remaining. Opening a sale that is already open changes nothing. It is
+	// for new sales, never to recover one: recovery is Restore's job.
+	Open(ctx context.Context, s sale.Sale) error
+	// Reserve takes r.Quantity units of the sale for the buyer in one
+	// atomic step: window, per-user limit, stock and idempotency key. A key
+	// that already holds a reservation returns it with replay set and
+	// changes nothing; an unconfirmed one is ErrInProgress, which comes
+	// with that reservation. Returns sale.ErrSaleNotFound, ErrKeyReused,
+	// ErrInProgress, ErrNotActive, ErrLimit, ErrSoldOut, or an ErrInvalid
+	// error when the quantity is out of range (implementations may add
+	// ErrFenced and unavailability errors).
+	Reserve(ctx context.Context, r Request) (res Reservation, replay bool, err error)
+	// Confirm marks a reservation as durably recorded, so that replays of
+	// its key are answered with it.
+	Confirm(ctx context.Context, res Reservation) error
+	// Release gives a reservation's units back and forgets its key, as if
+	// the request had never been made. It is for reservations that were
+	// never durably recorded; releasing twice, or releasing a reservation
+	// that was returned, changes nothing.
+	Release(ctx context.Context, res Reservation) error
+	// Return gives the units of a recorded order that was cancelled back to
+	// its sale, once: returned is false when the order was returned before
+	// (by Return or by a Restore that found it not live). The buyer's held
+	// units go down, remaining goes up and the units are sellable at once
+	// (every instance drops its sold-out flag), but the buyer's idempotency
+	// key keeps answering its replay with the order. Mark the order
+	// cancelled in the record before calling Return, so that a rebuild in
+	// between counts it returned. Returns ErrNotOpen when the sale's counters
+	// are not open (give the units back to the product instead), ErrNotHeld
+	// when they hold no such order.
+	Return(ctx context.Context, r Return) (returned bool, err error)
+	// Remaining returns the units a sale has left; ok is false while its
+	// counters are not open (unknown, or being rebuilt).
+	Remaining(ctx context.Context, saleID string) (remaining int64, ok bool, err error)
+	// Stats returns a snapshot of a sale's counters, for audits; ok as for
+	// Remaining.
+	Stats(ctx context.Context, saleID string) (st Stats, ok bool, err error)
+	// Restore replaces a sale's counters with ones rebuilt from its
+	// holdings: every order of the record and every not yet persisted
+	// event, each counted once by order id. Holdings marked Returned hold
+	// no units, but their keys still replay and a later Return of them
+	// changes nothing. Use it when nothing else places orders for the sale
+	// (at start, in tests); clustered counters recover with Rebuilder.
+	Restore(ctx context.Context, s sale.Sale, holdings []Holding) error
+}
+
+// Rebuilder is implemented by counters shared between instances, which
+// fence a sale whose counters were lost and rebuild it while others may be
+// placing orders (see redisstock.Counters.Rebuild).
+type Rebuilder interface {
+	// Rebuild recovers a fenced sale from the holdings that load reads,
+	// unless another instance did or does; rebuilt reports whether this call
+	// wrote the counters.
+	Rebuild(ctx context.Context, s sale.Sale, load func(ctx context.Context) ([]Holding, error)) (rebuilt bool, err error)
 }
 
 // Request asks for Quantity units of a sale for a buyer, under an
@@ -50,26 +105,55 @@ type Reservation struct {
 	PlacedAt   time.Time
 }
 
-// Holding is a reservation found while rebuilding: a persisted order or an
-// event still on the stream.
+// Holding is an order found while rebuilding: a persisted order or an event
+// still on the stream.
 type Holding struct {
 	OrderID  string
 	UserID   int64
 	Key      string
 	Quantity int64
 	PlacedAt time.Time
+	// Returned: the order no longer holds its units (cancelled or
+	// refunded); its key still replays it.
+	Returned bool
 }
 
-// Errors returned by Reserve.
+// Return gives back the units of a cancelled order: the order's id, buyer,
+// idempotency key and quantity, as placed.
+type Return struct {
+	SaleID   string
+	OrderID  string
+	UserID   int64
+	Key      string
+	Quantity int64
+}
+
+// Stats is a snapshot of one sale's counters, for audits.
+type Stats struct {
+	Allocated   int64
+	Remaining   int64
+	Held        int64 // units held by buyers
+	Buyers      int
+	MaxPerBuyer int64
+}
+
+// Errors of the stock counters. An unknown sale is sale.ErrSaleNotFound.
 var (
-	ErrSaleNotFound = &spike.Error{Kind: spike.ErrNotFound, Message: "sale not found"}
-	ErrSoldOut      = &spike.Error{Kind: spike.ErrSoldOut, Message: "no stock left for this quantity"}
-	ErrLimit        = &spike.Error{Kind: spike.ErrLimitExceeded, Message: "this would exceed the per-user limit"}
-	ErrNotActive    = &spike.Error{Kind: spike.ErrSaleNotActive, Message: "the sale is not active"}
-	ErrKeyReused    = &spike.Error{Kind: spike.ErrConflict, Message: "this idempotency key was used with a different quantity"}
-	ErrInProgress   = &spike.Error{Kind: spike.ErrUnavailable, Message: "a request with this idempotency key is still in progress"}
-	ErrFenced       = &spike.Error{Kind: spike.ErrUnavailable, Message: "the sale's stock counters are being rebuilt"}
+	ErrSoldOut    = &spike.Error{Kind: spike.ErrSoldOut, Message: "no stock left for this quantity"}
+	ErrLimit      = &spike.Error{Kind: spike.ErrLimitExceeded, Message: "this would exceed the per-user limit"}
+	ErrNotActive  = &spike.Error{Kind: spike.ErrSaleNotActive, Message: "the sale is not active"}
+	ErrKeyReused  = &spike.Error{Kind: spike.ErrConflict, Message: "this idempotency key was used with a different quantity"}
+	ErrInProgress = &spike.Error{Kind: spike.ErrUnavailable, Message: "a request with this idempotency key is still in progress"}
+	ErrFenced     = &spike.Error{Kind: spike.ErrUnavailable, Message: "the sale's stock counters are being rebuilt"}
+	// ErrNotOpen: Return found no open counters for the sale; its units go
+	// back to the product.
+	ErrNotOpen = &spike.Error{Kind: spike.ErrNotFound, Message: "the sale's stock counters are not open"}
+	// ErrNotHeld: Return named an order whose key does not hold it (never
+	// reserved, released, or another quantity).
+	ErrNotHeld = &spike.Error{Kind: spike.ErrConflict, Message: "the sale's stock counters hold no such order"}
 )
+
+var _ Stock = (*Counters)(nil)
 
 // holdKey identifies a buyer's request within one sale.
 type holdKey struct {
@@ -84,20 +168,22 @@ type hold struct {
 	quantity  int64
 	placedAt  int64 // Unix microseconds
 	confirmed bool  // durably enqueued: a replay may be answered
+	returned  bool  // its units were given back (Return): it holds none
 }
 
 type saleStock struct {
-	c       Campaign
+	s       sale.Sale
 	soldOut atomic.Bool // remaining == 0: reject without taking the lock
 
 	mu        sync.RWMutex
 	remaining int64
 	users     map[int64]int64 // units held per buyer
 	keys      map[holdKey]*hold
+	returned  map[string]struct{} // order ids given back; nil until the first
 }
 
-// Counters holds the stock of every open sale in process memory.
-// It is safe for concurrent use.
+// Counters holds the stock of every open sale in process memory: the
+// embedded mode's Stock. It is safe for concurrent use.
 type Counters struct {
 	sales sync.Map // sale id → *saleStock
 	ids   *spike.IDGenerator
@@ -109,25 +195,19 @@ func New(ids *spike.IDGenerator) *Counters {
 	return &Counters{ids: ids, now: time.Now}
 }
 
-// SetClock replaces the clock; for tests.
-func (c *Counters) SetClock(now func() time.Time) { c.now = now }
-
-// Open starts counting a new sale with all of its units remaining. Opening
-// a sale that is already open changes nothing.
-func (c *Counters) Open(cp Campaign) {
-	if c.sale(cp.ID) != nil {
-		return
+// Open implements Stock.
+func (c *Counters) Open(ctx context.Context, s sale.Sale) error {
+	if c.sale(s.ID) != nil {
+		return nil
 	}
-	c.Restore(cp, nil)
+	return c.Restore(ctx, s, nil)
 }
 
-// Restore (re)builds a sale's counters from its holdings: every live order
-// and every not yet persisted event, each counted once by order id.
-// It replaces whatever the counters held for the sale.
-func (c *Counters) Restore(cp Campaign, holdings []Holding) {
+// Restore implements Stock.
+func (c *Counters) Restore(_ context.Context, s sale.Sale, holdings []Holding) error {
 	st := &saleStock{
-		c:         cp,
-		remaining: cp.Allocated,
+		s:         s,
+		remaining: s.Stock,
 		users:     make(map[int64]int64, len(holdings)),
 		keys:      make(map[holdKey]*hold, len(holdings)),
 	}
@@ -137,49 +217,47 @@ func (c *Counters) Restore(cp Campaign, holdings []Holding) {
 			continue
 		}
 		seen[h.OrderID] = true
+		st.keys[holdKey{h.UserID, h.Key}] = &hold{orderID: h.OrderID, quantity: h.Quantity, placedAt: h.PlacedAt.UnixMicro(), confirmed: true, returned: h.Returned}
+		if h.Returned {
+			if st.returned == nil {
+				st.returned = make(map[string]struct{})
+			}
+			st.returned[h.OrderID] = struct{}{}
+			continue
+		}
 		st.remaining -= h.Quantity
 		st.users[h.UserID] += h.Quantity
-		st.keys[holdKey{h.UserID, h.Key}] = &hold{orderID: h.OrderID, quantity: h.Quantity, placedAt: h.PlacedAt.UnixMicro(), confirmed: true}
 	}
 	st.soldOut.Store(st.remaining <= 0)
-	c.sales.Store(cp.ID, st)
+	c.sales.Store(s.ID, st)
+	return nil
 }
 
-// Remaining returns the units a sale has left; ok is false if the sale is
-// not open here.
-func (c *Counters) Remaining(saleID string) (remaining int64, ok bool) {
+// Remaining implements Stock.
+func (c *Counters) Remaining(_ context.Context, saleID string) (remaining int64, ok bool, err error) {
 	st := c.sale(saleID)
 	if st == nil {
-		return 0, false
+		return 0, false, nil
 	}
 	st.mu.RLock()
 	defer st.mu.RUnlock()
-	return st.remaining, true
+	return st.remaining, true, nil
 }
 
-// Stats is a snapshot of one sale's counters, for audits.
-type Stats struct {
-	Allocated   int64
-	Remaining   int64
-	Held        int64 // units held by buyers
-	Buyers      int
-	MaxPerBuyer int64
-}
-
-// Stats returns a snapshot of a sale's counters.
-func (c *Counters) Stats(saleID string) (Stats, bool) {
+// Stats implements Stock.
+func (c *Counters) Stats(_ context.Context, saleID string) (Stats, bool, error) {
 	st := c.sale(saleID)
 	if st == nil {
-		return Stats{}, false
+		return Stats{}, false, nil
 	}
 	st.mu.RLock()
 	defer st.mu.RUnlock()
-	s := Stats{Allocated: st.c.Allocated, Remaining: st.remaining, Buyers: len(st.users)}
+	s := Stats{Allocated: st.s.Stock, Remaining: st.remaining, Buyers: len(st.users)}
 	for _, n := range st.users {
 		s.Held += n
 		s.MaxPerBuyer = max(s.MaxPerBuyer, n)
 	}
-	return s, true
+	return s, true, nil
 }
 
 func (c *Counters) sale(id string) *saleStock {
@@ -190,22 +268,18 @@ func (c *Counters) sale(id string) *saleStock {
 	return v.(*saleStock)
 }
 
-// Reserve takes r.Quantity units of the sale for the buyer in one atomic
-// step. A key that already holds a reservation returns it with replay set
-// and changes nothing. ErrInProgress (a replay of a key whose reservation is
-// not confirmed yet) comes with that reservation. Returns ErrSaleNotFound, ErrKeyReused, ErrInProgress,
-// ErrNotActive, ErrLimit, ErrSoldOut, or an ErrInvalid error when the
-// quantity is out of range.
+// Reserve implements Stock. A sold-out sale answers from an atomic flag,
+// taking a read lock only for a replay.
 func (c *Counters) Reserve(_ context.Context, r Request) (res Reservation, replay bool, err error) {
 	st := c.sale(r.SaleID)
 	if st == nil {
-		return Reservation{}, false, ErrSaleNotFound
+		return Reservation{}, false, sale.ErrSaleNotFound
 	}
 	k := holdKey{r.UserID, r.Key}
 	if st.soldOut.Load() {
 		// Sold out: only a replay can succeed, and that needs a read lock only.
-		// The quantity is checked first, as on the locked path (c is immutable).
-		if r.Quantity < 1 || r.Quantity > st.c.PerUserLimit {
+		// The quantity is checked first, as on the locked path (s is immutable).
+		if r.Quantity < 1 || r.Quantity > st.s.PerUserLimit {
 			return Reservation{}, false, st.invalidQuantity()
 		}
 		st.mu.RLock()
@@ -226,15 +300,15 @@ func (c *Counters) Reserve(_ context.Context, r Request) (res Reservation, repla
 	if h := st.keys[k]; h != nil {
 		return st.replay(r, *h)
 	}
-	if r.Quantity < 1 || r.Quantity > st.c.PerUserLimit {
+	if r.Quantity < 1 || r.Quantity > st.s.PerUserLimit {
 		return Reservation{}, false, st.invalidQuantity()
 	}
 	now := c.now()
-	if now.Before(st.c.StartsAt) || (!st.c.EndsAt.IsZero() && !now.Before(st.c.EndsAt)) {
+	if !st.s.ActiveAt(now) {
 		return Reservation{}, false, ErrNotActive
 	}
 	held := st.users[r.UserID]
-	if held+r.Quantity > st.c.PerUserLimit {
+	if held+r.Quantity > st.s.PerUserLimit {
 		return Reservation{}, false, ErrLimit
 	}
 	if st.remaining < r.Quantity {
@@ -252,7 +326,7 @@ func (c *Counters) Reserve(_ context.Context, r Request) (res Reservation, repla
 }
 
 func (st *saleStock) invalidQuantity() error {
-	return spike.Errorf(spike.ErrInvalid, "quantity must be between 1 and the per-user limit (%d)", st.c.PerUserLimit)
+	return spike.Errorf(spike.ErrInvalid, "quantity must be between 1 and the per-user limit (%d)", st.s.PerUserLimit)
 }
 
 func (st *saleStock) replay(r Request, h hold) (Reservation, bool, error) {
@@ -270,18 +344,17 @@ func (st *saleStock) replay(r Request, h hold) (Reservation, bool, error) {
 func (st *saleStock) reservation(r Request, h hold) Reservation {
 	return Reservation{
 		OrderID:    h.orderID,
-		SaleID:     st.c.ID,
-		SKU:        st.c.SKU,
+		SaleID:     st.s.ID,
+		SKU:        st.s.SKU,
 		UserID:     r.UserID,
 		Key:        r.Key,
 		Quantity:   h.quantity,
-		PriceCents: st.c.PriceCents,
+		PriceCents: st.s.PriceCents,
 		PlacedAt:   time.UnixMicro(h.placedAt).UTC(),
 	}
 }
 
-// Confirm marks a reservation as durably recorded, so that replays of its
-// key are answered with it.
+// Confirm implements Stock.
 func (c *Counters) Confirm(_ context.Context, res Reservation) error {
 	st := c.sale(res.SaleID)
 	if st == nil {
@@ -295,9 +368,7 @@ func (c *Counters) Confirm(_ context.Context, res Reservation) error {
 	return nil
 }
 
-// Release gives a reservation's units back to the sale and forgets its key,
-// as if the request had never been made. It is for reservations that were
-// never durably recorded; releasing twice changes nothing.
+// Release implements Stock.
 func (c *Counters) Release(_ context.Context, res Reservation) error {
 	st := c.sale(res.SaleID)
 	if st == nil {
@@ -307,17 +378,46 @@ func (c *Counters) Release(_ context.Context, res Reservation) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	h := st.keys[k]
-	if h == nil || h.orderID != res.OrderID {
+	if h == nil || h.orderID != res.OrderID || h.returned {
 		return nil
 	}
 	delete(st.keys, k)
-	st.users[res.UserID] -= h.quantity
-	if st.users[res.UserID] <= 0 {
-		delete(st.users, res.UserID)
+	st.give(res.UserID, h.quantity)
+	return nil
+}
+
+// give moves n units of user back to the sale; st.mu is held.
+func (st *saleStock) give(user, n int64) {
+	st.users[user] -= n
+	if st.users[user] <= 0 {
+		delete(st.users, user)
 	}
-	st.remaining += h.quantity
+	st.remaining += n
 	if st.remaining > 0 {
 		st.soldOut.Store(false)
 	}
-	return nil
+}
+
+// Return implements Stock.
+func (c *Counters) Return(_ context.Context, r Return) (bool, error) {
+	st := c.sale(r.SaleID)
+	if st == nil {
+		return false, ErrNotOpen
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if _, done := st.returned[r.OrderID]; done {
+		return false, nil
+	}
+	h := st.keys[holdKey{r.UserID, r.Key}]
+	if h == nil || h.orderID != r.OrderID || h.quantity != r.Quantity {
+		return false, ErrNotHeld
+	}
+	h.returned, h.confirmed = true, true // recorded: its key replays it
+	if st.returned == nil {
+		st.returned = make(map[string]struct{})
+	}
+	st.returned[r.OrderID] = struct{}{}
+	st.give(r.UserID, h.quantity)
+	return true, nil
 }

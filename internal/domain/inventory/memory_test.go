@@ -9,6 +9,7 @@ import (
 
 	"github.com/spikehq/spike"
 	"github.com/spikehq/spike/internal/domain/inventory"
+	"github.com/spikehq/spike/internal/domain/sale"
 )
 
 // BenchmarkMillionBuyers reports the memory a sale's counters hold per
@@ -21,7 +22,7 @@ func BenchmarkMillionBuyers(b *testing.B) {
 		var before runtime.MemStats
 		runtime.ReadMemStats(&before)
 		c := inventory.New(spike.NewIDGenerator())
-		c.Open(inventory.Campaign{ID: "big", SKU: "p", Allocated: buyers, PerUserLimit: 1, StartsAt: time.Now().Add(-time.Hour)})
+		c.Open(context.Background(), sale.Sale{ID: "big", SKU: "p", Stock: buyers, PerUserLimit: 1, StartsAt: time.Now().Add(-time.Hour)})
 		ctx := context.Background()
 		for u := range buyers {
 			key := "0b6f4a8e-3c1d-4e2f-9a7b-" + strconv.FormatInt(100000000000+int64(u), 10)

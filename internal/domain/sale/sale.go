@@ -75,18 +75,18 @@ func (s *Sale) Validate() error {
 	return nil
 }
 
-// Errors returned by a Store.
+// Errors returned by a Store (an unknown product is
+// catalog.ErrProductNotFound).
 var (
 	ErrSaleNotFound      = &spike.Error{Kind: spike.ErrNotFound, Message: "sale not found"}
 	ErrSaleExists        = &spike.Error{Kind: spike.ErrConflict, Message: "a sale with this id already exists"}
-	ErrProductNotFound   = &spike.Error{Kind: spike.ErrNotFound, Message: "product not found"}
 	ErrInsufficientStock = &spike.Error{Kind: spike.ErrInsufficient, Message: "the product has less stock than the sale asks for"}
 )
 
 // Store keeps sales.
 type Store interface {
 	// CreateSale stores s and takes s.Stock units from its product's stock in
-	// one transaction. Returns ErrSaleExists, ErrProductNotFound or
+	// one transaction. Returns ErrSaleExists, catalog.ErrProductNotFound or
 	// ErrInsufficientStock.
 	CreateSale(ctx context.Context, s Sale) error
 	// Sale returns the sale, or ErrSaleNotFound.

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/spikehq/spike"
+	"github.com/spikehq/spike/internal/domain/catalog"
 	"github.com/spikehq/spike/internal/domain/sale"
 )
 
@@ -118,7 +119,7 @@ func (m *memStore) CreateSale(_ context.Context, s sale.Sale) error {
 	}
 	stock, ok := m.products[s.SKU]
 	if !ok {
-		return sale.ErrProductNotFound
+		return catalog.ErrProductNotFound
 	}
 	if stock < s.Stock {
 		return sale.ErrInsufficientStock

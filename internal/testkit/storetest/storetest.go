@@ -182,7 +182,7 @@ func testCreateSale(t *testing.T, s Stores) {
 		want error
 	}{
 		{"insufficient stock", newSale("s3", "q", 6), sale.ErrInsufficientStock},
-		{"unknown sku", newSale("s4", "nope", 1), sale.ErrProductNotFound},
+		{"unknown sku", newSale("s4", "nope", 1), catalog.ErrProductNotFound},
 		{"duplicate id", newSale("s1", "q", 1), sale.ErrSaleExists},
 	}
 	for _, tt := range errs {
