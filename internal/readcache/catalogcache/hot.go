@@ -195,22 +195,42 @@ func (s *Store) RefreshHot(ctx context.Context) {
 	}
 }
 
-// Run refreshes the hot keys every Options.HotRefresh until ctx is done,
-// then returns nil. Without it hot keys are still detected but expire and
-// reload like the others.
+// Run refreshes the hot keys every Options.HotRefresh and repeats the
+// evictions of Evict (Options.RepeatEvict) until ctx is done, then returns
+// nil; evictions still waiting are then not repeated. Without it hot keys
+// are still detected but expire and reload like the others.
 func (s *Store) Run(ctx context.Context) error {
-	if s.hot == nil {
-		<-ctx.Done()
-		return nil
+	var refresh <-chan time.Time
+	if s.hot != nil {
+		tick := time.NewTicker(s.opts.HotRefresh)
+		defer tick.Stop()
+		refresh = tick.C
 	}
-	tick := time.NewTicker(s.opts.HotRefresh)
-	defer tick.Stop()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	var pending []repeatEvict // in the order of their times: the delay is fixed
 	for {
+		var due <-chan time.Time
+		if len(pending) > 0 {
+			timer.Reset(time.Until(pending[0].at))
+			due = timer.C
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-tick.C:
+		case <-refresh:
 			s.RefreshHot(ctx)
+		case r := <-s.repeats:
+			pending = append(pending, r)
+		case <-due:
+			r := pending[0]
+			pending = pending[1:]
+			ectx, cancel := context.WithTimeout(ctx, s.opts.LoadTimeout)
+			if err := s.evict(ectx, r.sku); err != nil {
+				s.opts.Logger.Warn("repeat product cache invalidation", "sku", r.sku, "err", err)
+			}
+			cancel()
 		}
 	}
 }
