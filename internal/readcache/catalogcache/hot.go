@@ -171,12 +171,11 @@ func (t *hotTracker) rotateIfDue(now int64) {
 	}
 }
 
-// RefreshHot reloads every hot key from the database into L1 with
+// refreshHot reloads every hot key from the database into L1 with
 // Options.HotTTL, through the breaker and the concurrency cap, joining any
 // load of the same key under way. A key that fails to load keeps its entry,
-// which may then be served stale. Run calls it every Options.HotRefresh;
-// it is exported for tests and for callers that drive their own schedule.
-func (s *Store) RefreshHot(ctx context.Context) {
+// which may then be served stale. Run calls it every Options.HotRefresh.
+func (s *Store) refreshHot(ctx context.Context) {
 	if s.opts.CacheOnly != nil && s.opts.CacheOnly() {
 		return
 	}
@@ -220,7 +219,7 @@ func (s *Store) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-refresh:
-			s.RefreshHot(ctx)
+			s.refreshHot(ctx)
 		case r := <-s.repeats:
 			pending = append(pending, r)
 		case <-due:
