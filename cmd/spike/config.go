@@ -22,6 +22,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/spikehq/spike/internal/depguard"
 	"github.com/spikehq/spike/internal/domain/order"
 )
 
@@ -148,8 +149,8 @@ func DefaultConfig() Config {
 		Addr: "127.0.0.1:8080", Data: "./spike-data", LogFormat: "text",
 		NATS: NATSConfig{Replicas: 1},
 		Limits: LimitsConfig{AdmissionInitial: 1000, AdmissionMin: 256, AdmissionMax: 20000, Instances: 1, AbandonAfter: 90 * time.Second, ShutdownTimeout: time.Minute,
-			StreamMin: streamLimitMin, StreamMax: streamLimitMax, StreamTolerance: streamLimitTolerance, StreamSlack: streamLimitSlack,
-			StockTimeout: stockCallTimeout},
+			StreamMin: depguard.StreamLimitMin, StreamMax: depguard.StreamLimitMax, StreamTolerance: depguard.StreamLimitTolerance, StreamSlack: depguard.StreamLimitSlack,
+			StockTimeout: depguard.StockCallTimeout},
 		Notify: NotifyConfig{Workers: 4, Queue: 4096, Timeout: 2 * time.Second},
 	}
 }

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -16,11 +14,6 @@ import (
 
 	"github.com/spikehq/spike/internal/testkit/apitest"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/spikehq/spike"
-	"github.com/spikehq/spike/internal/adapter/redisstock"
-	"github.com/spikehq/spike/internal/domain/inventory"
 	"github.com/spikehq/spike/internal/domain/order"
 	"github.com/spikehq/spike/resilience"
 )
@@ -213,152 +206,6 @@ func grep(text, substr string) string {
 		}
 	}
 	return strings.Join(out, "\n")
-}
-
-// slowOrderStore answers Order after a delay.
-type slowOrderStore struct {
-	stores
-	delay time.Duration
-	calls atomic.Int64
-}
-
-func (s *slowOrderStore) Order(ctx context.Context, id string) (order.Order, error) {
-	s.calls.Add(1)
-	select {
-	case <-time.After(s.delay):
-		return order.Order{ID: id}, nil
-	case <-ctx.Done():
-		return order.Order{}, ctx.Err()
-	}
-}
-
-// TestSlowOrderReadsAreShed: reads slower than the breaker's slow-call
-// threshold open it, and then fail fast without reaching the database.
-func TestSlowOrderReadsAreShed(t *testing.T) {
-	slow := &slowOrderStore{delay: 1200 * time.Millisecond}
-	g := newGuardedOrderReads(slow, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	var wg sync.WaitGroup
-	for range 30 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			g.Order(context.Background(), "x")
-		}()
-	}
-	wg.Wait()
-	before := slow.calls.Load()
-	began := time.Now()
-	_, err := g.Order(context.Background(), "x")
-	if !errors.Is(err, errOrderReadsShed) {
-		t.Fatalf("after 30 slow reads: %v, want the shed error", err)
-	}
-	if slow.calls.Load() != before {
-		t.Error("a shed read reached the database")
-	}
-	t.Logf("a shed read answered in %v", time.Since(began))
-	// A read whose caller has less time than the store needs is cut at the budget.
-	slow.delay = 0
-	fast := newGuardedOrderReads(&slowOrderStore{delay: time.Minute}, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	if _, err := fast.Order(ctx, "x"); err == nil {
-		t.Error("a read past its deadline succeeded")
-	}
-}
-
-// fakeReserver answers like redisstock: after delay, with err.
-type fakeReserver struct {
-	delay              atomic.Int64 // nanoseconds
-	err                atomic.Pointer[error]
-	reserves, releases atomic.Int64
-	confirms           atomic.Int64
-}
-
-func (f *fakeReserver) wait(ctx context.Context) error {
-	select {
-	case <-time.After(time.Duration(f.delay.Load())):
-	case <-ctx.Done():
-		return fmt.Errorf("redis stock: %w", errors.Join(redisstock.ErrUnavailable, ctx.Err()))
-	}
-	if e := f.err.Load(); e != nil {
-		return *e
-	}
-	return nil
-}
-
-func (f *fakeReserver) Reserve(ctx context.Context, r inventory.Request) (inventory.Reservation, bool, error) {
-	f.reserves.Add(1)
-	return inventory.Reservation{OrderID: "o"}, false, f.wait(ctx)
-}
-
-func (f *fakeReserver) Confirm(ctx context.Context, res inventory.Reservation) error {
-	f.confirms.Add(1)
-	return f.wait(ctx)
-}
-
-func (f *fakeReserver) Release(ctx context.Context, res inventory.Reservation) error {
-	f.releases.Add(1)
-	return f.wait(ctx)
-}
-
-// TestStockGuard: domain answers never open the redis_stock breaker; slow
-// calls do, and then reserves are refused without reaching Redis while
-// confirms and releases still go through; a failed release is retried.
-func TestStockGuard(t *testing.T) {
-	f := &fakeReserver{}
-	g := newGuardedStock(f, stockCallTimeout, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	soldOut := error(inventory.ErrSoldOut)
-	f.err.Store(&soldOut)
-	for range 100 {
-		g.Reserve(context.Background(), inventory.Request{})
-	}
-	if s := g.breaker.State(); s != resilience.Closed {
-		t.Fatalf("after 100 sold-out answers the breaker is %v", s)
-	}
-
-	// Slow (300 ms ≥ the 250 ms slow-call mark): the breaker opens.
-	f.err.Store(nil)
-	f.delay.Store(int64(300 * time.Millisecond))
-	var wg sync.WaitGroup
-	for range 30 {
-		wg.Add(1)
-		go func() { defer wg.Done(); g.Reserve(context.Background(), inventory.Request{}) }()
-	}
-	wg.Wait()
-	if s := g.breaker.State(); s != resilience.Open {
-		t.Fatalf("after 30 slow reserves the breaker is %v", s)
-	}
-	before := f.reserves.Load()
-	if _, _, err := g.Reserve(context.Background(), inventory.Request{}); !errors.Is(err, errStockBreakerOpen) || !errors.Is(err, spike.ErrUnavailable) {
-		t.Fatalf("reserve with the breaker open: %v", err)
-	}
-	if f.reserves.Load() != before {
-		t.Error("a refused reserve reached Redis")
-	}
-	// Confirm and release finish reservations already taken: not refused.
-	f.delay.Store(0)
-	if err := g.Confirm(context.Background(), inventory.Reservation{}); err != nil || f.confirms.Load() != 1 {
-		t.Errorf("confirm with the breaker open: %v (%d calls)", err, f.confirms.Load())
-	}
-	if err := g.Release(context.Background(), inventory.Reservation{}); err != nil || f.releases.Load() != 1 {
-		t.Errorf("release with the breaker open: %v (%d calls)", err, f.releases.Load())
-	}
-
-	// A release cut by the timeout is reported, then retried until it works.
-	f.delay.Store(int64(time.Minute))
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-	defer cancel()
-	if err := g.Release(ctx, inventory.Reservation{}); err == nil {
-		t.Fatal("a release past its deadline succeeded")
-	}
-	f.delay.Store(0)
-	deadline := time.Now().Add(10 * time.Second)
-	for f.releases.Load() < 3 {
-		if time.Now().After(deadline) {
-			t.Fatal("the failed release was not retried")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // slotStream is a slowed dependency in front of the stream: at most slots

@@ -3,21 +3,21 @@ package main
 import (
 	"context"
 	"log/slog"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spikehq/spike/internal/adapter/natsbus"
+	"github.com/spikehq/spike/internal/depguard"
 	"github.com/spikehq/spike/internal/domain/notify"
 	"github.com/spikehq/spike/internal/domain/order"
 	"github.com/spikehq/spike/internal/switches"
-	"github.com/spikehq/spike/resilience"
 )
 
 // newNotifier builds the notifier the config asks for, obeying the
-// notifications switch, and exports its metrics. It returns nil for
+// notifications switch, and exports its metrics (its breaker, from
+// depguard's table, with m). It returns nil for
 // provider none.
-func newNotifier(cfg NotifyConfig, board *switches.Board, reg prometheus.Registerer, log *slog.Logger) *notify.Notifier {
+func newNotifier(cfg NotifyConfig, board *switches.Board, reg prometheus.Registerer, m *depguard.Metrics, log *slog.Logger) *notify.Notifier {
 	var p notify.Provider
 	switch cfg.provider() {
 	case "none":
@@ -38,20 +38,11 @@ func newNotifier(cfg NotifyConfig, board *switches.Board, reg prometheus.Registe
 		Queue:   queue,
 		Timeout: cfg.Timeout,
 		Enabled: func() bool { return board.On(switches.Notifications) },
-		Breaker: resilience.BreakerConfig{
-			Name:                 "notifications",
-			WindowSize:           50, // calls
-			MinimumCalls:         20,
-			FailureRateThreshold: 0.5,
-			OpenTimeout:          10 * time.Second,
-			HalfOpenCalls:        3,
-			OnStateChange: func(name string, from, to resilience.State) {
-				log.Warn("circuit breaker", "dependency", name, "from", from.String(), "to", to.String())
-			},
-		},
-		Logger: log,
+		Breaker: depguard.BreakerConfig(depguard.Notifications, m),
+		Logger:  log,
 	})
 	registerNotifyMetrics(reg, n)
+	m.Watch(depguard.Notifications, n.Breaker())
 	return n
 }
 
@@ -70,10 +61,6 @@ func registerNotifyMetrics(reg prometheus.Registerer, n *notify.Notifier) {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "spike_notifications_queued", Help: "Notifications waiting for a worker.",
 	}, func() float64 { return float64(n.Stats().Queued) }))
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "spike_breaker_state", Help: "Circuit breaker state (0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed).",
-		ConstLabels: prometheus.Labels{"dependency": "notifications"},
-	}, func() float64 { return float64(n.Stats().Breaker) }))
 }
 
 // notifyPersisted runs persist and then queues an order_created

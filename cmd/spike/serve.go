@@ -25,11 +25,13 @@ import (
 	"github.com/spikehq/spike/internal/adapter/natsbus"
 	"github.com/spikehq/spike/internal/adapter/rediscache"
 	"github.com/spikehq/spike/internal/adapter/sqlitestore"
+	"github.com/spikehq/spike/internal/depguard"
 	"github.com/spikehq/spike/internal/domain/catalog"
 	"github.com/spikehq/spike/internal/domain/inventory"
 	"github.com/spikehq/spike/internal/domain/notify"
 	"github.com/spikehq/spike/internal/domain/order"
 	"github.com/spikehq/spike/internal/domain/sale"
+	"github.com/spikehq/spike/internal/fault"
 	"github.com/spikehq/spike/internal/httpapi"
 	"github.com/spikehq/spike/internal/ledger"
 	"github.com/spikehq/spike/internal/readcache/catalogcache"
@@ -51,15 +53,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	log := cfg.logger(stderr)
 	log.Info("configuration", "effective", cfg.redacted(), "version", versionString())
-	if v := getenv("SPIKE_FAULT_STREAM_DELAY"); v != "" {
-		// Fault injection for experiments (scripts/overload.sh dep): every
-		// publish to the stream waits this long first.
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			return fmt.Errorf("SPIKE_FAULT_STREAM_DELAY: %w", err)
-		}
+	// Fault injection for experiments (scripts/overload.sh dep): every
+	// publish to the stream waits SPIKE_FAULT_STREAM_DELAY first.
+	if wrap, d, err := fault.StreamFromEnv(getenv); err != nil {
+		return err
+	} else if wrap != nil {
 		log.Warn("fault injection: the order stream is slowed down", "delay", d)
-		cfg.wrapStream = func(s order.Stream) order.Stream { return delayedStream{s, d} }
+		cfg.wrapStream = wrap
 	}
 
 	a, err := start(ctx, cfg, log)
@@ -185,7 +185,9 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	// Product reads: L1 in process (+ L2 on Redis when configured) in front
 	// of the database; writes on any instance evict everywhere over NATS.
 	inv := natsbus.NewInvalidations(a.nc, "")
+	guards := depguard.NewMetrics(reg, log)
 	cacheOpts := catalogcache.Options{
+		Metrics:     guards,
 		Invalidator: inv,
 		CacheOnly:   func() bool { return board.On(switches.ReadsCacheOnly) },
 		Logger:      log.With("component", "catalogcache"),
@@ -196,36 +198,29 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	a.products = catalogcache.New(a.store, cacheOpts)
 	registerCacheMetrics(reg, a.products)
 	catalogSvc := catalog.NewService(a.products)
-	saleRecords, saleCounters := newSaleReads(evictingSales{Store: a.store, products: a.products, log: log}, counters, a.redis != nil, cacheOpts.CacheOnly, reg, log)
+	saleRecords, saleCounters := newSaleReads(evictingSales{Store: a.store, products: a.products, log: log}, counters, a.redis != nil, cacheOpts.CacheOnly, reg, guards)
 	salesSvc := sale.NewService(saleRecords, saleCounters)
 	var stream order.Stream = a.bus
 	if cfg.wrapStream != nil {
 		stream = cfg.wrapStream(stream) // tests: faults in front of the stream, inside the guards
 	}
 	// Every outbound dependency of the order path has its own timeout,
-	// breaker and bulkhead (cmd/spike/guards.go): the Redis stock counters,
-	// the stream, and the order store's writes and reads. In-process
-	// counters are no dependency and are called directly.
+	// breaker and bulkhead (internal/depguard, built in guards.go): the
+	// Redis stock counters, the stream, and the order store's writes and
+	// reads. In-process counters are no dependency and are called directly.
 	// Operators can force each breaker open or closed at runtime with the
-	// breaker.<dependency> switches (followBreakerSwitches, once the
+	// breaker.<dependency> switches (depguard.FollowSwitches, once the
 	// notifier's breaker exists too).
-	breakers := map[string]*resilience.Breaker{"catalog_db": a.products.Breaker()}
-	var reserver order.Reserver = counters
-	if a.redis != nil {
-		stock := newGuardedStock(counters, cfg.Limits.StockTimeout, reg, log.With("component", "redisstock"))
-		reserver, breakers["redis_stock"] = stock, stock.breaker
-	}
-	writes := newGuardedOrderWrites(a.store, reg, log)
-	reads := newGuardedOrderReads(writes, reg, log)
-	guardedStream := newGuardedStream(stream, cfg.Limits, reg, log)
-	breakers["order_writes"], breakers["order_reads"], breakers["order_stream"] = writes.breaker, reads.breaker, guardedStream.breaker
+	og := newOrderGuards(counters, a.redis != nil, stream, a.store, cfg.Limits, guards, log)
+	breakers := og.breakers
+	breakers[depguard.CatalogDB] = a.products.Breaker()
 	if r, ok := saleRecords.(*salecache.Records); ok {
-		breakers["sale_db"] = r.Breaker()
+		breakers[depguard.SaleDB] = r.Breaker()
 	}
 	if c, ok := saleCounters.(*salecache.Counters); ok {
-		breakers["sale_counters"] = c.Breaker()
+		breakers[depguard.SaleCounters] = c.Breaker()
 	}
-	a.orders = order.NewService(reserver, guardedStream, reads, log.With("component", "order"))
+	a.orders = order.NewService(og.reserver, og.stream, og.orders, log.With("component", "order"))
 	a.orders.EnqueueTimeout = enqueueTimeout
 	a.orders.AbandonAfter = cfg.Limits.AbandonAfter
 	a.orders.Lookup = a.bus
@@ -237,15 +232,18 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		a.goWork(func() error { return a.redis.counters.Run(workCtx) })
 		a.goWork(func() error { return a.redis.recovery.Run(workCtx) })
 	}
+	if og.stock != nil {
+		a.goWork(func() error { return og.stock.Run(workCtx) }) // retries of failed releases
+	}
 	// Notifications go out after an order is persisted, from a pool of
 	// their own that drops when full: they never slow the order workers.
 	persist := natsbus.PersistFunc(a.orders.Persist)
-	if a.notifier = newNotifier(cfg.Notify, board, reg, log.With("component", "notify")); a.notifier != nil {
+	if a.notifier = newNotifier(cfg.Notify, board, reg, guards, log.With("component", "notify")); a.notifier != nil {
 		a.notifyDrain = cfg.Notify.Timeout
 		persist = notifyPersisted(persist, a.notifier)
-		breakers["notifications"] = a.notifier.Breaker()
+		breakers[depguard.Notifications] = a.notifier.Breaker()
 	}
-	followBreakerSwitches(board, breakers, log)
+	depguard.FollowSwitches(board, breakers, log)
 	a.goWork(func() error { return a.bus.RunWorker(workCtx, persist) })
 	a.goWork(func() error { return a.orders.RunResolver(workCtx) })
 	a.goWork(func() error { return a.products.Run(workCtx) })

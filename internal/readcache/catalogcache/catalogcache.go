@@ -3,14 +3,14 @@
 // package rediscache), one database load per key at a time, negative
 // caching, TTLs with jitter, invalidation on every write (published to the
 // other instances), hot keys detected and kept fresh in L1, and a database
-// fallback behind a circuit breaker and a concurrency cap that serves stale
-// entries rather than failing.
+// fallback behind a guard (internal/depguard: a concurrency cap and a
+// circuit breaker) that serves stale entries rather than failing.
 //
 //	cache := catalogcache.New(db, catalogcache.Options{
 //		Invalidator: natsbus.NewInvalidations(nc, ""),
 //		CacheOnly:   func() bool { return board.On(switches.ReadsCacheOnly) },
 //	})
-//	go cache.Run(ctx)                                   // hot keys
+//	go cache.Run(ctx)                                   // hot keys, repeated evictions
 //	go invalidations.Subscribe(ctx, cache.Invalidate)   // other instances' writes
 //	svc := catalog.NewService(cache)
 //
@@ -29,6 +29,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/spikehq/spike"
+	"github.com/spikehq/spike/internal/depguard"
 	"github.com/spikehq/spike/internal/domain/catalog"
 	"github.com/spikehq/spike/resilience"
 )
@@ -95,7 +96,8 @@ type Options struct {
 	// invalidation published once more (only with an L2): it removes a
 	// value that a concurrent load on another instance read before the
 	// write and stored in L2 after it. If zero, 300ms is used; negative
-	// disables it.
+	// disables it. Run does the repeated evictions: without it they are
+	// not done.
 	RepeatEvict time.Duration
 
 	// Invalidator publishes this instance's writes. If nil, writes only
@@ -107,8 +109,9 @@ type Options struct {
 
 	// Breaker configures the circuit breaker around database reads.
 	// Not-found results count as successes; a caller's cancellation is
-	// ignored unless Breaker.IsFailure says otherwise; a full concurrency
-	// cap is a failure.
+	// ignored unless Breaker.IsFailure says otherwise. A load refused by
+	// the full concurrency cap does not reach the breaker (the cap comes
+	// first: it says nothing of the database's health).
 	Breaker resilience.BreakerConfig
 	// MaxLoads caps concurrent database reads. If zero, 32 is used.
 	MaxLoads int
@@ -132,6 +135,10 @@ type Options struct {
 	// 3s and 1s are used.
 	HotTTL, HotRefresh time.Duration
 
+	// Metrics exports the guards of database reads (dependency
+	// catalog_db) and L2 calls (catalog_l2). If nil, they are not
+	// exported.
+	Metrics *depguard.Metrics
 	// Now returns the current time. If nil, time.Now is used.
 	Now func() time.Time
 	// Logger receives warnings about failed invalidations. If nil, they are
@@ -198,12 +205,22 @@ type Store struct {
 	// happened while it ran, so a value read before a write is not cached
 	// after the write's invalidation.
 	seq     atomic.Uint64
-	breaker *resilience.Breaker // database reads
-	l2b     *resilience.Breaker // L2 calls
-	sem     *resilience.Semaphore
-	hot     *hotTracker // nil if disabled
+	db      *depguard.Guard // database reads
+	l2      *depguard.Guard // L2 calls
+	hot     *hotTracker     // nil if disabled
 	stats   counters
+	repeats chan repeatEvict // evictions for Run to repeat
 }
+
+// repeatEvict is an eviction Run repeats at the given clock time.
+type repeatEvict struct {
+	sku string
+	at  time.Time
+}
+
+// maxRepeats bounds the evictions waiting to be repeated; an eviction
+// made while the queue is full is not repeated (the TTL is the backstop).
+const maxRepeats = 1024
 
 var _ catalog.Store = (*Store)(nil)
 
@@ -254,22 +271,15 @@ func New(next catalog.Store, opts Options) *Store {
 		}
 		return true
 	}
-	if bc.Now == nil {
-		bc.Now = opts.Now
-	}
-	if bc.Name == "" {
-		bc.Name = "catalog-db"
-	}
-	s.breaker = resilience.NewBreaker(bc)
-	l2c := opts.L2Breaker
-	if l2c.Now == nil {
-		l2c.Now = opts.Now
-	}
-	if l2c.Name == "" {
-		l2c.Name = "catalog-l2"
-	}
-	s.l2b = resilience.NewBreaker(l2c)
-	s.sem = resilience.NewSemaphore(opts.MaxLoads, opts.LoadWait)
+	s.db = depguard.New(depguard.CatalogDB, depguard.Config{
+		Settings: &depguard.Settings{Breaker: bc, Bulkhead: opts.MaxLoads, BulkheadWait: opts.LoadWait},
+		Metrics:  opts.Metrics, Now: opts.Now,
+	})
+	s.l2 = depguard.New(depguard.CatalogL2, depguard.Config{
+		Settings: &depguard.Settings{Breaker: opts.L2Breaker, Timeout: opts.L2Timeout},
+		Metrics:  opts.Metrics, Now: opts.Now,
+	})
+	s.repeats = make(chan repeatEvict, maxRepeats)
 	if opts.HotKeys > 0 {
 		s.hot = newHotTracker(opts.HotKeys, opts.HotMinReads, opts.HotWindow, s.now())
 	}
@@ -366,16 +376,14 @@ func (s *Store) load(ctx context.Context, sku string, hot bool) (*entry, error) 
 	s.stats.loads.Add(1)
 	var p catalog.Product
 	var notFound bool
-	err := s.breaker.Do(ctx, func(ctx context.Context) error {
-		return s.sem.Do(ctx, func(ctx context.Context) error {
-			var err error
-			p, err = s.next.Product(ctx, sku)
-			if errors.Is(err, spike.ErrNotFound) {
-				notFound = true // an answer: a success for the breaker
-				return nil
-			}
-			return err
-		})
+	err := s.db.Do(ctx, func(ctx context.Context) error {
+		var err error
+		p, err = s.next.Product(ctx, sku)
+		if errors.Is(err, spike.ErrNotFound) {
+			notFound = true // an answer: a success for the breaker
+			return nil
+		}
+		return err
 	})
 	switch {
 	case notFound:
@@ -434,12 +442,10 @@ func (s *Store) store(sku string, p catalog.Product, found bool, ttl time.Durati
 	return e
 }
 
-// l2Do runs an L2 call behind the L2 breaker, within Options.L2Timeout,
+// l2Do runs an L2 call behind the L2 guard (a breaker, Options.L2Timeout),
 // and counts its failure.
 func (s *Store) l2Do(ctx context.Context, fn func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, s.opts.L2Timeout)
-	defer cancel()
-	err := s.l2b.Do(ctx, fn)
+	err := s.l2.Do(ctx, fn)
 	if err != nil {
 		s.stats.l2Errors.Add(1)
 	}
@@ -468,19 +474,18 @@ func (s *Store) Invalidate(sku string) {
 // than through this Store, for instance after sale.Store.CreateSale took
 // stock from it: it invalidates L1 here, deletes the L2 entry and publishes
 // the invalidation to the other instances; with an L2 it does the L2
-// deletion and the publication again Options.RepeatEvict later. It returns
+// deletion and the publication again Options.RepeatEvict later (done by
+// Run). It returns
 // the L2 and publication errors (the local invalidation always happens);
 // the product then stays stale elsewhere for at most the TTL.
 func (s *Store) Evict(ctx context.Context, sku string) error {
 	err := s.evict(ctx, sku)
 	if s.opts.L2 != nil && s.opts.RepeatEvict > 0 {
-		time.AfterFunc(s.opts.RepeatEvict, func() {
-			ctx, cancel := context.WithTimeout(context.Background(), s.opts.LoadTimeout)
-			defer cancel()
-			if err := s.evict(ctx, sku); err != nil {
-				s.opts.Logger.Warn("repeat product cache invalidation", "sku", sku, "err", err)
-			}
-		})
+		select {
+		case s.repeats <- repeatEvict{sku: sku, at: time.Now().Add(s.opts.RepeatEvict)}:
+		default:
+			s.opts.Logger.Warn("repeat product cache invalidation: queue full, not repeated", "sku", sku)
+		}
 	}
 	return err
 }

@@ -333,6 +333,10 @@ func TestEvictRepeatsWithL2(t *testing.T) {
 		inv := &recorder{}
 		s := catalogcache.New(db, catalogcache.Options{L2: l2, Invalidator: inv})
 		defer s.Close()
+		ctx, cancel := context.WithCancel(bg)
+		ran := make(chan error)
+		go func() { ran <- s.Run(ctx) }() // Run repeats the evictions
+		defer func() { cancel(); <-ran }()
 		if err := s.Evict(bg, "widget"); err != nil {
 			t.Fatal(err)
 		}

@@ -171,12 +171,11 @@ func (t *hotTracker) rotateIfDue(now int64) {
 	}
 }
 
-// RefreshHot reloads every hot key from the database into L1 with
+// refreshHot reloads every hot key from the database into L1 with
 // Options.HotTTL, through the breaker and the concurrency cap, joining any
 // load of the same key under way. A key that fails to load keeps its entry,
-// which may then be served stale. Run calls it every Options.HotRefresh;
-// it is exported for tests and for callers that drive their own schedule.
-func (s *Store) RefreshHot(ctx context.Context) {
+// which may then be served stale. Run calls it every Options.HotRefresh.
+func (s *Store) refreshHot(ctx context.Context) {
 	if s.opts.CacheOnly != nil && s.opts.CacheOnly() {
 		return
 	}
@@ -195,22 +194,42 @@ func (s *Store) RefreshHot(ctx context.Context) {
 	}
 }
 
-// Run refreshes the hot keys every Options.HotRefresh until ctx is done,
-// then returns nil. Without it hot keys are still detected but expire and
-// reload like the others.
+// Run refreshes the hot keys every Options.HotRefresh and repeats the
+// evictions of Evict (Options.RepeatEvict) until ctx is done, then returns
+// nil; evictions still waiting are then not repeated. Without it hot keys
+// are still detected but expire and reload like the others.
 func (s *Store) Run(ctx context.Context) error {
-	if s.hot == nil {
-		<-ctx.Done()
-		return nil
+	var refresh <-chan time.Time
+	if s.hot != nil {
+		tick := time.NewTicker(s.opts.HotRefresh)
+		defer tick.Stop()
+		refresh = tick.C
 	}
-	tick := time.NewTicker(s.opts.HotRefresh)
-	defer tick.Stop()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	var pending []repeatEvict // in the order of their times: the delay is fixed
 	for {
+		var due <-chan time.Time
+		if len(pending) > 0 {
+			timer.Reset(time.Until(pending[0].at))
+			due = timer.C
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-tick.C:
-			s.RefreshHot(ctx)
+		case <-refresh:
+			s.refreshHot(ctx)
+		case r := <-s.repeats:
+			pending = append(pending, r)
+		case <-due:
+			r := pending[0]
+			pending = pending[1:]
+			ectx, cancel := context.WithTimeout(ctx, s.opts.LoadTimeout)
+			if err := s.evict(ectx, r.sku); err != nil {
+				s.opts.Logger.Warn("repeat product cache invalidation", "sku", r.sku, "err", err)
+			}
+			cancel()
 		}
 	}
 }

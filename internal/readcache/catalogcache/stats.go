@@ -46,11 +46,11 @@ func (s *Store) Stats() Stats {
 		L2Errors:      c.l2Errors.Load(),
 		HotRefreshes:  c.hotRefreshes.Load(),
 		Entries:       s.l1.EstimatedSize(),
-		Breaker:       s.breaker.State(),
-		L2Breaker:     s.l2b.State(),
+		Breaker:       s.db.Breaker().State(),
+		L2Breaker:     s.l2.Breaker().State(),
 	}
 }
 
 // Breaker returns the circuit breaker in front of the database, for
 // operators' overrides (Stats reports its state).
-func (s *Store) Breaker() *resilience.Breaker { return s.breaker }
+func (s *Store) Breaker() *resilience.Breaker { return s.db.Breaker() }

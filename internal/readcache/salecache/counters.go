@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/spikehq/spike"
+	"github.com/spikehq/spike/internal/depguard"
 	"github.com/spikehq/spike/internal/domain/sale"
 	"github.com/spikehq/spike/resilience"
 )
@@ -43,6 +44,9 @@ type CountersOptions struct {
 	// Breaker configures the circuit breaker in front of the counters;
 	// timeouts are failures. Its zero value is resilience's defaults.
 	Breaker resilience.BreakerConfig
+	// Metrics exports the guard of the loads (breaker, bulkhead) under
+	// the dependency sale_counters. If nil, it is not exported.
+	Metrics *depguard.Metrics
 	// Now returns the current time. If nil, the runtime's clock is used.
 	Now func() time.Time
 }
@@ -74,7 +78,7 @@ type Counters struct {
 	clock clock
 	cache *otter.Cache[string, *count]
 	group singleflight.Group
-	guard guard
+	guard *depguard.Guard
 	// gen counts Opens: a load stores its value only if no Open happened
 	// while it ran, so a value read before a sale's counters were opened
 	// is not cached after.
@@ -105,13 +109,13 @@ func NewCounters(next sale.Counters, opts CountersOptions) *Counters {
 		Clock:            c.clock,
 	})
 	never := func(error) bool { return false }
-	c.guard = newGuard(opts.Breaker, "sale_counters", opts.Now, opts.MaxLoads, opts.LoadWait, opts.LoadTimeout, never)
+	c.guard = newGuard(depguard.SaleCounters, opts.Breaker, opts.Now, opts.MaxLoads, opts.LoadWait, opts.LoadTimeout, never, opts.Metrics)
 	return c
 }
 
 // Breaker returns the circuit breaker in front of the counters, for
 // metrics.
-func (c *Counters) Breaker() *resilience.Breaker { return c.guard.breaker }
+func (c *Counters) Breaker() *resilience.Breaker { return c.guard.Breaker() }
 
 // Remaining implements sale.Counters. It returns a value read less than
 // [CountersOptions].Fresh ago, or loads one (once per sale at a time;
@@ -148,7 +152,7 @@ func (c *Counters) Remaining(ctx context.Context, saleID string) (int64, bool, e
 func (c *Counters) load(ctx context.Context, saleID string) (loaded, error) {
 	gen, at := c.gen.Load(), c.clock.NowNano()
 	var v loaded
-	err := c.guard.do(ctx, func(ctx context.Context) (err error) {
+	err := c.guard.Do(ctx, func(ctx context.Context) (err error) {
 		c.stats.loads.Add(1)
 		v.remaining, v.ok, err = c.next.Remaining(ctx, saleID)
 		return err
@@ -183,5 +187,5 @@ func (c *Counters) Open(ctx context.Context, s sale.Sale) error {
 
 // Stats returns the current counters.
 func (c *Counters) Stats() Stats {
-	return c.stats.snapshot(c.cache.EstimatedSize(), &c.guard)
+	return c.stats.snapshot(c.cache.EstimatedSize(), c.guard)
 }

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/spikehq/spike"
+	"github.com/spikehq/spike/internal/depguard"
 	"github.com/spikehq/spike/internal/domain/sale"
 	"github.com/spikehq/spike/resilience"
 )
@@ -50,6 +51,9 @@ type RecordsOptions struct {
 	// reads.cache_only switch): a cached record, expired or not, is served
 	// as is, and a miss gets ErrCacheOnly. Nil means never.
 	CacheOnly func() bool
+	// Metrics exports the guard of the loads (breaker, bulkhead) under
+	// the dependency sale_db. If nil, it is not exported.
+	Metrics *depguard.Metrics
 	// Now returns the current time. If nil, the runtime's clock is used.
 	Now func() time.Time
 }
@@ -83,7 +87,7 @@ type Records struct {
 	clock clock
 	cache *otter.Cache[string, *record]
 	group singleflight.Group
-	guard guard
+	guard *depguard.Guard
 	stats counters
 }
 
@@ -104,13 +108,13 @@ func NewRecords(next sale.Store, opts RecordsOptions) *Records {
 		Clock:            r.clock,
 	})
 	notFound := func(err error) bool { return errors.Is(err, spike.ErrNotFound) }
-	r.guard = newGuard(opts.Breaker, "sale_db", opts.Now, opts.MaxLoads, opts.LoadWait, opts.LoadTimeout, notFound)
+	r.guard = newGuard(depguard.SaleDB, opts.Breaker, opts.Now, opts.MaxLoads, opts.LoadWait, opts.LoadTimeout, notFound, opts.Metrics)
 	return r
 }
 
 // Breaker returns the circuit breaker in front of the database, for
 // metrics.
-func (r *Records) Breaker() *resilience.Breaker { return r.guard.breaker }
+func (r *Records) Breaker() *resilience.Breaker { return r.guard.Breaker() }
 
 // Sale implements sale.Store. It returns the cached record, or loads it
 // (once per id at a time; concurrent readers wait for that load, each at
@@ -159,7 +163,7 @@ func (r *Records) Sale(ctx context.Context, id string) (sale.Sale, error) {
 
 func (r *Records) load(ctx context.Context, id string) (sale.Sale, error) {
 	var s sale.Sale
-	err := r.guard.do(ctx, func(ctx context.Context) (err error) {
+	err := r.guard.Do(ctx, func(ctx context.Context) (err error) {
 		r.stats.loads.Add(1)
 		s, err = r.next.Sale(ctx, id)
 		return err
@@ -195,10 +199,10 @@ func (r *Records) Sales(ctx context.Context) ([]sale.Sale, error) { return r.nex
 
 // Stats returns the current counters.
 func (r *Records) Stats() Stats {
-	return r.stats.snapshot(r.cache.EstimatedSize(), &r.guard)
+	return r.stats.snapshot(r.cache.EstimatedSize(), r.guard)
 }
 
-func (c *counters) snapshot(entries int, g *guard) Stats {
+func (c *counters) snapshot(entries int, g *depguard.Guard) Stats {
 	return Stats{
 		Hits:          c.hits.Load(),
 		Misses:        c.misses.Load(),
@@ -207,7 +211,7 @@ func (c *counters) snapshot(entries int, g *guard) Stats {
 		StaleServed:   c.staleServed.Load(),
 		Unavailable:   c.unavailable.Load(),
 		Entries:       entries,
-		LoadsInFlight: g.slots.InUse(),
-		Breaker:       g.breaker.State(),
+		LoadsInFlight: g.InFlight(),
+		Breaker:       g.Breaker().State(),
 	}
 }

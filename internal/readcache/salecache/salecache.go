@@ -9,8 +9,9 @@
 //     window and serves the last known value, while it is younger than the
 //     API's 1 s lag bound, when the counters fail.
 //
-// Both load each key once at a time (singleflight), behind a timeout, a
-// circuit breaker and a bulkhead, and answer an error of kind
+// Both load each key once at a time (singleflight), behind the guard of
+// their dependency (internal/depguard: a bulkhead, a circuit breaker and a
+// timeout), and answer an error of kind
 // spike.ErrUnavailable (503) when they cannot.
 //
 //	records := salecache.NewRecords(db, salecache.RecordsOptions{})
@@ -28,6 +29,7 @@ import (
 	"time"
 
 	"github.com/spikehq/spike"
+	"github.com/spikehq/spike/internal/depguard"
 	"github.com/spikehq/spike/resilience"
 )
 
@@ -49,51 +51,19 @@ type counters struct {
 	hits, misses, loads, loadErrors, staleServed, unavailable atomic.Uint64
 }
 
-// guard runs loads within a timeout, a bulkhead slot and a circuit breaker.
-// The bulkhead comes first: a full one says nothing about the dependency's
-// health, so it is not recorded by the breaker.
-type guard struct {
-	breaker *resilience.Breaker
-	slots   *resilience.Semaphore
-	timeout resilience.Timeout
-	// isAnswer reports whether an error is an answer of the dependency
-	// (a sale not found): a success for the breaker.
-	isAnswer func(error) bool
-}
-
-func newGuard(cfg resilience.BreakerConfig, name string, now func() time.Time, maxLoads int, loadWait, loadTimeout time.Duration, isAnswer func(error) bool) guard {
-	if cfg.Now == nil {
-		cfg.Now = now
-	}
-	if cfg.Name == "" {
-		cfg.Name = name
-	}
-	return guard{
-		breaker:  resilience.NewBreaker(cfg),
-		slots:    resilience.NewSemaphore(maxLoads, loadWait),
-		timeout:  resilience.NewTimeout(loadTimeout),
-		isAnswer: isAnswer,
-	}
-}
-
-func (g *guard) do(ctx context.Context, fn func(context.Context) error) error {
-	if err := g.slots.Acquire(ctx); err != nil {
-		return err
-	}
-	defer g.slots.Release()
-	var answer error
-	err := g.breaker.Do(ctx, func(ctx context.Context) error {
-		err := g.timeout.Do(ctx, fn)
-		if err != nil && g.isAnswer(err) {
-			answer = err
-			return nil
-		}
-		return err
+// newGuard returns the guard of a cache's loads (dep's, from
+// depguard): a bulkhead of maxLoads slots waited for up to loadWait, the
+// breaker cfg and a budget of loadTimeout per load. isAnswer reports
+// whether an error is an answer of the dependency (a sale not found): a
+// success for the breaker. A full bulkhead says nothing about the
+// dependency's health, so it is not recorded by the breaker.
+func newGuard(dep depguard.Dependency, cfg resilience.BreakerConfig, now func() time.Time, maxLoads int, loadWait, loadTimeout time.Duration, isAnswer func(error) bool, m *depguard.Metrics) *depguard.Guard {
+	return depguard.New(dep, depguard.Config{
+		Settings: &depguard.Settings{Breaker: cfg, Bulkhead: maxLoads, BulkheadWait: loadWait, Timeout: loadTimeout},
+		IsAnswer: isAnswer,
+		Metrics:  m,
+		Now:      now,
 	})
-	if answer != nil {
-		return answer
-	}
-	return err
 }
 
 // errGaveUp is what a caller whose deadline passed while it waited for a
