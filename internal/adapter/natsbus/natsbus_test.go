@@ -100,6 +100,7 @@ func testStream(t *testing.T, bus *natsbus.Bus) {
 }
 
 func TestStreamEmbedded(t *testing.T) {
+	t.Parallel()
 	nc := mustEmbedded(t)
 	bus, err := natsbus.New(context.Background(), nc, natsbus.Config{AckWait: time.Second}, quiet)
 	if err != nil {
@@ -109,6 +110,7 @@ func TestStreamEmbedded(t *testing.T) {
 }
 
 func TestStreamExternal(t *testing.T) {
+	t.Parallel()
 	nc := mustExternal(t)
 	// A stream of its own on the shared server: names are per test run.
 	suffix := fmt.Sprint(rand.Uint32())
@@ -121,6 +123,7 @@ func TestStreamExternal(t *testing.T) {
 }
 
 func TestEnqueueWithoutStreamIsNotEnqueued(t *testing.T) {
+	t.Parallel()
 	nc := mustEmbedded(t)
 	bus, err := natsbus.New(context.Background(), nc, natsbus.Config{}, quiet)
 	if err != nil {
