@@ -33,6 +33,7 @@ func checkByName(t *testing.T, rep *loadgen.Report, name string) loadgen.Check {
 }
 
 func TestFlashSaleEndToEnd(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		rate     float64
@@ -107,6 +108,7 @@ func TestFlashSaleEndToEnd(t *testing.T) {
 }
 
 func TestFlashSaleDetectsIdempotencyViolation(t *testing.T) {
+	t.Parallel()
 	fake := loadgentest.NewServer(testSecret)
 	fake.BreakIdempotency = true
 	defer fake.Close()
@@ -153,6 +155,9 @@ func TestBenchErrors(t *testing.T) {
 }
 
 func TestReadsAndMixed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("load test: 1.5 s of timed load")
+	}
 	fake := loadgentest.NewServer(testSecret)
 	defer fake.Close()
 	var progress bytes.Buffer
@@ -184,6 +189,7 @@ func TestReadsAndMixed(t *testing.T) {
 }
 
 func TestOrdersScenario(t *testing.T) {
+	t.Parallel()
 	fake := loadgentest.NewServer(testSecret)
 	defer fake.Close()
 	rep, err := loadgen.Bench(context.Background(), loadgen.Config{
@@ -204,6 +210,7 @@ func TestOrdersScenario(t *testing.T) {
 var externalRef = regexp.MustCompile(`(?i)(src|href|xlink:href)\s*=\s*["']?\s*(https?:)?//`)
 
 func TestHTMLReportSelfContained(t *testing.T) {
+	t.Parallel()
 	fake := loadgentest.NewServer(testSecret)
 	defer fake.Close()
 	rep, err := loadgen.Bench(context.Background(), loadgen.Config{
@@ -261,6 +268,9 @@ func TestHTMLReportSelfContained(t *testing.T) {
 }
 
 func TestZipfSkew(t *testing.T) {
+	if testing.Short() {
+		t.Skip("load test: 0.5 s of timed load")
+	}
 	// The hottest SKU must get far more reads than a uniform share.
 	fake := loadgentest.NewServer(testSecret)
 	defer fake.Close()
@@ -285,6 +295,7 @@ func TestZipfSkew(t *testing.T) {
 }
 
 func TestContractChecksFlagServerBugs(t *testing.T) {
+	t.Parallel()
 	fake := loadgentest.NewServer(testSecret)
 	defer fake.Close()
 	// Product reads answer 500 (a bug) or 503 without Retry-After (a contract breach).
@@ -350,6 +361,7 @@ func TestHTMLReportEmptyRun(t *testing.T) {
 // TestSalePageScenario: setup creates one product and one sale, then every
 // operation reads that sale's page.
 func TestSalePageScenario(t *testing.T) {
+	t.Parallel()
 	fake := loadgentest.NewServer(testSecret)
 	defer fake.Close()
 	rep, err := loadgen.Bench(context.Background(), loadgen.Config{

@@ -426,6 +426,9 @@ func TestHugePriceAmount(t *testing.T) {
 // TestSlowClientHeaders: a client that trickles its headers is cut off by
 // the server (ReadHeaderTimeout) rather than holding a connection forever.
 func TestSlowClientHeaders(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the server's read header timeout (5s)")
+	}
 	t.Parallel()
 	a := startApp(t, t.TempDir())
 	defer stopApp(t, a)

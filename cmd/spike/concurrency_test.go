@@ -38,6 +38,7 @@ func startAppWith(t *testing.T, dir string, wrapStream func(order.Stream) order.
 
 func stopApp(t *testing.T, a *app) {
 	t.Helper()
+	hangUp(a.addr)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := a.shutdown(ctx); err != nil {

@@ -234,6 +234,9 @@ func TestNotificationsAfterPersist(t *testing.T) {
 // TestNotificationFailuresDoNotAffectPlacements: a webhook that fails or
 // hangs costs notifications, never placements or persistence.
 func TestNotificationFailuresDoNotAffectPlacements(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault test: a failing and a hanging webhook receiver under load")
+	}
 	for _, tt := range []struct {
 		name string
 		mode int32

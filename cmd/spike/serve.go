@@ -66,10 +66,6 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
-	if cfg.Pprof != "" {
-		// http.DefaultServeMux holds the net/http/pprof handlers; the API never uses it.
-		go func() { log.Warn("pprof server stopped", "err", http.ListenAndServe(cfg.Pprof, nil)) }()
-	}
 	mode := "embedded mode"
 	if !cfg.Embedded() {
 		mode = "clustered backends"
@@ -114,9 +110,19 @@ type app struct {
 	notifier *notify.Notifier // nil: notify.provider none
 	// notifyDrain bounds how long stopping waits for queued notifications.
 	notifyDrain time.Duration
+	pprof       *http.Server // nil: no --pprof
 
-	stopWork context.CancelFunc
-	work     sync.WaitGroup
+	// Every goroutine the app starts is one of these groups', and close
+	// waits for each group before closing what its members use.
+	serving    sync.WaitGroup     // the HTTP (and pprof) servers' Serve loops
+	reqMu      sync.RWMutex       // guards reqsDone against a request starting
+	reqsDone   bool               // no more API requests are let in
+	handlers   sync.WaitGroup     // API requests in flight
+	stopReqs   context.CancelFunc // cancels the requests' contexts
+	stopWork   context.CancelFunc
+	work       sync.WaitGroup     // Run loops: order workers, resolvers, caches, switches
+	stopNotify context.CancelFunc // the notifier's Run (normally stopped by its Close)
+	notifyWork sync.WaitGroup     // the notifier's Run, stopped after the order workers
 }
 
 // start opens the stores and the stream, rebuilds the stock counters,
@@ -226,6 +232,8 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	a.orders.Lookup = a.bus
 	a.orders.Restore(a.restored)
 
+	// The background work outlives ctx (serve's signal context): it stops
+	// when close says so, after the requests have.
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	a.stopWork = stopWork
 	if a.redis != nil {
@@ -240,12 +248,20 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	persist := natsbus.PersistFunc(a.orders.Persist)
 	if a.notifier = newNotifier(cfg.Notify, board, reg, guards, log.With("component", "notify")); a.notifier != nil {
 		a.notifyDrain = cfg.Notify.Timeout
+		// Its own lifetime: it drains after the order workers stop (close).
+		notifyCtx, stopNotify := context.WithCancel(context.WithoutCancel(ctx))
+		a.stopNotify = stopNotify
+		a.notifyWork.Go(func() {
+			if err := a.notifier.Run(notifyCtx); err != nil {
+				log.Error("notifier stopped", "err", err)
+			}
+		})
 		persist = notifyPersisted(persist, a.notifier)
 		breakers[depguard.Notifications] = a.notifier.Breaker()
 	}
 	depguard.FollowSwitches(board, breakers, log)
 	a.goWork(func() error { return a.bus.RunWorker(workCtx, persist) })
-	a.goWork(func() error { return a.orders.RunResolver(workCtx) })
+	a.goWork(func() error { return a.orders.Run(workCtx) })
 	a.goWork(func() error { return a.products.Run(workCtx) })
 	a.goWork(func() error { return inv.Subscribe(workCtx, a.products.Invalidate) })
 	a.goWork(func() error { return a.orders.RunPendingSweeper(workCtx, time.Second) })
@@ -283,8 +299,13 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		return nil, err
 	}
 	a.addr = ln.Addr().String()
+	// Requests get a context of the app's, cancelled if shutdown gives up
+	// waiting for them (see shutdown), and close waits for every handler.
+	reqCtx, stopReqs := context.WithCancel(context.WithoutCancel(ctx))
+	a.stopReqs = stopReqs
 	a.http = &http.Server{
-		Handler:           api,
+		Handler:           a.countHandlers(api),
+		BaseContext:       func(net.Listener) context.Context { return reqCtx },
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -292,12 +313,51 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	go func() {
+	a.serving.Go(func() {
 		if err := a.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			a.httpErr <- err
 		}
-	}()
+	})
+	if cfg.Pprof != "" {
+		a.startPprof(cfg.Pprof)
+	}
 	return a, nil
+}
+
+// startPprof serves net/http/pprof on addr (http.DefaultServeMux holds its
+// handlers; the API never uses it), as one of the app's servers: shutdown
+// stops it. A listen failure is logged and the app serves without it.
+func (a *app) startPprof(addr string) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		a.log.Warn("pprof server stopped", "err", err)
+		return
+	}
+	a.pprof = &http.Server{Handler: http.DefaultServeMux, ReadHeaderTimeout: 5 * time.Second}
+	srv := a.pprof
+	a.serving.Go(func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			a.log.Warn("pprof server stopped", "err", err)
+		}
+	})
+}
+
+// countHandlers tracks the API's requests in flight in a.handlers.
+func (a *app) countHandlers(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.reqMu.RLock()
+		if a.reqsDone {
+			// Read off a connection just as the server closed it.
+			a.reqMu.RUnlock()
+			w.Header().Set("Connection", "close")
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		a.handlers.Add(1)
+		a.reqMu.RUnlock()
+		defer a.handlers.Done()
+		h.ServeHTTP(w, r)
+	})
 }
 
 // enqueueTimeout bounds one wait for the stream's acknowledgement.
@@ -381,9 +441,16 @@ func (a *app) goWork(f func() error) {
 }
 
 // shutdown stops taking requests, finishes those in flight, lets the order
-// workers drain the stream, and closes everything.
+// workers drain the stream, and closes everything. When it returns, every
+// goroutine the app started has stopped.
 func (a *app) shutdown(ctx context.Context) error {
 	err := a.http.Shutdown(ctx)
+	if a.pprof != nil {
+		if perr := a.pprof.Shutdown(ctx); perr != nil {
+			a.pprof.Close()
+		}
+	}
+	a.stopServing()
 	for {
 		n, berr := a.bus.Backlog(ctx)
 		if berr != nil || n == 0 || ctx.Err() != nil {
@@ -395,18 +462,46 @@ func (a *app) shutdown(ctx context.Context) error {
 	return err
 }
 
-// close stops the workers and closes the stream and the database.
+// stopServing closes the servers (at once, if shutdown's graceful stop
+// gave up), cancels the requests still running and waits for them and
+// for the Serve loops.
+func (a *app) stopServing() {
+	if a.http != nil {
+		a.http.Close()
+	}
+	if a.pprof != nil {
+		a.pprof.Close()
+	}
+	if a.stopReqs != nil {
+		a.stopReqs()
+	}
+	a.reqMu.Lock()
+	a.reqsDone = true
+	a.reqMu.Unlock()
+	a.handlers.Wait()
+	a.serving.Wait()
+}
+
+// close stops the servers, then every Run loop, waiting for each, and only
+// then closes the stream and the database: nothing of the app's runs after
+// it.
 func (a *app) close() {
+	a.stopServing()
 	if a.stopWork != nil {
 		a.stopWork()
 		a.work.Wait()
 	}
 	if a.notifier != nil {
 		// The order workers have stopped: nothing more is queued. Sends
-		// still waiting after notifyDrain are dropped (counted).
+		// still waiting after notifyDrain are cancelled and dropped
+		// (counted); Close returns once the notifier's Run has.
 		ctx, cancel := context.WithTimeout(context.Background(), a.notifyDrain)
 		a.notifier.Close(ctx)
 		cancel()
+	}
+	if a.stopNotify != nil {
+		a.stopNotify()
+		a.notifyWork.Wait()
 	}
 	if a.products != nil {
 		a.products.Close()

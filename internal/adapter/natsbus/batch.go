@@ -87,8 +87,13 @@ func (b *Bus) enqueueBatched(ctx context.Context, e order.Placed) error {
 // one message, with at most Config.PublishInFlight batches awaiting their
 // acknowledgement: while they are, new requests queue and form the next
 // batch, so batches grow with load and stay single under light traffic.
+//
+// The goroutines that wait for the acknowledgements are publishLoop's: it
+// waits for them before it reports itself done (Close waits for that).
 func (b *Bus) publishLoop() {
 	defer close(b.publisherDone)
+	var waiting sync.WaitGroup
+	defer waiting.Wait()
 	slots := make(chan struct{}, b.cfg.PublishInFlight)
 	var batch []*publishRequest
 	for {
@@ -131,7 +136,7 @@ func (b *Bus) publishLoop() {
 			<-slots
 			continue
 		}
-		go func() {
+		waiting.Go(func() {
 			defer func() { <-slots }()
 			select {
 			case <-f.Ok():
@@ -145,7 +150,7 @@ func (b *Bus) publishLoop() {
 				}
 				b.settle(waiters, err)
 			}
-		}()
+		})
 	}
 }
 

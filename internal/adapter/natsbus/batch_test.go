@@ -12,6 +12,7 @@ import (
 )
 
 func TestStreamBatched(t *testing.T) {
+	t.Parallel()
 	nc := mustEmbedded(t)
 	bus, err := natsbus.New(context.Background(), nc, natsbus.Config{AckWait: time.Second, PublishBatch: 64}, quiet)
 	if err != nil {

@@ -162,7 +162,9 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Bus
 }
 
 // Close stops the batch publisher; Enqueue then fails. Batches already
-// sent still get their answers. It does not close the NATS connection.
+// sent still get their answers: Close returns once they have (within the
+// publish timeout, 30s) and the publisher has stopped, so nothing of the
+// bus's own runs after it. It does not close the NATS connection.
 func (b *Bus) Close() {
 	b.closeOnce.Do(func() { close(b.closed) })
 	<-b.publisherDone
@@ -281,11 +283,17 @@ type PersistFunc func(ctx context.Context, events []order.Placed) error
 // RunWorker consumes the stream as the shared durable consumer, handing
 // persist batches of up to Config.BatchSize events: whatever has arrived,
 // so batches grow with load and latency stays low when it is light. It
-// returns after ctx is done and the batch in hand is persisted.
+// returns after ctx is done, the batch in hand is persisted and its
+// goroutines (the puller, the orphan sweeper) have stopped.
 func (b *Bus) RunWorker(ctx context.Context, persist PersistFunc) error {
 	msgs := make(chan jetstream.Msg, b.cfg.BatchSize)
-	go b.pull(ctx, msgs)
-	go b.runOrphanSweeper(ctx, persist)
+	// The puller and the orphan sweeper are this call's: it returns only
+	// after both have, so once RunWorker returns nothing of the worker's
+	// touches the stream or calls persist (the caller may close the store).
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { b.pull(ctx, msgs) })
+	wg.Go(func() { b.runOrphanSweeper(ctx, persist) })
 	batch := make([]jetstream.Msg, 0, b.cfg.BatchSize)
 	events := make([]order.Placed, 0, b.cfg.BatchSize)
 	// add decodes m into the batch; a message may carry many events.
@@ -355,7 +363,18 @@ func (b *Bus) pull(ctx context.Context, msgs chan<- jetstream.Msg) {
 			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
-		stop := context.AfterFunc(ctx, it.Drain) // deliver what was pulled, then close
+		// When ctx is done, drain the iterator: deliver what was pulled,
+		// then close. A goroutine of pull's own (not context.AfterFunc's),
+		// so that pull waits for it.
+		iterDone, drainDone := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(drainDone)
+			select {
+			case <-ctx.Done():
+				it.Drain()
+			case <-iterDone:
+			}
+		}()
 		for {
 			m, err := it.Next()
 			if err != nil {
@@ -367,10 +386,12 @@ func (b *Bus) pull(ctx context.Context, msgs chan<- jetstream.Msg) {
 			backoff = 100 * time.Millisecond
 			msgs <- m
 		}
-		stop()
+		close(iterDone)
+		<-drainDone
 		it.Stop()
-		if ctx.Err() == nil {
-			time.Sleep(backoff)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
 		}
 	}
 }
@@ -503,7 +524,12 @@ func (b *Bus) sweepOrphans(ctx context.Context, persist PersistFunc) (int, error
 		return 0, nil
 	}
 	if len(events) > 0 {
-		if err := persist(context.WithoutCancel(cctx), events); err != nil {
+		// Persisting what was read is finished even while stopping (the
+		// worker waits for it), within a deadline of its own.
+		pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		err := persist(pctx, events)
+		pcancel()
+		if err != nil {
 			return 0, err
 		}
 	}

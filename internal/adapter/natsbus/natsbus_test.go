@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
 
 	"github.com/spikehq/spike/internal/adapter/natsbus"
 	"github.com/spikehq/spike/internal/domain/order"
@@ -21,6 +22,10 @@ import (
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// TestMain fails the package if a goroutine outlives the tests: a bus's
+// goroutines belong to RunWorker and Close, which the tests wait for.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func mustEmbedded(t *testing.T) *nats.Conn {
 	t.Helper()
@@ -95,6 +100,7 @@ func testStream(t *testing.T, bus *natsbus.Bus) {
 }
 
 func TestStreamEmbedded(t *testing.T) {
+	t.Parallel()
 	nc := mustEmbedded(t)
 	bus, err := natsbus.New(context.Background(), nc, natsbus.Config{AckWait: time.Second}, quiet)
 	if err != nil {
@@ -104,6 +110,7 @@ func TestStreamEmbedded(t *testing.T) {
 }
 
 func TestStreamExternal(t *testing.T) {
+	t.Parallel()
 	nc := mustExternal(t)
 	// A stream of its own on the shared server: names are per test run.
 	suffix := fmt.Sprint(rand.Uint32())
@@ -116,6 +123,7 @@ func TestStreamExternal(t *testing.T) {
 }
 
 func TestEnqueueWithoutStreamIsNotEnqueued(t *testing.T) {
+	t.Parallel()
 	nc := mustEmbedded(t)
 	bus, err := natsbus.New(context.Background(), nc, natsbus.Config{}, quiet)
 	if err != nil {
@@ -136,6 +144,8 @@ func TestEnqueueWithoutStreamIsNotEnqueued(t *testing.T) {
 func TestSwitchesPropagate(t *testing.T) {
 	nc := mustEmbedded(t)
 	ctx, cancel := context.WithCancel(context.Background())
+	var running sync.WaitGroup
+	defer running.Wait() // the watchers are the test's
 	defer cancel()
 	var boards []*switches.Board
 	var sws []*natsbus.Switches
@@ -149,7 +159,7 @@ func TestSwitchesPropagate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		go sw.Run(ctx)
+		running.Go(func() { sw.Run(ctx) })
 		boards, sws = append(boards, b), append(sws, sw)
 	}
 	changed := make(chan time.Time, 1)

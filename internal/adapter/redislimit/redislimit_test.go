@@ -153,6 +153,9 @@ func TestShared(t *testing.T) {
 // the configured limit divided by Instances, that the breaker opens, and
 // that Redis is used again once it is back.
 func TestFallback(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault test: stops private Redis servers")
+	}
 	for _, tc := range []struct {
 		name  string
 		cfg   redislimit.Config
@@ -235,6 +238,9 @@ func TestDisableFallback(t *testing.T) {
 // call touches is in one slot), different limiter keys spread over slots,
 // and the scripts run in cluster mode.
 func TestClusterKeys(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a private Redis Cluster node")
+	}
 	srv := startRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
 	admin := newClient(t, srv.Addr())
 	ctx := context.Background()

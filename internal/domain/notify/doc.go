@@ -1,8 +1,9 @@
 // Package notify is Spike's notification domain: messages to buyers about
 // their orders (today: order_created, sent once an order is persisted).
 //
-// Notifications are non-core work. A [Notifier] hands each one to a small,
-// bounded pool of workers and returns at once; when the pool is full the
+// Notifications are non-core work. A [Notifier] queues each one, in a
+// bounded queue drained by the small pool of workers of [Notifier.Run], and
+// returns at once; when the pool is full the
 // notification is dropped and counted, so notifications can never slow or
 // fail placements or persistence. Each send goes through a retry (full
 // jitter, retryable errors only, a retry budget shared by all sends), a
@@ -17,7 +18,10 @@
 //	n := notify.New(notify.NewWebhook(notify.WebhookConfig{URL: url, Secret: secret}), notify.Config{
 //		Enabled: func() bool { return board.On(switches.Notifications) },
 //	})
-//	defer n.Close(ctx)
+//	var wg sync.WaitGroup
+//	wg.Go(func() { n.Run(ctx) }) // the workers: the caller owns them
+//	defer wg.Wait()
+//	defer n.Close(drainCtx) // send what is queued (until drainCtx is done); Run then returns
 //	n.Notify(notify.Notification{Kind: notify.KindOrderCreated, OrderID: id, UserID: buyer, At: placedAt})
 //
 // Providers: [Webhook] (HTTP POST of JSON, signed with HMAC-SHA256) and

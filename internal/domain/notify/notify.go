@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -115,26 +116,32 @@ type Config struct {
 }
 
 // Notifier sends notifications asynchronously through a Provider, as
-// non-core work that can never slow its callers. It is safe for concurrent
-// use.
+// non-core work that can never slow its callers. Notify queues; the
+// workers of [Notifier.Run], which its owner starts and waits for, send.
+// It is safe for concurrent use.
 type Notifier struct {
 	provider Provider
 	enabled  func() bool
-	pool     *resilience.Pool
 	breaker  *resilience.Breaker
 	budget   *resilience.RetryBudget
 	policy   resilience.Policy
 	log      *slog.Logger
+	workers  int
 
-	ctx    context.Context // cancelled when Close gives up waiting
-	cancel context.CancelFunc
+	mu        sync.RWMutex // guards closed against Notify racing Close
+	closed    bool         // queue is closed: Notify refuses
+	queue     chan Notification
+	running   bool               // Run has started
+	abandoned bool               // Close stopped waiting for Run
+	stop      context.CancelFunc // Run's: cancels the sends in flight
+	done      chan struct{}      // closed when Run returns
 
 	sent, failed, retries atomic.Uint64
 	dropped               [numReasons]atomic.Uint64
 }
 
-// New returns a Notifier sending through p, with its workers started.
-// Call Close to stop them.
+// New returns a Notifier sending through p. It starts nothing: the caller
+// runs [Notifier.Run] (its workers) and stops it with Close.
 func New(p Provider, cfg Config) *Notifier {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 4
@@ -154,8 +161,8 @@ func New(p Provider, cfg Config) *Notifier {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	n := &Notifier{provider: p, enabled: cfg.Enabled, log: cfg.Logger}
-	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n := &Notifier{provider: p, enabled: cfg.Enabled, log: cfg.Logger, workers: cfg.Workers,
+		queue: make(chan Notification, max(cfg.Queue, 0)), done: make(chan struct{})}
 	n.breaker = resilience.NewBreaker(cfg.Breaker)
 
 	rc := cfg.Retry
@@ -179,8 +186,68 @@ func New(p Provider, cfg Config) *Notifier {
 	// Retry outermost: each attempt asks the breaker and gets its own
 	// timeout; an open breaker's refusal is not retried.
 	n.policy = resilience.Chain(resilience.NewRetry(rc), n.breaker, resilience.NewTimeout(cfg.Timeout))
-	n.pool = resilience.NewPool(cfg.Workers, max(cfg.Queue, 0))
 	return n
+}
+
+// Run sends queued notifications with Config.Workers workers until Close
+// (after the queue has drained) or until ctx is done (sends in flight are
+// cancelled, the rest dropped and counted as Shutdown); it returns when
+// its workers have stopped. Call it once; Notify refuses after it returns.
+// Without Run nothing is sent, and Close waits for it until its ctx is done.
+func (n *Notifier) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	n.mu.Lock()
+	if n.running {
+		n.mu.Unlock()
+		return errors.New("notify: Run called twice")
+	}
+	if n.abandoned {
+		n.mu.Unlock()
+		return nil // Close gave up before Run started, and dropped the queue
+	}
+	n.running, n.stop = true, cancel
+	n.mu.Unlock()
+	defer close(n.done)
+
+	var wg sync.WaitGroup
+	for range n.workers {
+		wg.Go(func() {
+			for {
+				select {
+				case msg, ok := <-n.queue:
+					if !ok {
+						return // closed and drained
+					}
+					n.send(ctx, msg)
+				case <-ctx.Done():
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	// Stopped by ctx: accept nothing more and drop what still waits.
+	n.closeQueue()
+	for range n.queue {
+		n.dropped[Shutdown].Add(1)
+	}
+	// A provider's keep-alive connections (a Webhook's) hold goroutines
+	// of their own: nothing will use them again.
+	if c, ok := n.provider.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+	return nil
+}
+
+// closeQueue makes Notify refuse and lets the workers drain the queue.
+func (n *Notifier) closeQueue() {
+	n.mu.Lock()
+	if !n.closed {
+		n.closed = true
+		close(n.queue)
+	}
+	n.mu.Unlock()
 }
 
 // Notify queues msg to be sent and returns at once; it never blocks. It
@@ -200,20 +267,24 @@ func (n *Notifier) Notify(msg Notification) error {
 	if msg.ID == "" {
 		msg.ID = string(msg.Kind) + ":" + msg.OrderID
 	}
-	err := n.pool.Submit(func() { n.send(msg) })
-	switch {
-	case err == nil:
-	case errors.Is(err, resilience.ErrClosed):
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if n.closed {
 		n.dropped[Shutdown].Add(1)
+		return resilience.ErrClosed
+	}
+	select {
+	case n.queue <- msg:
+		return nil
 	default:
 		n.dropped[PoolFull].Add(1)
+		return resilience.ErrBulkheadFull
 	}
-	return err
 }
 
-// send runs on a pool worker.
-func (n *Notifier) send(msg Notification) {
-	if n.ctx.Err() != nil {
+// send runs on one of Run's workers.
+func (n *Notifier) send(ctx context.Context, msg Notification) {
+	if ctx.Err() != nil {
 		n.dropped[Shutdown].Add(1)
 		return
 	}
@@ -221,13 +292,13 @@ func (n *Notifier) send(msg Notification) {
 		n.dropped[SwitchOff].Add(1)
 		return
 	}
-	err := n.policy.Do(n.ctx, func(ctx context.Context) error { return n.provider.Send(ctx, msg) })
+	err := n.policy.Do(ctx, func(ctx context.Context) error { return n.provider.Send(ctx, msg) })
 	switch {
 	case err == nil:
 		n.sent.Add(1)
 	case errors.Is(err, resilience.ErrBreakerOpen):
 		n.dropped[BreakerOpen].Add(1)
-	case n.ctx.Err() != nil:
+	case ctx.Err() != nil:
 		n.dropped[Shutdown].Add(1)
 	default:
 		n.failed.Add(1)
@@ -235,23 +306,30 @@ func (n *Notifier) send(msg Notification) {
 	}
 }
 
-// Close stops accepting notifications and waits for the queued ones to be
-// sent. If ctx is done first, sends in flight are cancelled and the rest
-// are dropped (counted as Shutdown); Close then returns once the workers
-// have stopped. It is safe to call more than once.
+// Close stops accepting notifications and waits for Run to send the
+// queued ones and return. If ctx is done first, sends in flight are
+// cancelled and the rest are dropped (counted as Shutdown); Close then
+// returns once Run has (a Run not yet started then returns at once). It is
+// safe to call more than once.
 func (n *Notifier) Close(ctx context.Context) {
-	done := make(chan struct{})
-	go func() {
-		n.pool.Close()
-		close(done)
-	}()
+	n.closeQueue()
 	select {
-	case <-done:
+	case <-n.done:
+		return
 	case <-ctx.Done():
-		n.cancel()
-		<-done
 	}
-	n.cancel()
+	n.mu.Lock()
+	n.abandoned = true
+	running, stop := n.running, n.stop
+	n.mu.Unlock()
+	if running {
+		stop()
+		<-n.done
+		return
+	}
+	for range n.queue {
+		n.dropped[Shutdown].Add(1)
+	}
 }
 
 // Stats are a Notifier's counters, cumulative since New, for metrics.
@@ -276,7 +354,7 @@ func (n *Notifier) Stats() Stats {
 		Failed:  n.failed.Load(),
 		Retries: n.retries.Load(),
 		Refused: n.budget.Refused(),
-		Queued:  n.pool.Queued(),
+		Queued:  len(n.queue),
 		Breaker: n.breaker.State(),
 	}
 	for i := range s.Dropped {

@@ -10,9 +10,28 @@ import (
 	"testing/synctest"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/spikehq/spike/internal/domain/notify"
 	"github.com/spikehq/spike/resilience"
 )
+
+// TestMain fails the package if any goroutine outlives the tests: every
+// notifier's workers belong to its Run, which each test waits for.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// start runs n's workers for the rest of the test, as the test's own:
+// Close (or the end of the test) stops them, and the test waits for them.
+func start(t *testing.T, n *notify.Notifier) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- n.Run(t.Context()) }()
+	t.Cleanup(func() {
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+}
 
 // fakeProvider records calls and answers with fn (nil: success).
 type fakeProvider struct {
@@ -65,6 +84,7 @@ func TestNotifierSends(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := &fakeProvider{}
 		n := notify.New(p, notify.Config{})
+		start(t, n)
 		for i := range 3 {
 			if err := n.Notify(orderCreated(i)); err != nil {
 				t.Fatalf("Notify: %v", err)
@@ -97,6 +117,7 @@ func TestNotifierSwitchOff(t *testing.T) {
 		g := make(gate)
 		p := &fakeProvider{fn: func(ctx context.Context, _ int, _ notify.Notification) error { return g.wait(ctx) }}
 		n := notify.New(p, notify.Config{Workers: 1, Enabled: on.Load})
+		start(t, n)
 		defer closeNow(n)
 
 		// Off: nothing is queued or sent, and each is counted.
@@ -129,6 +150,7 @@ func TestNotifierPoolFullDropsWithoutBlocking(t *testing.T) {
 		g := make(gate)
 		p := &fakeProvider{fn: func(ctx context.Context, _ int, _ notify.Notification) error { return g.wait(ctx) }}
 		n := notify.New(p, notify.Config{Workers: 1, Queue: 2})
+		start(t, n)
 		defer closeNow(n)
 
 		n.Notify(orderCreated(0))
@@ -171,6 +193,7 @@ func TestNotifierBreakerOpensAndFailsFast(t *testing.T) {
 			Workers: 1,
 			Breaker: resilience.BreakerConfig{WindowSize: 10, MinimumCalls: 10, OpenTimeout: time.Minute, HalfOpenCalls: 2},
 		})
+		start(t, n)
 		defer closeNow(n)
 
 		for i := range 10 {
@@ -230,6 +253,7 @@ func TestNotifierRetries(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				p := &fakeProvider{fn: func(ctx context.Context, call int, _ notify.Notification) error { return tt.fn(ctx, call) }}
 				n := notify.New(p, notify.Config{Timeout: 2 * time.Second, Retry: resilience.RetryConfig{MaxAttempts: 3}})
+				start(t, n)
 				n.Notify(orderCreated(1))
 				n.Close(context.Background())
 				if s := n.Stats(); p.count() != tt.wantCalls || s.Sent != tt.wantSent || s.Sent+s.Failed != 1 {
@@ -256,6 +280,7 @@ func TestNotifierTimeoutBoundsEachAttempt(t *testing.T) {
 			Timeout: 2 * time.Second,
 			Retry:   resilience.RetryConfig{MaxAttempts: 2, Jitter: func(time.Duration) time.Duration { return 0 }},
 		})
+		start(t, n)
 		n.Notify(orderCreated(1))
 		n.Close(context.Background())
 		// Fake time: each attempt ends exactly at its timeout.
@@ -281,6 +306,7 @@ func TestNotifierRetryBudgetBoundsRetriesInOutage(t *testing.T) {
 				Jitter: func(time.Duration) time.Duration { return 0 },
 			},
 		})
+		start(t, n)
 		const sends = 500
 		for i := range sends {
 			if err := n.Notify(orderCreated(i)); err != nil {
@@ -302,6 +328,7 @@ func TestNotifierCloseCancelsInFlight(t *testing.T) {
 		g := make(gate) // never opened
 		p := &fakeProvider{fn: func(ctx context.Context, _ int, _ notify.Notification) error { return g.wait(ctx) }}
 		n := notify.New(p, notify.Config{Workers: 1, Timeout: time.Hour})
+		start(t, n)
 		for i := range 3 {
 			n.Notify(orderCreated(i))
 		}

@@ -64,6 +64,10 @@ func NewWebhook(cfg WebhookConfig) *Webhook {
 	return &Webhook{url: cfg.URL, secret: cfg.Secret, client: c}
 }
 
+// CloseIdleConnections closes the client's idle keep-alive connections
+// (and so their goroutines); the Notifier's Run calls it when it stops.
+func (w *Webhook) CloseIdleConnections() { w.client.CloseIdleConnections() }
+
 // StatusError is a webhook answer other than 2xx.
 type StatusError struct {
 	Code int

@@ -159,6 +159,7 @@ func TestNotifierWithWebhook(t *testing.T) {
 		Workers: 1,
 		Retry:   resilience.RetryConfig{BaseDelay: time.Millisecond},
 	})
+	start(t, n)
 	for i := range 3 {
 		n.Notify(orderCreated(i))
 	}

@@ -71,8 +71,8 @@ type PlaceRequest struct {
 // return the order (status Pending). A repeated key returns the first
 // order. If the stream refuses the event the reservation is undone and
 // ErrStreamDown returned; if the stream does not answer in time the
-// reservation is kept while a background resolver makes sure the event
-// is stored, and ErrInDoubt is returned (a retry with the same key gets the
+// reservation is kept while Run's resolvers make sure the event is
+// stored, and ErrInDoubt is returned (a retry with the same key gets the
 // order once it is stored).
 func (s *Service) Place(ctx context.Context, r PlaceRequest) (Order, error) {
 	if !spike.ValidIdempotencyKey(r.Key) {
@@ -129,8 +129,12 @@ func (s *Service) Place(ctx context.Context, r PlaceRequest) (Order, error) {
 		select {
 		case s.inDoubt <- res:
 		default:
-			// Resolver backlog full: resolve inline within a detached deadline.
-			go s.resolve(context.WithoutCancel(ctx), res)
+			// Resolver backlog full (thousands in doubt: the stream has been
+			// unreachable for a while). No goroutine of its own: the
+			// reservation stays held, which cannot oversell, and is settled
+			// by a replay of its key or the next rebuild, as those still in
+			// doubt when Run stops are.
+			s.log.Error("in-doubt backlog full: leaving the reservation to a replay or the next rebuild", "order_id", o.ID)
 		}
 		return Order{}, ErrInDoubt
 	}
@@ -190,20 +194,39 @@ func placedEvent(res inventory.Reservation) Placed {
 	}
 }
 
-// RunResolver republishes in-doubt events (same order id, so the stream
-// deduplicates) until each is acknowledged, then confirms its reservation.
-// It returns when ctx is done; events still in doubt then are settled by the
-// rebuild at the next start, which reads the stream.
-func (s *Service) RunResolver(ctx context.Context) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case res := <-s.inDoubt:
-			s.resolve(ctx, res)
-		}
+// resolvers is how many in-doubt events Run resolves at once.
+const resolvers = 8
+
+// Run is the Service's background work: it republishes in-doubt events
+// (same order id, so the stream deduplicates), from the bounded queue Place
+// fills, until each is acknowledged, then confirms its reservation; up to
+// resolvers at a time. The caller starts it once and waits for it: it
+// returns when ctx is done and its resolvers have stopped, so nothing of
+// the Service's runs after it. Events still in doubt then are settled by
+// the rebuild at the next start, which reads the stream (embedded), or by a
+// replay of their key (clustered).
+func (s *Service) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for range resolvers {
+		wg.Go(func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case res := <-s.inDoubt:
+					s.resolve(ctx, res)
+				}
+			}
+		})
 	}
+	wg.Wait()
+	return nil
 }
+
+// RunResolver is Run.
+//
+// Deprecated: use Run.
+func (s *Service) RunResolver(ctx context.Context) error { return s.Run(ctx) }
 
 func (s *Service) resolve(ctx context.Context, res inventory.Reservation) {
 	ev := placedEvent(res)
