@@ -18,7 +18,8 @@ import (
 // pattern). GET shows the payment with "pay" and "fail" buttons; POST
 // decides it, with the JSON body {"outcome": "succeeded"|"failed"} (answer
 // 200 {"ref","status"}) or the page's form (answer 303 back to the page).
-// There is no authentication: the URL is the secret. Unknown ref → 404,
+// There is no authentication: the URL is the secret. The ref may be of any
+// instance sharing Config.Secret; a ref whose MAC does not verify → 404,
 // bad body → 400, another outcome than the one already decided → 409, the
 // webhook queue full → 503.
 func (g *Gateway) Handler() http.Handler { return http.HandlerFunc(g.serveCheckout) }
@@ -45,22 +46,16 @@ func (g *Gateway) serveCheckout(w http.ResponseWriter, r *http.Request) {
 	}
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
-		g.mu.Lock()
-		rec, ok := g.byRef[ref]
-		var amount int64
-		var st payment.Status
-		if ok {
-			amount, st = rec.amountCents, rec.status
-		}
-		g.mu.Unlock()
+		in, ok := g.parseRef(ref)
 		if !ok {
 			http.Error(w, "unknown payment", http.StatusNotFound)
 			return
 		}
+		st, amount := g.status(in.paymentID), in.amountCents
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		_ = page.Execute(w, map[string]any{
-			"Ref": ref, "Status": st, "Open": st == payment.RequiresAction,
+			"Ref": in.paymentID, "Status": st, "Open": st == payment.RequiresAction,
 			"Amount": fmt.Sprintf("%d.%02d", amount/100, amount%100),
 		})
 	case http.MethodPost:

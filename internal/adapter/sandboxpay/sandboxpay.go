@@ -6,11 +6,43 @@
 // with backoff until answered 2xx, sometimes duplicated or delivered out of
 // order (Config's rates), exactly what a real provider does.
 //
-// It is a simulator: its payments live in memory and vanish at restart
-// (Status and Refund of a payment it no longer knows are errors), and one
-// Gateway only knows the payments it created, so in a cluster the checkout
-// page and the webhooks work only when they reach the instance that
-// created the payment and all instances share Config.Secret.
+// # Clusters and restarts
+//
+// The gateway shares no state between instances and keeps none across a
+// restart; instead a payment's ref (and so its checkout URL) describes the
+// payment itself and is signed:
+//
+//	ref = "sbx_" + base64url(paymentID "|" amountCents "|" createdUnix) + "." + base64url(MAC)
+//
+// where MAC is the first 16 bytes of HMAC-SHA256 under Config.Secret (with
+// a domain prefix that keeps it apart from the webhook signatures). Every
+// instance that shares Config.Secret therefore accepts every other's refs:
+// the checkout page of a payment works on whichever instance the buyer's
+// request reaches, and that instance queues and delivers the webhook
+// itself (Run). A ref with a bad MAC is unknown (404, spike.ErrNotFound).
+// Create is deterministic (idempotent by payment id on every instance).
+// Refs are URL-safe and at most 200 characters (payment ids at most 64).
+//
+// What an instance decides it remembers in memory (Config.Records), to
+// answer 409 when the same instance is asked for the other outcome.
+// Nothing depends on it: an instance that does not remember a payment
+// (another instance decided it, or this one restarted) shows its page as
+// still open and accepts either outcome, and Spike's payment.Service
+// sorts it out, since it moves a payment forward only (compare-and-set):
+// a "failed" pressed after a "succeeded" (on another instance) is delivered
+// and ignored (the payment stays succeeded, the order paid); a "succeeded"
+// after a "failed" is applied (failed → succeeded is a buyer's second
+// attempt, allowed for every provider), so the order becomes paid. A real
+// gateway would refuse the second press; the simulator cannot know of it
+// without shared state, and accepts that.
+//
+// For the same reason Status of a payment this instance has not decided is
+// requires_action (the simulator cannot know; the webhook from the
+// instance that decided it is what moves the payment), and Refund succeeds
+// for any payment whose ref verifies, whatever this instance remembers,
+// with a refund ref derived from the payment id ("sbr_" + id), the same on
+// every instance. Webhooks queued and not yet delivered are lost when their
+// instance stops; the buyer can press again (the page is open again).
 package sandboxpay
 
 import (
@@ -40,8 +72,10 @@ const Name = "sandbox"
 // Config configures a Gateway. Zero values are usable except WebhookURL
 // and CheckoutBase, which Spike's server knows.
 type Config struct {
-	// Secret signs the webhooks (and verifies them in VerifyWebhook). Zero:
-	// a random secret, good only when this Gateway is also the verifier.
+	// Secret signs the webhooks (and verifies them in VerifyWebhook) and
+	// the refs. Every instance of a cluster must have the same one. Zero:
+	// a random secret, good only for a single Gateway that is also the
+	// verifier and is never restarted.
 	Secret []byte
 	// WebhookURL receives the webhooks: Spike's own POST /v1/payments/webhooks/sandbox.
 	WebhookURL string
@@ -76,17 +110,14 @@ type Config struct {
 	// MaxAttempts drops a delivery after that many failed attempts.
 	// Zero: retry until answered (while Run runs).
 	MaxAttempts int
+	// Records bounds the outcomes this Gateway remembers (for the 409 of
+	// a second, different outcome); the oldest are forgotten first.
+	// Forgetting one changes nothing else (see the package doc). Zero: 100000.
+	Records int
 	// Now is the clock. Zero: time.Now.
 	Now func() time.Time
 	// Logger receives failed deliveries. Zero: discard.
 	Logger *slog.Logger
-}
-
-type record struct {
-	ref, paymentID string
-	amountCents    int64
-	status         payment.Status
-	refundRef      string
 }
 
 // event is the webhook body.
@@ -115,11 +146,11 @@ type Gateway struct {
 	wake    chan struct{}
 	running atomic.Bool
 
-	mu        sync.Mutex
-	byRef     map[string]*record
-	byPayment map[string]*record
-	inflight  int         // deliveries admitted and not yet answered or dropped
-	retries   []*delivery // waiting for their due time
+	mu       sync.Mutex
+	decided  map[string]payment.Status // payment id -> outcome decided here
+	fifo     []string                  // decided's keys, oldest first
+	inflight int                       // deliveries admitted and not yet answered or dropped
+	retries  []*delivery               // waiting for their due time
 }
 
 var _ payment.Provider = (*Gateway)(nil)
@@ -146,12 +177,15 @@ func New(cfg Config) *Gateway {
 	if cfg.RetryMax < cfg.RetryMin {
 		cfg.RetryMax = cfg.RetryMin
 	}
+	if cfg.Records <= 0 {
+		cfg.Records = 100_000
+	}
 	if cfg.AttemptTimeout <= 0 {
 		cfg.AttemptTimeout = 10 * time.Second
 	}
 	g := &Gateway{cfg: cfg, client: cfg.HTTPClient, now: cfg.Now, log: cfg.Logger,
 		queue: make(chan *delivery, cfg.QueueSize), wake: make(chan struct{}, 1),
-		byRef: map[string]*record{}, byPayment: map[string]*record{}}
+		decided: map[string]payment.Status{}}
 	if g.client == nil {
 		g.client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
@@ -192,72 +226,84 @@ func (g *Gateway) call(ctx context.Context) error {
 	return nil
 }
 
-// Create implements payment.Provider: idempotent by p.ID.
+// Create implements payment.Provider: the ref is made from p.ID,
+// p.AmountCents and p.CreatedAt (Unix seconds, 0 if zero) and signed, so
+// Create is idempotent by p.ID on every instance sharing the secret. The
+// id must be 1–64 bytes.
 func (g *Gateway) Create(ctx context.Context, p payment.Payment) (string, string, payment.Status, error) {
 	if err := g.call(ctx); err != nil {
 		return "", "", "", err
 	}
-	if p.ID == "" || p.AmountCents <= 0 {
-		return "", "", "", spike.Errorf(spike.ErrInvalid, "sandbox: payment needs an id and a positive amount")
+	if p.ID == "" || len(p.ID) > MaxPaymentID || p.AmountCents <= 0 {
+		return "", "", "", spike.Errorf(spike.ErrInvalid, "sandbox: payment needs an id of 1-%d bytes and a positive amount", MaxPaymentID)
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	r, ok := g.byPayment[p.ID]
-	if !ok {
-		r = &record{ref: randomID("sbx_"), paymentID: p.ID, amountCents: p.AmountCents, status: payment.RequiresAction}
-		g.byPayment[p.ID] = r
-		g.byRef[r.ref] = r
+	var created int64
+	if !p.CreatedAt.IsZero() {
+		created = p.CreatedAt.Unix()
 	}
-	return r.ref, g.CheckoutURL(r.ref), r.status, nil
+	ref := g.makeRef(refInfo{paymentID: p.ID, amountCents: p.AmountCents, created: created})
+	return ref, g.CheckoutURL(ref), g.status(p.ID), nil
 }
 
 // CheckoutURL is the checkout page of ref.
 func (g *Gateway) CheckoutURL(ref string) string { return g.cfg.CheckoutBase + "/" + ref }
 
-func (g *Gateway) lookup(p payment.Payment) (*record, error) {
-	r, ok := g.byRef[p.ProviderRef]
-	if !ok {
-		r, ok = g.byPayment[p.ID]
+// status is the outcome decided here, or requires_action.
+func (g *Gateway) status(paymentID string) payment.Status {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if st, ok := g.decided[paymentID]; ok {
+		return st
 	}
-	if !ok {
-		return nil, spike.Errorf(spike.ErrNotFound, "sandbox: unknown payment (the sandbox forgets its payments when it restarts)")
-	}
-	return r, nil
+	return payment.RequiresAction
 }
 
-// Refund implements payment.Provider: idempotent by p.ID; the payment must
-// have succeeded.
+// paymentID identifies p: by its ref, which must verify (and name p.ID
+// when p has one), or by p.ID when it has no ref yet.
+func (g *Gateway) paymentID(p payment.Payment) (string, error) {
+	if p.ProviderRef == "" {
+		if p.ID == "" {
+			return "", spike.Errorf(spike.ErrInvalid, "sandbox: payment has neither a ref nor an id")
+		}
+		return p.ID, nil
+	}
+	in, ok := g.parseRef(p.ProviderRef)
+	if !ok || (p.ID != "" && p.ID != in.paymentID) {
+		return "", spike.Errorf(spike.ErrNotFound, "sandbox: unknown payment (ref not signed with this gateway's secret, or of another payment)")
+	}
+	return in.paymentID, nil
+}
+
+// Refund implements payment.Provider: idempotent by payment id, and the
+// same on every instance: the refund ref is "sbr_" + the payment id. It
+// succeeds for any payment whose ref verifies, whatever this instance
+// remembers (another instance may have taken the success; Spike refunds
+// only the payments it holds succeeded).
 func (g *Gateway) Refund(ctx context.Context, p payment.Payment) (string, error) {
 	if err := g.call(ctx); err != nil {
 		return "", err
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	r, err := g.lookup(p)
+	id, err := g.paymentID(p)
 	if err != nil {
 		return "", err
 	}
-	if r.status != payment.Succeeded {
-		return "", spike.Errorf(spike.ErrConflict, "sandbox: payment is %s", r.status)
-	}
-	if r.refundRef == "" {
-		r.refundRef = randomID("sbr_")
-	}
-	return r.refundRef, nil
+	return "sbr_" + id, nil
 }
 
-// Status implements payment.Provider; an unknown payment is an error.
+// Status implements payment.Provider: the outcome decided on this
+// instance, else requires_action (the simulator cannot know an outcome
+// decided on another instance or before a restart; that instance's webhook
+// is what moves the payment). A ref that does not verify is
+// spike.ErrNotFound.
 func (g *Gateway) Status(ctx context.Context, p payment.Payment) (payment.Status, error) {
 	if err := g.call(ctx); err != nil {
 		return "", err
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	r, err := g.lookup(p)
+	id, err := g.paymentID(p)
 	if err != nil {
 		return "", err
 	}
-	return r.status, nil
+	return g.status(id), nil
 }
 
 // VerifyWebhook implements payment.Provider.
@@ -279,24 +325,27 @@ var (
 )
 
 // Decide records the buyer's outcome (succeeded or failed) for ref and
-// queues its webhooks. Deciding the same outcome again does nothing;
-// another one is an error, as is an outcome the queue has no room for
-// (nothing changes then).
+// queues its webhooks, on this instance: ref may come from any instance
+// sharing the secret (a ref that does not verify is unknown). Deciding the
+// outcome this instance remembers again does nothing; the other one is an
+// error, as is an outcome the queue has no room for (nothing changes then).
+// An instance that does not remember the payment accepts either outcome
+// (see the package doc).
 func (g *Gateway) Decide(ref string, outcome payment.Status) (payment.Status, error) {
 	if outcome != payment.Succeeded && outcome != payment.Failed {
 		return "", fmt.Errorf("sandbox: outcome must be succeeded or failed")
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	r, ok := g.byRef[ref]
+	in, ok := g.parseRef(ref)
 	if !ok {
 		return "", errUnknownRef
 	}
-	if r.status == outcome {
-		return r.status, nil
-	}
-	if r.status != payment.RequiresAction {
-		return r.status, errDecided
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if st, ok := g.decided[in.paymentID]; ok {
+		if st == outcome {
+			return st, nil
+		}
+		return st, errDecided
 	}
 	now := g.now()
 	first := &delivery{ev: event{ID: randomID("evt_"), Ref: ref, Status: outcome, At: now}}
@@ -309,12 +358,24 @@ func (g *Gateway) Decide(ref string, outcome payment.Status) (payment.Status, er
 	}
 	n := 1 + len(first.then)
 	if g.inflight+n > g.cfg.QueueSize {
-		return r.status, errBusy
+		return payment.RequiresAction, errBusy
 	}
 	g.inflight += n
-	r.status = outcome
+	g.remember(in.paymentID, outcome)
 	g.queue <- first // room: len(queue) <= inflight <= QueueSize
-	return r.status, nil
+	return outcome, nil
+}
+
+// remember records a decided outcome, forgetting the oldest beyond
+// Config.Records. Called with g.mu held.
+func (g *Gateway) remember(paymentID string, st payment.Status) {
+	g.decided[paymentID] = st
+	g.fifo = append(g.fifo, paymentID)
+	for len(g.fifo) > g.cfg.Records {
+		delete(g.decided, g.fifo[0])
+		g.fifo[0] = ""
+		g.fifo = g.fifo[1:]
+	}
 }
 
 // Pending returns how many webhook deliveries are not yet answered 2xx.

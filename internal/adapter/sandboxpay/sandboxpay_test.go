@@ -474,16 +474,27 @@ func TestProviderCalls(t *testing.T) {
 		t.Fatal("Create is not idempotent by payment id")
 	}
 	p.ProviderRef = ref
-	if _, err := gw.Refund(ctx, p); !errors.Is(err, spike.ErrConflict) {
-		t.Fatalf("Refund before success: %v", err)
+	if st, err := gw.Status(ctx, p); err != nil || st != payment.RequiresAction {
+		t.Fatalf("Status before the outcome = %s, %v", st, err)
 	}
 	if _, err := gw.Decide(ref, payment.Succeeded); err != nil {
 		t.Fatal(err)
 	}
+	if st, err := gw.Status(ctx, p); err != nil || st != payment.Succeeded {
+		t.Fatalf("Status after the outcome = %s, %v", st, err)
+	}
+	// Refund does not consult what this instance remembers (another one may
+	// have taken the success): idempotent by payment id.
 	r1, err1 := gw.Refund(ctx, p)
 	r2, err2 := gw.Refund(ctx, p)
-	if err1 != nil || err2 != nil || r1 != r2 {
+	if err1 != nil || err2 != nil || r1 != r2 || r1 != "sbr_p1" {
 		t.Fatalf("Refund twice: %q %v, %q %v", r1, err1, r2, err2)
+	}
+	if _, err := gw.Status(ctx, payment.Payment{ID: "p2", ProviderRef: ref}); !errors.Is(err, spike.ErrNotFound) {
+		t.Fatalf("Status of a ref naming another payment: %v", err)
+	}
+	if _, _, _, err := gw.Create(ctx, payment.Payment{ID: strings.Repeat("x", sandboxpay.MaxPaymentID+1), AmountCents: 1}); !errors.Is(err, spike.ErrInvalid) {
+		t.Fatalf("Create with a 65-byte id: %v", err)
 	}
 	if _, err := gw.Status(ctx, payment.Payment{ID: "gone", ProviderRef: "sbx_gone"}); !errors.Is(err, spike.ErrNotFound) {
 		t.Fatalf("Status of an unknown payment: %v", err)
@@ -518,5 +529,247 @@ func TestVerifyWebhook(t *testing.T) {
 	}
 	if _, err := gw.VerifyWebhook(http.Header{}, []byte(good), now); !errors.Is(err, spike.ErrUnauthenticated) {
 		t.Errorf("unsigned: %v", err)
+	}
+}
+
+// instance is another Spike instance of the same cluster: its own Gateway
+// (same secret, its own memory) serving the checkout pages at the same path
+// on its own server, delivering to the shared webhook route.
+func (s *spikeServer) instance(t *testing.T) (*sandboxpay.Gateway, string) {
+	t.Helper()
+	gw := sandboxpay.New(sandboxpay.Config{Secret: secret, WebhookURL: s.URL + "/v1/payments/webhooks/sandbox",
+		CheckoutBase: "/ignored", RetryMin: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond})
+	mux := http.NewServeMux()
+	mux.Handle("/sandbox/checkout/", gw.Handler())
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- gw.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return gw, srv.URL
+}
+
+// on returns the checkout URL of p as reached on the server at base.
+func on(base string, p payment.Payment) string {
+	u, _ := url.Parse(p.CheckoutURL)
+	return base + u.Path
+}
+
+func (s *spikeServer) status(t *testing.T, id string) payment.Status {
+	t.Helper()
+	p, err := s.svc.Payment(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Status
+}
+
+// TestCheckoutOnAnotherInstance: the buyer's POST reaches an instance that
+// did not create the payment; that instance delivers the webhook and the
+// Service marks the payment. A second, different outcome pressed on the
+// other instance (which remembers nothing) is accepted there and sorted out
+// by the Service's forward-only moves.
+func TestCheckoutOnAnotherInstance(t *testing.T) {
+	s := newSpike(t, sandboxpay.Config{}) // instance A: creates the payments
+	s.run(t)
+	b, bURL := s.instance(t) // instance B
+
+	p := s.start(t, "o1")
+	resp, err := http.Get(on(bURL, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(page), "25.99") || !strings.Contains(string(page), ">Pay<") {
+		t.Fatalf("checkout page on B: %d\n%s", resp.StatusCode, page)
+	}
+	if r, body := post(t, on(bURL, p), "application/json", `{"outcome":"succeeded"}`); r.StatusCode != 200 {
+		t.Fatalf("POST on B: %d %s", r.StatusCode, body)
+	}
+	eventually(t, "the order to be paid", func() bool { return s.orders.get("o1") == order.Paid })
+	eventually(t, "B to have delivered", func() bool { return b.Pending() == 0 })
+	if st := s.status(t, p.ID); st != payment.Succeeded {
+		t.Fatalf("payment %s", st)
+	}
+	if got := s.received(); len(got) != 1 || got[0].ev["ref"] != p.ProviderRef {
+		t.Fatalf("deliveries %v", got)
+	}
+	// B remembers its outcome: the other one there is a conflict.
+	if r, _ := post(t, on(bURL, p), "application/json", `{"outcome":"failed"}`); r.StatusCode != http.StatusConflict {
+		t.Fatalf("other outcome on B: %d", r.StatusCode)
+	}
+	// A does not: it accepts "failed" and delivers it; the Service ignores
+	// a failed after a succeeded.
+	if r, _ := post(t, p.CheckoutURL, "application/json", `{"outcome":"failed"}`); r.StatusCode != 200 {
+		t.Fatalf("other outcome on A: %d", r.StatusCode)
+	}
+	eventually(t, "A's delivery", func() bool { return len(s.received()) == 2 && s.gw.Pending() == 0 })
+	if st := s.status(t, p.ID); st != payment.Succeeded || s.orders.get("o1") != order.Paid || s.orders.applied != 1 {
+		t.Fatalf("after a late failed: payment %s, order %s, paid %d times", st, s.orders.get("o1"), s.orders.applied)
+	}
+
+	// The other way round: failed on A, then succeeded on B: the Service
+	// takes failed → succeeded (a buyer's second attempt), the order is paid.
+	q := s.start(t, "o2")
+	if r, _ := post(t, q.CheckoutURL, "application/json", `{"outcome":"failed"}`); r.StatusCode != 200 {
+		t.Fatal(r.StatusCode)
+	}
+	eventually(t, "the payment to fail", func() bool { return s.status(t, q.ID) == payment.Failed })
+	if r, _ := post(t, on(bURL, q), "application/json", `{"outcome":"succeeded"}`); r.StatusCode != 200 {
+		t.Fatal(r.StatusCode)
+	}
+	eventually(t, "the order to be paid", func() bool { return s.orders.get("o2") == order.Paid })
+	if st := s.status(t, q.ID); st != payment.Succeeded {
+		t.Fatalf("payment %s", st)
+	}
+}
+
+const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+func TestTamperedRef(t *testing.T) {
+	s := newSpike(t, sandboxpay.Config{})
+	p := s.start(t, "o1")
+	ref := p.ProviderRef
+	if !strings.HasPrefix(ref, "sbx_") || len(ref) > sandboxpay.MaxRef || url.PathEscape(ref) != ref {
+		t.Fatalf("ref %q", ref)
+	}
+	enc, mac, _ := strings.Cut(strings.TrimPrefix(ref, "sbx_"), ".")
+	flip := func(s string, i int) string {
+		b := []byte(s)
+		if b[i] == 'A' {
+			b[i] = 'B'
+		} else {
+			b[i] = 'A'
+		}
+		return string(b)
+	}
+	other := sandboxpay.New(sandboxpay.Config{Secret: []byte("another secret")})
+	foreign, _, _, _ := other.Create(context.Background(), payment.Payment{ID: p.ID, AmountCents: 1, CreatedAt: p.CreatedAt})
+	bad := map[string]string{
+		"payload":      "sbx_" + flip(enc, 3) + "." + mac,
+		"mac":          "sbx_" + enc + "." + flip(mac, 5),
+		"no mac":       "sbx_" + enc,
+		"short mac":    "sbx_" + enc + "." + mac[:10],
+		"other secret": foreign,
+		"no prefix":    strings.TrimPrefix(ref, "sbx_"),
+		"long":         ref + strings.Repeat("A", 200),
+		// The same MAC bytes with a non-zero unused bit in the last
+		// character: lenient base64 would accept it, the ref would not
+		// be the stored one.
+		"trailing bits": "sbx_" + enc + "." + mac[:len(mac)-1] + string(alphabet[strings.IndexByte(alphabet, mac[len(mac)-1])^1]),
+	}
+	for name, r := range bad {
+		u := s.URL + "/sandbox/checkout/" + r
+		if resp, err := http.Get(u); err != nil || resp.StatusCode != 404 {
+			t.Errorf("%s: GET %v %v", name, resp.StatusCode, err)
+		}
+		if resp, _ := post(t, u, "application/json", `{"outcome":"succeeded"}`); resp.StatusCode != 404 {
+			t.Errorf("%s: POST %d", name, resp.StatusCode)
+		}
+		if _, err := s.gw.Status(context.Background(), payment.Payment{ProviderRef: r}); !errors.Is(err, spike.ErrNotFound) {
+			t.Errorf("%s: Status %v", name, err)
+		}
+		if _, err := s.gw.Refund(context.Background(), payment.Payment{ProviderRef: r}); !errors.Is(err, spike.ErrNotFound) {
+			t.Errorf("%s: Refund %v", name, err)
+		}
+	}
+	if s.gw.Pending() != 0 || s.status(t, p.ID) != payment.RequiresAction {
+		t.Fatal("a tampered ref changed something")
+	}
+}
+
+// TestRestart: a new Gateway (same secret, empty memory) serves, answers
+// Status and refunds the payments of the one before.
+func TestRestart(t *testing.T) {
+	s := newSpike(t, sandboxpay.Config{})
+	s.run(t)
+	p := s.start(t, "o1")
+	open := s.start(t, "o2")
+	post(t, p.CheckoutURL, "application/json", `{"outcome":"succeeded"}`)
+	eventually(t, "the order to be paid", func() bool { return s.orders.get("o1") == order.Paid })
+	paid, _ := s.svc.Payment(context.Background(), p.ID)
+
+	// Restart: a new Gateway and a new Service over the same store.
+	gw := sandboxpay.New(sandboxpay.Config{Secret: secret, WebhookURL: s.URL + "/v1/payments/webhooks/sandbox",
+		CheckoutBase: s.URL + "/sandbox/checkout/"})
+	svc := payment.New(s.store, map[string]payment.Provider{"sandbox": gw}, s.orders, payment.Config{})
+	ctx := context.Background()
+	if ref, u, _, err := gw.Create(ctx, paid); err != nil || ref != paid.ProviderRef || u != paid.CheckoutURL {
+		t.Fatalf("Create after restart = %q %q %v; want the same ref and URL", ref, u, err)
+	}
+	// The simulator cannot know the outcome decided before the restart.
+	if st, err := gw.Status(ctx, paid); err != nil || st != payment.RequiresAction {
+		t.Fatalf("Status after restart = %s, %v", st, err)
+	}
+	if st, err := gw.Status(ctx, open); err != nil || st != payment.RequiresAction {
+		t.Fatalf("Status of the open one = %s, %v", st, err)
+	}
+	// Reconcile with that answer changes nothing.
+	if q, err := svc.Reconcile(ctx, paid.ID); err != nil || q.Status != payment.Succeeded {
+		t.Fatalf("Reconcile after restart = %s, %v", q.Status, err)
+	}
+	ps, err := svc.Refund(ctx, "o1")
+	if err != nil || len(ps) != 1 || ps[0].RefundRef != "sbr_"+p.ID {
+		t.Fatalf("Refund after restart = %+v, %v", ps, err)
+	}
+	if r1, err := gw.Refund(ctx, paid); err != nil || r1 != ps[0].RefundRef {
+		t.Fatalf("Refund again = %q, %v", r1, err)
+	}
+	// The checkout page of the open payment still works and decides.
+	mux := http.NewServeMux()
+	mux.Handle("/sandbox/checkout/", gw.Handler())
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	ctxRun, cancel := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() { done <- gw.Run(ctxRun) }()
+	defer func() { cancel(); <-done }()
+	if r, _ := post(t, on(srv.URL, open), "application/json", `{"outcome":"succeeded"}`); r.StatusCode != 200 {
+		t.Fatalf("POST after restart: %d", r.StatusCode)
+	}
+	eventually(t, "the second order to be paid", func() bool { return s.orders.get("o2") == order.Paid })
+}
+
+func TestCreateSameOnEveryInstance(t *testing.T) {
+	a := sandboxpay.New(sandboxpay.Config{Secret: secret, CheckoutBase: "https://a.example/c"})
+	b := sandboxpay.New(sandboxpay.Config{Secret: secret, CheckoutBase: "https://a.example/c"})
+	p := payment.Payment{ID: strings.Repeat("Z", sandboxpay.MaxPaymentID), AmountCents: 1<<63 - 1, CreatedAt: time.Unix(1<<40, 0)}
+	ra, ua, _, err1 := a.Create(context.Background(), p)
+	rb, ub, _, err2 := b.Create(context.Background(), p)
+	if err1 != nil || err2 != nil || ra != rb || ua != ub {
+		t.Fatalf("Create on two instances: %q %v, %q %v", ra, err1, rb, err2)
+	}
+	if len(ra) > sandboxpay.MaxRef {
+		t.Fatalf("ref of %d characters", len(ra))
+	}
+	p.AmountCents = 5
+	if rc, _, _, _ := a.Create(context.Background(), p); rc == ra {
+		t.Fatal("the ref does not depend on the amount")
+	}
+}
+
+func TestRecordsBound(t *testing.T) {
+	gw := sandboxpay.New(sandboxpay.Config{Secret: secret, Records: 2})
+	ctx := context.Background()
+	var ps []payment.Payment
+	for _, id := range []string{"p1", "p2", "p3"} {
+		p := payment.Payment{ID: id, AmountCents: 100}
+		p.ProviderRef, _, _, _ = gw.Create(ctx, p)
+		if _, err := gw.Decide(p.ProviderRef, payment.Succeeded); err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, p)
+	}
+	// p1 is forgotten: requires_action, and the other outcome is accepted.
+	if st, _ := gw.Status(ctx, ps[0]); st != payment.RequiresAction {
+		t.Fatalf("forgotten: %s", st)
+	}
+	if st, _ := gw.Status(ctx, ps[2]); st != payment.Succeeded {
+		t.Fatalf("remembered: %s", st)
+	}
+	if _, err := gw.Decide(ps[0].ProviderRef, payment.Failed); err != nil {
+		t.Fatalf("Decide of a forgotten payment: %v", err)
 	}
 }

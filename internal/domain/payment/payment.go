@@ -8,6 +8,9 @@
 // second attempt at the provider; a succeeded one never fails). Every move
 // is a compare-and-set on the stored status (Store.UpdatePayment), so
 // duplicate, late and out-of-order webhook deliveries change nothing twice.
+// Webhooks that never arrive are made up for by reconciliation: Reconcile
+// asks the provider about one payment, and RunReconciler sweeps for the
+// payments left requires_action/processing (see ReconcileStuck for its cost).
 package payment
 
 import (

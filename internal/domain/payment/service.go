@@ -26,6 +26,13 @@ type Config struct {
 	// Logger receives the provider errors hidden behind a 503 and the
 	// automatic refunds. Zero: discard.
 	Logger *slog.Logger
+	// ReconcileAfter is how long a payment stays requires_action or
+	// processing without moving before the reconciliation sweep asks its
+	// provider (RunReconciler). Zero: DefaultReconcileAfter (5m).
+	ReconcileAfter time.Duration
+	// ReconcileHorizon is how long after its creation a stuck payment is
+	// still swept. Zero: DefaultReconcileHorizon (24h).
+	ReconcileHorizon time.Duration
 }
 
 // OrderRef is what Start needs to know of the order it pays.
@@ -50,12 +57,22 @@ type Service struct {
 	now       func() time.Time
 	ids       *spike.IDGenerator
 	log       *slog.Logger
+
+	reconAfter, reconHorizon time.Duration
+	sweep                    sweeper
 }
 
 // New returns a Service over store, the providers by name, and orders.
 func New(store Store, providers map[string]Provider, orders Orders, cfg Config) *Service {
 	s := &Service{store: store, providers: make(map[string]Provider, len(providers)), orders: orders,
-		def: cfg.DefaultProvider, call: cfg.Call, now: cfg.Now, ids: cfg.IDs, log: cfg.Logger}
+		def: cfg.DefaultProvider, call: cfg.Call, now: cfg.Now, ids: cfg.IDs, log: cfg.Logger,
+		reconAfter: cfg.ReconcileAfter, reconHorizon: cfg.ReconcileHorizon}
+	if s.reconAfter <= 0 {
+		s.reconAfter = DefaultReconcileAfter
+	}
+	if s.reconHorizon <= 0 {
+		s.reconHorizon = DefaultReconcileHorizon
+	}
 	for name, p := range providers {
 		s.providers[name] = p
 	}
@@ -351,8 +368,8 @@ func (s *Service) Refund(ctx context.Context, orderID string) ([]Payment, error)
 
 // Reconcile asks the payment's provider for its status and applies it like
 // a webhook (the order becomes paid only on the provider's word). For a
-// payment whose webhooks were lost. spike.ErrUnavailable when the provider
-// cannot be reached.
+// payment whose webhooks were lost; RunReconciler calls it on the payments
+// that look stuck. spike.ErrUnavailable when the provider cannot be reached.
 func (s *Service) Reconcile(ctx context.Context, id string) (Payment, error) {
 	p, err := s.store.Payment(ctx, id)
 	if err != nil {

@@ -28,11 +28,12 @@ type fakeProvider struct {
 	status   map[string]payment.Status
 	creates  int
 	refundsN int
+	asked    map[string]int // Status calls by ref
 	initial  payment.Status
 }
 
 func newFakeProvider() *fakeProvider {
-	return &fakeProvider{refs: map[string]string{}, refunds: map[string]string{}, status: map[string]payment.Status{}, initial: payment.RequiresAction}
+	return &fakeProvider{refs: map[string]string{}, refunds: map[string]string{}, status: map[string]payment.Status{}, asked: map[string]int{}, initial: payment.RequiresAction}
 }
 
 var errDown = errors.New("connection refused")
@@ -74,6 +75,7 @@ func (f *fakeProvider) Refund(_ context.Context, p payment.Payment) (string, err
 func (f *fakeProvider) Status(_ context.Context, p payment.Payment) (payment.Status, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.asked[p.ProviderRef]++
 	if f.down {
 		return "", errDown
 	}
