@@ -47,7 +47,7 @@ func normalPayment(p payment.Payment) payment.Payment {
 	return p
 }
 
-// ErrPaymentConflict: a payment with the id, or with the provider's
+// errPaymentConflict: a payment with the id, or with the provider's
 // reference, is already stored (for another order or key).
 var errPaymentConflict = spike.Errorf(spike.ErrConflict, "a payment with this id or provider reference already exists")
 
