@@ -95,9 +95,20 @@ func insertHistory(ctx context.Context, tx *sql.Tx, entries []order.HistoryEntry
 	return nil
 }
 
-// ExpireDue implements order.LifecycleStore in one write transaction: one
-// UPDATE whose subquery reads the due orders off the (status,
-// payment_deadline) index, oldest deadline first, and the history rows.
+// expireDueSQL cancels the due orders: its subquery reads them off the
+// (status, payment_deadline) index, oldest deadline first. The unary + keeps the outer status guard from being answered with the
+// same index (status = 'created' alone: every open order); the outer
+// UPDATE looks the orders up by primary key (see TestExpireDuePlan).
+const expireDueSQL = `UPDATE orders SET status = 'cancelled', updated_at = ?1, cancelled_at = ?1,
+		cancel_reason = '` + order.ReasonPaymentTimeout + `'
+		WHERE order_id IN (SELECT order_id FROM orders INDEXED BY orders_by_deadline
+			WHERE status = 'created' AND payment_deadline <= ?2 ORDER BY payment_deadline LIMIT ?3)
+		AND +status = 'created'
+		RETURNING ` + orderColumns
+
+// ExpireDue implements order.LifecycleStore in one write transaction:
+// expireDueSQL and the history rows. SQLite has one writer, so concurrent
+// sweeps are serialised and each due order is expired by one of them.
 func (s *Store) ExpireDue(ctx context.Context, now time.Time, limit int) ([]order.Order, error) {
 	if limit <= 0 {
 		return nil, nil
@@ -108,12 +119,7 @@ func (s *Store) ExpireDue(ctx context.Context, now time.Time, limit int) ([]orde
 		return nil, fmt.Errorf("expire orders: %w", err)
 	}
 	defer tx.Rollback()
-	rows, err := tx.QueryContext(ctx, `UPDATE orders SET status = 'cancelled', updated_at = ?1, cancelled_at = ?1,
-		cancel_reason = '`+order.ReasonPaymentTimeout+`'
-		WHERE order_id IN (SELECT order_id FROM orders INDEXED BY orders_by_deadline
-			WHERE status = 'created' AND payment_deadline <= ?2 ORDER BY payment_deadline LIMIT ?3)
-		AND status = 'created'
-		RETURNING `+orderColumns, at.UnixMicro(), at.UnixMicro(), limit)
+	rows, err := tx.QueryContext(ctx, expireDueSQL, at.UnixMicro(), at.UnixMicro(), limit)
 	out, err := collectOrders(rows, err)
 	if err != nil {
 		return nil, fmt.Errorf("expire orders: %w", err)
