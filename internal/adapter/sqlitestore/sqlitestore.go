@@ -417,7 +417,7 @@ const insertChunk = 100
 // stored, but an upsert clause still lets a NOT NULL violation abort the
 // statement, so SQLite must keep a statement journal (a copy of every page
 // the statement changes, to undo a partly applied multi-row insert); OR
-// IGNORE cannot abort halfway, so it writes none. Every column is bound
+// IGNORE cannot abort halfway, so it writes none. Every NOT NULL column is bound
 // from a Go value that cannot be NULL, and the table has no CHECK, so OR
 // IGNORE skips nothing that the upsert would have refused.
 func (s *Store) insertStmt(ctx context.Context, n int) (*sql.Stmt, error) {
