@@ -83,7 +83,7 @@ func migrate(ctx context.Context, db *sql.DB, set string) (err error) {
 			return err
 		}
 		for _, stmt := range splitStatements(string(body)) {
-			if _, err := conn.ExecContext(ctx, stmt); err != nil {
+			if _, err := conn.ExecContext(ctx, stmt); err != nil && !alreadyApplied(err) {
 				return fmt.Errorf("%s: %w", name, err)
 			}
 		}
@@ -110,4 +110,13 @@ func splitStatements(body string) []string {
 		}
 	}
 	return out
+}
+
+// alreadyApplied reports whether a DDL error says the statement's change is
+// already there: an ADD COLUMN or CREATE INDEX of a migration that stopped
+// halfway, run again. MySQL (unlike MariaDB) has no ADD COLUMN IF NOT
+// EXISTS or CREATE INDEX IF NOT EXISTS; a migration that adds columns does
+// so in one ALTER, which is atomic, so a duplicate means all were added.
+func alreadyApplied(err error) bool {
+	return isMySQLError(err, errDupFieldName) || isMySQLError(err, errDupKeyName)
 }

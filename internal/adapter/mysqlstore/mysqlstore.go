@@ -26,6 +26,7 @@ import (
 
 	"github.com/spikehq/spike/internal/domain/catalog"
 	"github.com/spikehq/spike/internal/domain/order"
+	"github.com/spikehq/spike/internal/domain/payment"
 	"github.com/spikehq/spike/internal/domain/sale"
 )
 
@@ -65,7 +66,8 @@ type ShardConfig struct {
 // DefaultReadYourWrites is the default Config.ReadYourWrites.
 const DefaultReadYourWrites = 5 * time.Second
 
-// Store implements catalog.Store, sale.Store and order.Store over MySQL.
+// Store implements catalog.Store, sale.Store, order.Store,
+// order.LifecycleStore and payment.Store over MySQL.
 // It is safe for concurrent use.
 type Store struct {
 	main   *node
@@ -80,6 +82,9 @@ var (
 	_ catalog.Store = (*Store)(nil)
 	_ sale.Store    = (*Store)(nil)
 	_ order.Store   = (*Store)(nil)
+
+	_ order.LifecycleStore = (*Store)(nil)
+	_ payment.Store        = (*Store)(nil)
 )
 
 // node is one primary and its replicas.
@@ -231,6 +236,8 @@ func (s *Store) shardOf(userID int64) *node { return s.shards[s.bucket[BucketOf(
 
 // MySQL error numbers translated at the boundary.
 const (
+	errDupFieldName = 1060 // ER_DUP_FIELDNAME
+	errDupKeyName   = 1061 // ER_DUP_KEYNAME
 	errDupEntry     = 1062 // ER_DUP_ENTRY
 	errLockDeadlock = 1213 // ER_LOCK_DEADLOCK
 )

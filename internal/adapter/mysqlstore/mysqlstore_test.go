@@ -74,7 +74,7 @@ func TestConformance(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			storetest.Run(t, func(t *testing.T) storetest.Stores {
 				s := mustOpen(t, layout(t, shards))
-				return storetest.Stores{Catalog: s, Sales: s, Orders: s}
+				return storetest.Stores{Catalog: s, Sales: s, Orders: s, Lifecycle: s, Payments: s}
 			})
 		})
 	}
@@ -242,8 +242,8 @@ func TestMigrate(t *testing.T) {
 	}
 	for _, tt := range []struct{ dsn, want string }{
 		{cfg.Primary, "primary/001_init.sql"},
-		{cfg.OrderShards[0].Primary, "orders/001_init.sql"},
-		{cfg.OrderShards[1].Primary, "orders/001_init.sql"},
+		{cfg.OrderShards[0].Primary, "orders/001_init.sql orders/002_lifecycle.sql"},
+		{cfg.OrderShards[1].Primary, "orders/001_init.sql orders/002_lifecycle.sql"},
 	} {
 		if got := applied(tt.dsn); got != tt.want {
 			t.Errorf("schema_migrations of %s = %q, want %q", tt.dsn, got, tt.want)
@@ -252,8 +252,31 @@ func TestMigrate(t *testing.T) {
 	// Orders on the primary: both sets there.
 	one := layout(t, 0)
 	mustOpen(t, one)
-	if got, want := applied(one.Primary), "orders/001_init.sql primary/001_init.sql"; got != want {
+	if got, want := applied(one.Primary), "orders/001_init.sql orders/002_lifecycle.sql primary/001_init.sql"; got != want {
 		t.Errorf("schema_migrations with orders on the primary = %q, want %q", got, want)
+	}
+}
+
+// TestMigrateResumes: a migration that stopped after its DDL but before it
+// was recorded runs again without error (MySQL has no ADD COLUMN IF NOT
+// EXISTS; duplicate columns and indexes count as applied).
+func TestMigrateResumes(t *testing.T) {
+	cfg := layout(t, 1)
+	s := mustOpen(t, cfg)
+	db, err := sql.Open("mysql", cfg.OrderShards[0].Primary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`DELETE FROM schema_migrations WHERE name = 'orders/002_lifecycle.sql'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(context.Background()); err != nil {
+		t.Fatalf("Migrate() after a migration stopped halfway = %v", err)
+	}
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM schema_migrations WHERE name = 'orders/002_lifecycle.sql'`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("002 recorded %d times (%v), want once", n, err)
 	}
 }
 

@@ -16,7 +16,7 @@ import (
 	"github.com/spikehq/spike/internal/domain/order"
 )
 
-// rowsPerInsert bounds one multi-row INSERT: 10 placeholders a row, far
+// rowsPerInsert bounds one multi-row INSERT: 12 placeholders a row, far
 // below MySQL's 65,535 and a few hundred KB of packet at most.
 const rowsPerInsert = 500
 
@@ -68,15 +68,20 @@ func insertOrders(ctx context.Context, db *sql.DB, orders []order.Order) error {
 	for start := 0; start < len(orders); start += rowsPerInsert {
 		chunk := orders[start:min(start+rowsPerInsert, len(orders))]
 		var b strings.Builder
-		b.WriteString(`INSERT INTO orders (order_id, bucket, sale_id, sku, user_id, quantity, price_cents, status, idempotency_key, created_at) VALUES `)
-		args := make([]any, 0, 10*len(chunk))
+		b.WriteString(`INSERT INTO orders (order_id, bucket, sale_id, sku, user_id, quantity, price_cents, status, idempotency_key, created_at, updated_at, payment_deadline) VALUES `)
+		args := make([]any, 0, 12*len(chunk))
 		for i, o := range chunk {
 			if i > 0 {
 				b.WriteByte(',')
 			}
-			b.WriteString("(?,?,?,?,?,?,?,?,?,?)")
+			b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?)")
+			created := any(o.CreatedAt.UnixMicro())
+			updated := created // until the first transition
+			if !o.UpdatedAt.IsZero() {
+				updated = o.UpdatedAt.UnixMicro()
+			}
 			args = append(args, o.ID, BucketOf(o.UserID), o.SaleID, o.SKU, o.UserID, o.Quantity, o.PriceCents,
-				string(o.Status), o.IdempotencyKey, o.CreatedAt.UnixMicro())
+				string(o.Status), o.IdempotencyKey, created, updated, micros(o.PaymentDeadline))
 		}
 		b.WriteString(` ON DUPLICATE KEY UPDATE order_id = order_id`)
 		if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
@@ -86,20 +91,51 @@ func insertOrders(ctx context.Context, db *sql.DB, orders []order.Order) error {
 	return tx.Commit()
 }
 
-const orderColumns = `order_id, sale_id, sku, user_id, quantity, price_cents, status, idempotency_key, created_at`
+// orderColumns are the columns scanOrder reads. Rows stored before the
+// lifecycle migration have no updated_at: it is their created_at.
+const orderColumns = `order_id, sale_id, sku, user_id, quantity, price_cents, status, idempotency_key, created_at,
+	coalesce(updated_at, created_at), payment_deadline, paid_at, cancelled_at, cancel_reason, carrier, tracking,
+	shipped_at, delivered_at, refunded_at, stock_returned`
 
 func scanOrder(row scanner) (order.Order, error) {
 	var (
-		o       order.Order
-		status  string
-		created int64
+		o                                                   order.Order
+		status                                              string
+		created, updated                                    int64
+		deadline, paid, cancelled, shipped, deliv, refunded sql.NullInt64
 	)
-	if err := row.Scan(&o.ID, &o.SaleID, &o.SKU, &o.UserID, &o.Quantity, &o.PriceCents, &status, &o.IdempotencyKey, &created); err != nil {
+	if err := row.Scan(&o.ID, &o.SaleID, &o.SKU, &o.UserID, &o.Quantity, &o.PriceCents, &status, &o.IdempotencyKey, &created,
+		&updated, &deadline, &paid, &cancelled, &o.CancelReason, &o.Carrier, &o.Tracking,
+		&shipped, &deliv, &refunded, &o.StockReturned); err != nil {
 		return order.Order{}, err
 	}
 	o.Status = order.Status(status)
 	o.CreatedAt = time.UnixMicro(created).UTC()
+	o.UpdatedAt = time.UnixMicro(updated).UTC()
+	o.PaymentDeadline = fromMicros(deadline)
+	o.PaidAt = fromMicros(paid)
+	o.CancelledAt = fromMicros(cancelled)
+	o.ShippedAt = fromMicros(shipped)
+	o.DeliveredAt = fromMicros(deliv)
+	o.RefundedAt = fromMicros(refunded)
 	return o, nil
+}
+
+// fromMicros converts a nullable Unix-microsecond column; NULL is the zero time.
+func fromMicros(n sql.NullInt64) time.Time {
+	if !n.Valid {
+		return time.Time{}
+	}
+	return time.UnixMicro(n.Int64).UTC()
+}
+
+// micros converts a time to a nullable Unix-microsecond column; the zero
+// time is NULL.
+func micros(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixMicro()
 }
 
 // Order implements order.Store.

@@ -316,6 +316,10 @@ func appendPlaced(buf []byte, e *order.Placed) []byte {
 	buf = appendString(buf, e.Key)
 	buf = append(buf, `,"placed_at":"`...)
 	buf = e.PlacedAt.AppendFormat(buf, time.RFC3339Nano)
+	if !e.PaymentDeadline.IsZero() { // omitzero
+		buf = append(buf, `","payment_deadline":"`...)
+		buf = e.PaymentDeadline.AppendFormat(buf, time.RFC3339Nano)
+	}
 	return append(buf, `"}`...)
 }
 
@@ -431,7 +435,8 @@ func (p *fastParser) int() (int64, bool) {
 
 func (p *fastParser) event() (e order.Placed, ok bool) {
 	var v int64
-	var at string
+	var at, deadline string
+	var hasDeadline bool
 	if !p.lit(`{"v":`) {
 		return e, false
 	}
@@ -464,6 +469,10 @@ func (p *fastParser) event() (e order.Placed, ok bool) {
 	if ok = ok && p.lit(`,"placed_at":`); ok {
 		at, ok = p.str()
 	}
+	if ok && p.lit(`,"payment_deadline":`) {
+		hasDeadline = true
+		deadline, ok = p.str()
+	}
 	if !ok || !p.lit(`}`) {
 		return e, false
 	}
@@ -472,5 +481,10 @@ func (p *fastParser) event() (e order.Placed, ok bool) {
 		return e, false
 	}
 	e.PlacedAt = t
+	if hasDeadline {
+		if e.PaymentDeadline, err = time.Parse(time.RFC3339Nano, deadline); err != nil {
+			return e, false
+		}
+	}
 	return e, true
 }

@@ -57,6 +57,8 @@ func benchOrders(ids *spike.IDGenerator, rng *rand.Rand, users, n int) []order.O
 			IdempotencyKey: fmt.Sprintf("k-%d-%016x", u, rng.Uint64()),
 			CreatedAt:      now.Add(time.Duration(i) * time.Microsecond).Truncate(time.Microsecond),
 		}
+		// As placements make them: a payment window of 15 minutes.
+		out[i].PaymentDeadline = out[i].CreatedAt.Add(15 * time.Minute)
 	}
 	return out
 }

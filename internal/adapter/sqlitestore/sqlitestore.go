@@ -23,13 +23,15 @@ import (
 
 	"github.com/spikehq/spike/internal/domain/catalog"
 	"github.com/spikehq/spike/internal/domain/order"
+	"github.com/spikehq/spike/internal/domain/payment"
 	"github.com/spikehq/spike/internal/domain/sale"
 )
 
 //go:embed migrations/*.sql
 var migrations embed.FS
 
-// Store implements catalog.Store, sale.Store and order.Store.
+// Store implements catalog.Store, sale.Store, order.Store,
+// order.LifecycleStore and payment.Store.
 type Store struct {
 	w *sql.DB // the single writer
 	r *sql.DB // readers
@@ -42,6 +44,9 @@ var (
 	_ catalog.Store = (*Store)(nil)
 	_ sale.Store    = (*Store)(nil)
 	_ order.Store   = (*Store)(nil)
+
+	_ order.LifecycleStore = (*Store)(nil)
+	_ payment.Store        = (*Store)(nil)
 )
 
 // Open opens (creating if needed) the database at path and applies any
@@ -329,8 +334,17 @@ func (s *Store) InsertOrders(ctx context.Context, orders []order.Order) error {
 		args = args[:0]
 		for i := range chunk {
 			o := &chunk[i]
+			created := any(o.CreatedAt.UnixMicro())
+			updated := created // until the first transition
+			if !o.UpdatedAt.IsZero() {
+				updated = o.UpdatedAt.UnixMicro()
+			}
+			var deadline any // NULL: no deadline
+			if !o.PaymentDeadline.IsZero() {
+				deadline = o.PaymentDeadline.UnixMicro()
+			}
 			args = append(args, o.ID, bx.sale(o.SaleID), bx.sku(o.SKU), o.UserID, o.Quantity,
-				bx.price(o.PriceCents), bx.status(o.Status), o.IdempotencyKey, o.CreatedAt.UnixMicro())
+				bx.price(o.PriceCents), bx.status(o.Status), o.IdempotencyKey, created, updated, deadline)
 		}
 		if _, err := tx.StmtContext(ctx, stmt).ExecContext(ctx, args...); err != nil {
 			return fmt.Errorf("insert orders: %w", err)
@@ -389,9 +403,9 @@ func (b *boxer) status(st order.Status) any {
 }
 
 // insertColumns is the number of parameters per order row.
-const insertColumns = 9
+const insertColumns = 11
 
-// insertChunk is the most rows one INSERT carries: 9 parameters each, well
+// insertChunk is the most rows one INSERT carries: 11 parameters each, well
 // under SQLite's limit.
 const insertChunk = 100
 
@@ -403,7 +417,7 @@ const insertChunk = 100
 // stored, but an upsert clause still lets a NOT NULL violation abort the
 // statement, so SQLite must keep a statement journal (a copy of every page
 // the statement changes, to undo a partly applied multi-row insert); OR
-// IGNORE cannot abort halfway, so it writes none. Every column is bound
+// IGNORE cannot abort halfway, so it writes none. Every NOT NULL column is bound
 // from a Go value that cannot be NULL, and the table has no CHECK, so OR
 // IGNORE skips nothing that the upsert would have refused.
 func (s *Store) insertStmt(ctx context.Context, n int) (*sql.Stmt, error) {
@@ -413,12 +427,12 @@ func (s *Store) insertStmt(ctx context.Context, n int) (*sql.Stmt, error) {
 		return st, nil
 	}
 	var b strings.Builder
-	b.WriteString(`INSERT OR IGNORE INTO orders (order_id, sale_id, sku, user_id, quantity, price_cents, status, idempotency_key, created_at) VALUES `)
+	b.WriteString(`INSERT OR IGNORE INTO orders (order_id, sale_id, sku, user_id, quantity, price_cents, status, idempotency_key, created_at, updated_at, payment_deadline) VALUES `)
 	for i := range n {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("(?,?,?,?,?,?,?,?,?)")
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?)")
 	}
 	st, err := s.w.PrepareContext(ctx, b.String())
 	if err != nil {
@@ -428,20 +442,51 @@ func (s *Store) insertStmt(ctx context.Context, n int) (*sql.Stmt, error) {
 	return st, nil
 }
 
-const orderColumns = `order_id, sale_id, sku, user_id, quantity, price_cents, status, idempotency_key, created_at`
+// orderColumns are the columns scanOrder reads. Rows stored before the
+// lifecycle migration have no updated_at: it is their created_at.
+const orderColumns = `order_id, sale_id, sku, user_id, quantity, price_cents, status, idempotency_key, created_at,
+	coalesce(updated_at, created_at), payment_deadline, paid_at, cancelled_at, cancel_reason, carrier, tracking,
+	shipped_at, delivered_at, refunded_at, stock_returned`
 
 func scanOrder(row scanner) (order.Order, error) {
 	var (
-		o       order.Order
-		status  string
-		created int64
+		o                                                   order.Order
+		status                                              string
+		created, updated                                    int64
+		deadline, paid, cancelled, shipped, deliv, refunded sql.NullInt64
 	)
-	if err := row.Scan(&o.ID, &o.SaleID, &o.SKU, &o.UserID, &o.Quantity, &o.PriceCents, &status, &o.IdempotencyKey, &created); err != nil {
+	if err := row.Scan(&o.ID, &o.SaleID, &o.SKU, &o.UserID, &o.Quantity, &o.PriceCents, &status, &o.IdempotencyKey, &created,
+		&updated, &deadline, &paid, &cancelled, &o.CancelReason, &o.Carrier, &o.Tracking,
+		&shipped, &deliv, &refunded, &o.StockReturned); err != nil {
 		return order.Order{}, err
 	}
 	o.Status = order.Status(status)
 	o.CreatedAt = time.UnixMicro(created).UTC()
+	o.UpdatedAt = time.UnixMicro(updated).UTC()
+	o.PaymentDeadline = fromMicros(deadline)
+	o.PaidAt = fromMicros(paid)
+	o.CancelledAt = fromMicros(cancelled)
+	o.ShippedAt = fromMicros(shipped)
+	o.DeliveredAt = fromMicros(deliv)
+	o.RefundedAt = fromMicros(refunded)
 	return o, nil
+}
+
+// fromMicros converts a nullable Unix-microsecond column; NULL is the zero time.
+func fromMicros(n sql.NullInt64) time.Time {
+	if !n.Valid {
+		return time.Time{}
+	}
+	return time.UnixMicro(n.Int64).UTC()
+}
+
+// micros converts a time to a nullable Unix-microsecond column; the zero
+// time is NULL.
+func micros(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixMicro()
 }
 
 // Order implements order.Store.

@@ -42,6 +42,22 @@ type Order struct {
 	Status         Status
 	IdempotencyKey string
 	CreatedAt      time.Time // when it was placed, to the microsecond
+
+	// The lifecycle (see lifecycle.go); a zero value is not set. Stores
+	// keep times to the microsecond.
+	UpdatedAt       time.Time // the last change of status (CreatedAt until the first)
+	PaymentDeadline time.Time // a created order not paid by then is cancelled
+	PaidAt          time.Time
+	CancelledAt     time.Time
+	CancelReason    string // ReasonBuyer, ReasonAdmin or ReasonPaymentTimeout
+	Carrier         string
+	Tracking        string
+	ShippedAt       time.Time
+	DeliveredAt     time.Time
+	RefundedAt      time.Time
+	// StockReturned: the units of a cancelled (or refunded before
+	// shipping) order are back on sale (the outbox flag of stock returns).
+	StockReturned bool
 }
 
 // AmountCents is the price of the whole order.
@@ -59,6 +75,9 @@ type Placed struct {
 	PriceCents int64     `json:"price_cents"`
 	Key        string    `json:"idempotency_key"`
 	PlacedAt   time.Time `json:"placed_at"`
+	// PaymentDeadline is PlacedAt plus the sale's payment window; zero:
+	// no deadline. (omitzero: omitempty never omits a time.Time.)
+	PaymentDeadline time.Time `json:"payment_deadline,omitzero"`
 }
 
 // Order returns the order the event places, in status Pending.
@@ -66,7 +85,7 @@ func (e *Placed) Order() Order {
 	return Order{
 		ID: e.OrderID, SaleID: e.SaleID, SKU: e.SKU, UserID: e.UserID,
 		Quantity: e.Quantity, PriceCents: e.PriceCents, Status: Pending,
-		IdempotencyKey: e.Key, CreatedAt: e.PlacedAt,
+		IdempotencyKey: e.Key, CreatedAt: e.PlacedAt, PaymentDeadline: e.PaymentDeadline,
 	}
 }
 

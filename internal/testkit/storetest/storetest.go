@@ -24,14 +24,18 @@ import (
 
 	"github.com/spikehq/spike/internal/domain/catalog"
 	"github.com/spikehq/spike/internal/domain/order"
+	"github.com/spikehq/spike/internal/domain/payment"
 	"github.com/spikehq/spike/internal/domain/sale"
 )
 
-// Stores bundles the three stores under test; they may be one value.
+// Stores bundles the stores under test; they may be one value. The
+// lifecycle and payment tests run when Lifecycle and Payments are set.
 type Stores struct {
-	Catalog catalog.Store
-	Sales   sale.Store
-	Orders  order.Store
+	Catalog   catalog.Store
+	Sales     sale.Store
+	Orders    order.Store
+	Lifecycle order.LifecycleStore
+	Payments  payment.Store
 }
 
 // Run runs the suite. open must return stores over a fresh, empty database
@@ -50,6 +54,15 @@ func Run(t *testing.T, open func(t *testing.T) Stores) {
 		{"Order", testOrder},
 		{"ListOrders", testListOrders},
 		{"SaleOrders", testSaleOrders},
+		{"InsertOrdersLifecycleFields", testInsertOrdersLifecycleFields},
+		{"Transitions", testTransitions},
+		{"TransitionChain", testTransitionChain},
+		{"TransitionRace", testTransitionRace},
+		{"ExpireDue", testExpireDue},
+		{"ExpireDueRacingPay", testExpireDueRacingPay},
+		{"StockToReturn", testStockToReturn},
+		{"Payments", testPayments},
+		{"PaymentsConcurrentCreate", testPaymentsConcurrentCreate},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })
@@ -287,7 +300,7 @@ var base = time.Date(2026, 11, 29, 12, 0, 0, 123_456_000, time.UTC)
 func newOrder(id, saleID string, user int64, at time.Time) order.Order {
 	return order.Order{
 		ID: id, SaleID: saleID, SKU: "sku-" + saleID, UserID: user, Quantity: 1 + user%3,
-		PriceCents: 250, Status: order.Created, IdempotencyKey: "key-" + id, CreatedAt: at,
+		PriceCents: 250, Status: order.Created, IdempotencyKey: "key-" + id, CreatedAt: at, UpdatedAt: at,
 	}
 }
 

@@ -1,0 +1,4 @@
+package sqlitestore
+
+// ExpireDueSQL is the sweep's statement, for TestExpireDuePlan.
+const ExpireDueSQL = expireDueSQL
