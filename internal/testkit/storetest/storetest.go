@@ -1,11 +1,11 @@
 // Package storetest is the conformance suite every implementation of the
-// catalog, sale and order stores must pass, so that SQLite and MySQL (and
-// any later backend) behave the same:
+// catalog, sale, order (and order lifecycle) and payment stores must pass,
+// so that SQLite and MySQL (and any later backend) behave the same:
 //
 //	func TestConformance(t *testing.T) {
 //		storetest.Run(t, func(t *testing.T) storetest.Stores {
 //			s := mustOpen(t) // a fresh, empty, migrated store; closed in t.Cleanup
-//			return storetest.Stores{Catalog: s, Sales: s, Orders: s}
+//			return storetest.Stores{Catalog: s, Sales: s, Orders: s, Lifecycle: s, Payments: s}
 //		})
 //	}
 package storetest
