@@ -69,6 +69,8 @@ type saleRequest struct {
 	PerUserLimit *int64     `json:"per_user_limit"`
 	StartsAt     *time.Time `json:"starts_at"`
 	EndsAt       *time.Time `json:"ends_at"`
+	// PaymentWindow in seconds; absent: sale.DefaultPaymentWindow, 0: none.
+	PaymentWindow *int64 `json:"payment_window"`
 }
 
 type saleResponse struct {
@@ -82,12 +84,15 @@ type saleResponse struct {
 	StartsAt     time.Time  `json:"starts_at"`
 	EndsAt       *time.Time `json:"ends_at"`
 	State        sale.State `json:"state"`
+	// PaymentWindow in seconds (0: no payment deadline).
+	PaymentWindow int64 `json:"payment_window"`
 }
 
 func saleJSON(v sale.View) saleResponse {
 	out := saleResponse{
 		ID: v.ID, SKU: v.SKU, Stock: v.Stock, Remaining: v.Remaining, Sold: v.Sold,
 		PriceCents: v.PriceCents, PerUserLimit: v.PerUserLimit, StartsAt: v.StartsAt, State: v.State,
+		PaymentWindow: int64(v.PaymentWindow / time.Second),
 	}
 	if !v.EndsAt.IsZero() {
 		out.EndsAt = &v.EndsAt
@@ -116,6 +121,14 @@ func (s *Server) createSale(w http.ResponseWriter, r *http.Request, _ Identity) 
 	}
 	if req.EndsAt != nil {
 		sl.EndsAt = *req.EndsAt
+	}
+	sl.PaymentWindow = sale.DefaultPaymentWindow
+	if req.PaymentWindow != nil {
+		w := *req.PaymentWindow
+		if w < 0 || w > int64(sale.MaxPaymentWindow/time.Second) {
+			return spike.Errorf(spike.ErrInvalid, "payment_window must be between 0 and %d seconds", int64(sale.MaxPaymentWindow/time.Second))
+		}
+		sl.PaymentWindow = time.Duration(w) * time.Second
 	}
 	created, err := s.Sales.Create(r.Context(), sl)
 	if err != nil {
@@ -280,22 +293,53 @@ func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request) error {
 }
 
 type orderResponse struct {
-	OrderID     string       `json:"order_id"`
-	SaleID      string       `json:"sale_id"`
-	SKU         string       `json:"sku"`
-	UserID      int64        `json:"user_id"`
-	Quantity    int64        `json:"quantity"`
-	PriceCents  int64        `json:"price_cents"`
-	AmountCents int64        `json:"amount_cents"`
-	Status      order.Status `json:"status"`
-	CreatedAt   time.Time    `json:"created_at"`
+	OrderID         string        `json:"order_id"`
+	SaleID          string        `json:"sale_id"`
+	SKU             string        `json:"sku"`
+	UserID          int64         `json:"user_id"`
+	Quantity        int64         `json:"quantity"`
+	PriceCents      int64         `json:"price_cents"`
+	AmountCents     int64         `json:"amount_cents"`
+	Status          order.Status  `json:"status"`
+	CreatedAt       time.Time     `json:"created_at"`
+	UpdatedAt       time.Time     `json:"updated_at"`
+	PaymentDeadline *time.Time    `json:"payment_deadline,omitempty"`
+	PaidAt          *time.Time    `json:"paid_at,omitempty"`
+	CancelledAt     *time.Time    `json:"cancelled_at,omitempty"`
+	CancelReason    string        `json:"cancel_reason,omitempty"`
+	Shipment        *shipmentJSON `json:"shipment,omitempty"`
+	RefundedAt      *time.Time    `json:"refunded_at,omitempty"`
+}
+
+type shipmentJSON struct {
+	Carrier     string     `json:"carrier"`
+	Tracking    string     `json:"tracking"`
+	ShippedAt   time.Time  `json:"shipped_at"`
+	DeliveredAt *time.Time `json:"delivered_at,omitempty"`
+}
+
+func optTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC()
+	return &t
 }
 
 func orderJSON(o *order.Order) orderResponse {
-	return orderResponse{
+	out := orderResponse{
 		OrderID: o.ID, SaleID: o.SaleID, SKU: o.SKU, UserID: o.UserID, Quantity: o.Quantity,
 		PriceCents: o.PriceCents, AmountCents: o.AmountCents(), Status: o.Status, CreatedAt: o.CreatedAt.UTC(),
+		UpdatedAt: o.UpdatedAt.UTC(), PaymentDeadline: optTime(o.PaymentDeadline), PaidAt: optTime(o.PaidAt),
+		CancelledAt: optTime(o.CancelledAt), CancelReason: o.CancelReason, RefundedAt: optTime(o.RefundedAt),
 	}
+	if out.UpdatedAt.IsZero() {
+		out.UpdatedAt = out.CreatedAt
+	}
+	if !o.ShippedAt.IsZero() {
+		out.Shipment = &shipmentJSON{Carrier: o.Carrier, Tracking: o.Tracking, ShippedAt: o.ShippedAt.UTC(), DeliveredAt: optTime(o.DeliveredAt)}
+	}
+	return out
 }
 
 func (s *Server) getOrder(w http.ResponseWriter, r *http.Request, id Identity) error {

@@ -20,6 +20,7 @@ import (
 	"github.com/spikehq/spike"
 	"github.com/spikehq/spike/internal/domain/catalog"
 	"github.com/spikehq/spike/internal/domain/order"
+	"github.com/spikehq/spike/internal/domain/payment"
 	"github.com/spikehq/spike/internal/domain/sale"
 	"github.com/spikehq/spike/internal/ledger"
 )
@@ -35,9 +36,18 @@ type Probe struct {
 
 // Config is what a Server serves.
 type Config struct {
-	Catalog  *catalog.Service
-	Sales    *sale.Service
-	Orders   *order.Service
+	Catalog *catalog.Service
+	Sales   *sale.Service
+	Orders  *order.Service
+	// Lifecycle moves orders after the 202 (pay, cancel, ship, deliver,
+	// refund); nil: those routes are not served.
+	Lifecycle *order.Lifecycle
+	// Payments starts payments and takes providers' webhooks; nil: the
+	// payment routes are not served.
+	Payments *payment.Service
+	// Checkout maps URL patterns to providers' pages served by Spike (the
+	// sandbox gateway's checkout page).
+	Checkout map[string]http.Handler
 	Auditor  *ledger.Auditor
 	Auth     *Authenticator
 	Probes   []Probe
@@ -110,6 +120,7 @@ func (s *Server) routes() {
 	s.handle("GET /readyz", "readyz", s.readyz)
 	s.handle("GET /v1/admin/switches", "get_switches", s.admin(s.getSwitches))
 	s.handle("PUT /v1/admin/switches/{name}", "put_switch", s.admin(s.putSwitch))
+	s.lifecycleRoutes()
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
 	// Anything else gets the API's error shape, not the mux's plain text.
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -61,7 +61,7 @@ const (
 
 // BreakerDependencies are the dependencies whose breakers have a switch:
 // the names of the dependency label of spike_breaker_state.
-var BreakerDependencies = []string{"order_stream", "redis_stock", "order_writes", "order_reads", "sale_db", "sale_counters", "catalog_db", "notifications"}
+var BreakerDependencies = []string{"order_stream", "redis_stock", "order_writes", "order_reads", "sale_db", "sale_counters", "catalog_db", "notifications", "payments"}
 
 // BreakerSwitch returns the name of the switch of dependency's breaker.
 func BreakerSwitch(dependency string) string { return "breaker." + dependency }

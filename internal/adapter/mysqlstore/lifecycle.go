@@ -267,13 +267,13 @@ func (s *Store) StockToReturn(ctx context.Context, limit int) ([]order.Order, er
 }
 
 // MarkStockReturned implements order.LifecycleStore.
-func (s *Store) MarkStockReturned(ctx context.Context, id string) error {
+func (s *Store) MarkStockReturned(ctx context.Context, id, to string) error {
 	n, err := s.locate(ctx, "orders", "order_id", id, order.ErrOrderNotFound)
 	if errors.Is(err, order.ErrOrderNotFound) {
 		return err
 	}
 	if err == nil {
-		_, err = n.primary.ExecContext(ctx, `UPDATE orders SET stock_returned = TRUE WHERE order_id = ?`, id)
+		_, err = n.primary.ExecContext(ctx, `UPDATE orders SET stock_returned_to = CASE WHEN stock_returned THEN stock_returned_to ELSE ? END, stock_returned = TRUE WHERE order_id = ?`, to, id)
 	}
 	if err != nil {
 		return fmt.Errorf("mark stock returned %s: %w", id, err)

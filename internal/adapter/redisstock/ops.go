@@ -92,6 +92,8 @@ func (c *Counters) Return(ctx context.Context, r inventory.Return) (bool, error)
 		return true, nil
 	case "D":
 		return false, nil
+	case "N":
+		return false, inventory.ErrSaleEnded
 	case "X":
 		return false, inventory.ErrNotHeld
 	case "F":
@@ -422,4 +424,21 @@ func (c *Counters) handle(msg string) {
 	}
 	c.adopt(s, epoch) // published only by scripts that ran on healthy counters of that epoch
 	s.observe(epoch, sv)
+}
+
+// End implements inventory.Stock: the sale's window ends at at (unless it
+// ends earlier already), for every instance at once.
+func (c *Counters) End(ctx context.Context, saleID string, at time.Time) error {
+	s, err := c.lookup(ctx, saleID)
+	if err != nil {
+		return err
+	}
+	reply, err := c.exec(ctx, endScript, s.k.four, ms(at)).AsStrSlice()
+	if err != nil {
+		return fmt.Errorf("end %s: %w", saleID, fail(err))
+	}
+	if reply[0] == "F" {
+		return c.fence(s)
+	}
+	return nil
 }

@@ -109,9 +109,16 @@ return {'OK', tostring(stock), sv}
 // returned set (which lives as long as the meta hash) and restocks.
 // KEYS: meta stock users keys returned
 // ARGV: field orderid qty user channel saleid
-// Reply: F <epoch> | D (returned before) | X (no such hold) | OK <epoch> <remaining> <sv>
+// Reply: F <epoch> | D (returned before) | N (the sale has ended) | X (no such hold) | OK <epoch> <remaining> <sv>
 var returnScript = rueidis.NewLuaScript(health + `
 if redis.call('SISMEMBER', KEYS[5], ARGV[2]) == 1 then return {'D'} end
+-- After the sale's end its remaining units are frozen (settled to the
+-- product): a return goes to the product instead. Same clock as reserve.
+local ends = tonumber(redis.call('HGET', KEYS[1], 'ends') or '0')
+if ends > 0 then
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) >= ends then return {'N'} end
+end
 local h = redis.call('HGET', KEYS[4], ARGV[1])
 if not h or string.sub(h, 1, #ARGV[2] + 1) ~= ARGV[2] .. '|' then return {'X'} end
 local qty = tonumber(string.match(h, '^[^|]*|(%d+)|'))
@@ -212,4 +219,20 @@ for _, i in ipairs({1, 2, 3, 4, 8}) do
 end
 redis.call('PUBLISH', ARGV[12], ARGV[13] .. ' ' .. ARGV[2] .. ' ' .. ARGV[11])
 return 1
+`)
+
+// endScript moves a sale's end to ARGV[1] (Unix ms) unless it already ends
+// by then. Every instance's reservations read the window from the meta
+// hash, so the end holds everywhere at once.
+// KEYS: meta stock users keys
+// ARGV: ends
+// Reply: F <epoch> | OK <ends>
+var endScript = rueidis.NewLuaScript(health + `
+local ends = tonumber(redis.call('HGET', KEYS[1], 'ends') or '0')
+local at = tonumber(ARGV[1])
+if ends == 0 or at < ends then
+  redis.call('HSET', KEYS[1], 'ends', ARGV[1])
+  ends = at
+end
+return {'OK', tostring(ends)}
 `)

@@ -163,8 +163,8 @@ func (s *Store) StockToReturn(ctx context.Context, limit int) ([]order.Order, er
 }
 
 // MarkStockReturned implements order.LifecycleStore.
-func (s *Store) MarkStockReturned(ctx context.Context, id string) error {
-	res, err := s.w.ExecContext(ctx, `UPDATE orders SET stock_returned = 1 WHERE order_id = ?`, id)
+func (s *Store) MarkStockReturned(ctx context.Context, id, to string) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE orders SET stock_returned_to = CASE WHEN stock_returned = 1 THEN stock_returned_to ELSE ? END, stock_returned = 1 WHERE order_id = ?`, to, id)
 	if err != nil {
 		return fmt.Errorf("mark stock returned %s: %w", id, err)
 	}

@@ -5,6 +5,7 @@ package catalog
 
 import (
 	"context"
+	"time"
 	"unicode/utf8"
 
 	"github.com/spikehq/spike"
@@ -103,3 +104,68 @@ func (s *Service) Update(ctx context.Context, sku string, u ProductUpdate) (Prod
 	}
 	return s.store.UpdateProduct(ctx, sku, u)
 }
+
+// StockMove is one recorded change of a product's stock: a restock or a
+// write-off by an admin, units coming back from an order or a sale that
+// ended, or units leaving for a sale. Moves are applied once per (SKU, Key).
+type StockMove struct {
+	SKU    string    `json:"sku"`
+	Key    string    `json:"key"`   // idempotency key: "restock:<admin's key>", "order:<id>", "sale-end:<id>", ...
+	Delta  int64     `json:"delta"` // units added (< 0: removed)
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+// Where stock moves come from, as the prefix of their Key.
+const (
+	MoveCreate  = "create:"   // the product's initial stock
+	MoveAdmin   = "admin:"    // a restock or write-off by an admin
+	MoveSale    = "sale:"     // units allocated to a sale (negative)
+	MoveSaleEnd = "sale-end:" // an ended sale's unsold units
+	MoveOrder   = "order:"    // a cancelled or refunded order's units after its sale ended
+)
+
+// ErrInsufficientStock is a write-off larger than the product's stock.
+var ErrInsufficientStock = &spike.Error{Kind: spike.ErrInsufficient, Message: "the product has less stock than the write-off takes"}
+
+// StockLedger is the part of a Store that records stock moves.
+type StockLedger interface {
+	// AdjustStock applies m to its product's stock and records it, in one
+	// transaction, unless a move with the same (SKU, Key) was recorded
+	// before: then it changes nothing and returns the product with
+	// applied=false. A move that would take the stock below zero is
+	// ErrInsufficientStock; an unknown SKU, ErrProductNotFound.
+	AdjustStock(ctx context.Context, m StockMove) (p Product, applied bool, err error)
+	// StockMoves returns every recorded move of the product, oldest first.
+	StockMoves(ctx context.Context, sku string) ([]StockMove, error)
+}
+
+// maxReason bounds a stock move's reason.
+const maxReason = 500
+
+// AdjustStock restocks (delta > 0) or writes off (delta < 0) an admin's
+// units, once per idempotency key: a repeat returns the product as it is.
+func (s *Service) AdjustStock(ctx context.Context, sku, key string, delta int64, reason string) (Product, error) {
+	if !spike.ValidID(sku) {
+		return Product{}, ErrProductNotFound
+	}
+	switch {
+	case !spike.ValidIdempotencyKey(key):
+		return Product{}, spike.Errorf(spike.ErrInvalid, "Idempotency-Key must be 1-128 printable ASCII characters")
+	case delta == 0:
+		return Product{}, spike.Errorf(spike.ErrInvalid, "delta must not be 0")
+	case delta > maxDelta || delta < -maxDelta:
+		return Product{}, spike.Errorf(spike.ErrInvalid, "delta must be between %d and %d", -maxDelta, maxDelta)
+	case utf8.RuneCountInString(reason) > maxReason || !utf8.ValidString(reason):
+		return Product{}, spike.Errorf(spike.ErrInvalid, "reason must be at most %d characters", maxReason)
+	}
+	l, ok := s.store.(StockLedger)
+	if !ok {
+		return Product{}, spike.Errorf(spike.ErrUnavailable, "this store does not record stock moves")
+	}
+	p, _, err := l.AdjustStock(ctx, StockMove{SKU: sku, Key: MoveAdmin + key, Delta: delta, Reason: reason, At: time.Now().UTC()})
+	return p, err
+}
+
+// maxDelta bounds one restock or write-off.
+const maxDelta = 1_000_000_000

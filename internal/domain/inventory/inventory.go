@@ -30,6 +30,11 @@ type Stock interface {
 	// remaining. Opening a sale that is already open changes nothing. It is
 	// for new sales, never to recover one: recovery is Restore's job.
 	Open(ctx context.Context, s sale.Sale) error
+	// End moves the end of an open sale's window to at (unless it ends
+	// earlier already): no reservation is taken from then on, on any
+	// instance, and its remaining units no longer change (Return fails
+	// with ErrSaleEnded).
+	End(ctx context.Context, saleID string, at time.Time) error
 	// Reserve takes r.Quantity units of the sale for the buyer in one
 	// atomic step: window, per-user limit, stock and idempotency key. A key
 	// that already holds a reservation returns it with replay set and
@@ -148,8 +153,12 @@ var (
 	// ErrNotOpen: Return found no open counters for the sale; its units go
 	// back to the product.
 	ErrNotOpen = &spike.Error{Kind: spike.ErrNotFound, Message: "the sale's stock counters are not open"}
+	// ErrSaleEnded: Return came after the sale's end, when its remaining
+	// units no longer change (they are settled to the product); the
+	// order's units go back to the product instead.
+	ErrSaleEnded = &spike.Error{Kind: spike.ErrSaleNotActive, Message: "the sale has ended: its units go back to the product"}
 	// ErrNotHeld: Return named an order whose key does not hold it (never
-	// reserved, released, or another quantity).
+	// placed through these counters, or another quantity).
 	ErrNotHeld = &spike.Error{Kind: spike.ErrConflict, Message: "the sale's stock counters hold no such order"}
 )
 
@@ -201,6 +210,20 @@ func (c *Counters) Open(ctx context.Context, s sale.Sale) error {
 		return nil
 	}
 	return c.Restore(ctx, s, nil)
+}
+
+// End implements Stock.
+func (c *Counters) End(_ context.Context, saleID string, at time.Time) error {
+	st := c.sale(saleID)
+	if st == nil {
+		return ErrNotOpen
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.s.EndsAt.IsZero() || at.Before(st.s.EndsAt) {
+		st.s.EndsAt = at
+	}
+	return nil
 }
 
 // Restore implements Stock.
@@ -408,6 +431,9 @@ func (c *Counters) Return(_ context.Context, r Return) (bool, error) {
 	defer st.mu.Unlock()
 	if _, done := st.returned[r.OrderID]; done {
 		return false, nil
+	}
+	if !st.s.EndsAt.IsZero() && !c.now().Before(st.s.EndsAt) {
+		return false, ErrSaleEnded
 	}
 	h := st.keys[holdKey{r.UserID, r.Key}]
 	if h == nil || h.orderID != r.OrderID || h.quantity != r.Quantity {

@@ -121,8 +121,10 @@ type LifecycleStore interface {
 	// StockToReturn lists up to limit orders that are cancelled, or refunded from paid, whose
 	// StockReturned is false (the outbox of stock returns), oldest first.
 	StockToReturn(ctx context.Context, limit int) ([]Order, error)
-	// MarkStockReturned sets StockReturned (idempotent).
-	MarkStockReturned(ctx context.Context, id string) error
+	// MarkStockReturned sets StockReturned and records where the units
+	// went (StockReturnedTo: "sale" or "product"); the first mark wins, a
+	// repeat changes nothing.
+	MarkStockReturned(ctx context.Context, id, to string) error
 	// History returns the order's applied transitions, oldest first.
 	History(ctx context.Context, id string) ([]HistoryEntry, error)
 }

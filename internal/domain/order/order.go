@@ -58,6 +58,9 @@ type Order struct {
 	// StockReturned: the units of a cancelled (or refunded before
 	// shipping) order are back on sale (the outbox flag of stock returns).
 	StockReturned bool
+	// StockReturnedTo is where they went: "sale" (while it ran) or
+	// "product" (after it ended); empty until StockReturned.
+	StockReturnedTo string
 }
 
 // AmountCents is the price of the whole order.

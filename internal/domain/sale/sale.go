@@ -34,7 +34,31 @@ type Sale struct {
 	PerUserLimit int64
 	StartsAt     time.Time
 	EndsAt       time.Time
+	// PaymentWindow is how long an order has to be paid before it is
+	// cancelled and its units come back; zero means no deadline.
+	PaymentWindow time.Duration
+	// SettledAt is when the sale's unsold units went back to the product
+	// (once, after it ended); zero while they have not.
+	SettledAt time.Time
 }
+
+// DefaultPaymentWindow is a new sale's payment window when none is given.
+const DefaultPaymentWindow = 15 * time.Minute
+
+// MaxPaymentWindow bounds a sale's payment window.
+const MaxPaymentWindow = 30 * 24 * time.Hour
+
+// PaymentDeadline returns when an order placed at placedAt must be paid
+// by; zero when the sale sets no payment window.
+func (s *Sale) PaymentDeadline(placedAt time.Time) time.Time {
+	if s.PaymentWindow <= 0 {
+		return time.Time{}
+	}
+	return placedAt.Add(s.PaymentWindow)
+}
+
+// EndedAt reports whether the sale's window is over at t.
+func (s *Sale) EndedAt(t time.Time) bool { return !s.EndsAt.IsZero() && !t.Before(s.EndsAt) }
 
 // ActiveAt reports whether t is inside the sale's window.
 func (s *Sale) ActiveAt(t time.Time) bool {
@@ -71,6 +95,10 @@ func (s *Sale) Validate() error {
 		return spike.Errorf(spike.ErrInvalid, "per_user_limit must be <= 1000000")
 	case !s.EndsAt.IsZero() && !s.EndsAt.After(s.StartsAt):
 		return spike.Errorf(spike.ErrInvalid, "ends_at must be after starts_at")
+	case s.PaymentWindow < 0 || s.PaymentWindow > MaxPaymentWindow:
+		return spike.Errorf(spike.ErrInvalid, "payment_window must be between 0 and %d seconds", int64(MaxPaymentWindow/time.Second))
+	case s.PaymentWindow%time.Second != 0:
+		return spike.Errorf(spike.ErrInvalid, "payment_window must be whole seconds")
 	}
 	return nil
 }
@@ -95,6 +123,18 @@ type Store interface {
 	Sales(ctx context.Context) ([]Sale, error)
 }
 
+// Ender ends sales early and settles ended ones. Its two steps are each
+// applied once, whoever asks how many times.
+type Ender interface {
+	// EndSale sets the sale's EndsAt to at unless it already ends by then,
+	// and returns the sale as stored.
+	EndSale(ctx context.Context, id string, at time.Time) (Sale, error)
+	// SettleSale gives unsold units of an ended sale back to its product
+	// and sets SettledAt, in one transaction; applied is false (and
+	// nothing changes) when the sale was settled already.
+	SettleSale(ctx context.Context, id string, unsold int64, at time.Time) (s Sale, applied bool, err error)
+}
+
 // Counters is the part of the stock counters a sale needs: opening a new
 // sale's counters and reading how many units remain.
 type Counters interface {
@@ -103,6 +143,8 @@ type Counters interface {
 	// Remaining returns a sale's units left; ok is false while its
 	// counters are unknown or being rebuilt.
 	Remaining(ctx context.Context, saleID string) (remaining int64, ok bool, err error)
+	// End moves the end of an open sale's window to at, on every instance.
+	End(ctx context.Context, saleID string, at time.Time) error
 }
 
 // View is a sale as clients see it.
@@ -142,6 +184,9 @@ func (s *Service) Create(ctx context.Context, sl Sale) (Sale, error) {
 	if err := sl.Validate(); err != nil {
 		return Sale{}, err
 	}
+	if !sl.EndsAt.IsZero() && !sl.EndsAt.After(s.now()) {
+		return Sale{}, spike.Errorf(spike.ErrInvalid, "ends_at must be in the future")
+	}
 	if err := s.store.CreateSale(ctx, sl); err != nil {
 		return Sale{}, err
 	}
@@ -170,4 +215,26 @@ func (s *Service) View(ctx context.Context, id string) (View, error) {
 		return View{}, spike.Errorf(spike.ErrUnavailable, "the sale's stock counters are being rebuilt")
 	}
 	return View{Sale: sl, Remaining: remaining, Sold: sl.Stock - remaining, State: sl.StateAt(s.now(), remaining)}, nil
+}
+
+// End ends a running or scheduled sale now: no placement is accepted from
+// this moment on any instance, and its unsold units go back to the product
+// once it is settled (see ledger.Returns). Ending an ended sale changes
+// nothing.
+func (s *Service) End(ctx context.Context, id string) (View, error) {
+	if !spike.ValidID(id) {
+		return View{}, ErrSaleNotFound
+	}
+	e, ok := s.store.(Ender)
+	if !ok {
+		return View{}, spike.Errorf(spike.ErrUnavailable, "this store cannot end sales")
+	}
+	sl, err := e.EndSale(ctx, id, s.now().UTC().Truncate(time.Millisecond))
+	if err != nil {
+		return View{}, err
+	}
+	if err := s.counters.End(ctx, sl.ID, sl.EndsAt); err != nil {
+		return View{}, fmt.Errorf("end the stock counters of sale %s: %w", sl.ID, err)
+	}
+	return s.View(ctx, id)
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/spikehq/spike/internal/domain/sale"
 )
 
-var t0 = time.Date(2026, 11, 29, 20, 0, 0, 0, time.UTC)
+var t0 = time.Date(2036, 11, 29, 20, 0, 0, 0, time.UTC)
 
 func validSale() sale.Sale {
 	return sale.Sale{ID: "bf-2026", SKU: "sku-1", Stock: 100, PriceCents: 999, PerUserLimit: 2, StartsAt: t0, EndsAt: t0.Add(time.Hour)}
@@ -166,6 +166,8 @@ func (c *memCounters) Open(_ context.Context, s sale.Sale) error {
 	return nil
 }
 
+func (c *memCounters) End(context.Context, string, time.Time) error { return nil }
+
 func (c *memCounters) Remaining(_ context.Context, id string) (int64, bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -248,6 +250,18 @@ func TestServiceCreate(t *testing.T) {
 		{
 			name:         "ends within the same millisecond as it starts",
 			in:           sale.Sale{ID: "s1", SKU: "sku-1", Stock: 1, StartsAt: t0.Add(100 * time.Microsecond), EndsAt: t0.Add(900 * time.Microsecond)},
+			wantErr:      spike.ErrInvalid,
+			wantProducts: map[string]int64{"sku-1": 100, "sku-2": 5},
+		},
+		{
+			name:         "ends in the past",
+			in:           sale.Sale{ID: "s1", SKU: "sku-1", Stock: 1, StartsAt: time.Now().Add(-time.Hour), EndsAt: time.Now().Add(-time.Minute)},
+			wantErr:      spike.ErrInvalid,
+			wantProducts: map[string]int64{"sku-1": 100, "sku-2": 5},
+		},
+		{
+			name:         "payment window below zero",
+			in:           sale.Sale{ID: "s1", SKU: "sku-1", Stock: 1, StartsAt: t0, PaymentWindow: -time.Second},
 			wantErr:      spike.ErrInvalid,
 			wantProducts: map[string]int64{"sku-1": 100, "sku-2": 5},
 		},

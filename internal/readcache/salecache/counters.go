@@ -185,6 +185,16 @@ func (c *Counters) Open(ctx context.Context, s sale.Sale) error {
 	return err
 }
 
+// End implements sale.Counters: it ends the sale's window and drops any
+// value cached for it.
+func (c *Counters) End(ctx context.Context, saleID string, at time.Time) error {
+	err := c.next.End(ctx, saleID, at)
+	c.gen.Add(1)
+	c.group.Forget(saleID)
+	c.cache.Invalidate(saleID)
+	return err
+}
+
 // Stats returns the current counters.
 func (c *Counters) Stats() Stats {
 	return c.stats.snapshot(c.cache.EstimatedSize(), c.guard)

@@ -134,6 +134,8 @@ func (f *fakeCounters) set(err error, gate chan struct{}, unknown bool) {
 	f.err, f.gate, f.unknown = err, gate, unknown
 }
 
+func (f *fakeCounters) End(context.Context, string, time.Time) error { return nil }
+
 func (f *fakeCounters) Open(_ context.Context, s sale.Sale) error {
 	f.setRemaining(s.ID, s.Stock)
 	return nil

@@ -474,7 +474,7 @@ func testStockToReturn(t *testing.T, s Stores) {
 		t.Errorf("StockToReturn(2) = %v, want the 2 oldest", ids(got))
 	}
 	for range 2 { // idempotent
-		if err := l.MarkStockReturned(ctx, "refund-paid"); err != nil {
+		if err := l.MarkStockReturned(ctx, "refund-paid", "sale"); err != nil {
 			t.Fatalf("MarkStockReturned() = %v", err)
 		}
 	}
@@ -488,7 +488,7 @@ func testStockToReturn(t *testing.T, s Stores) {
 	if diff := cmp.Diff([]string{"cancel-early", "expired", "cancel-late"}, ids(got)); diff != "" {
 		t.Errorf("StockToReturn() after a mark (-want +got):\n%s", diff)
 	}
-	if err := l.MarkStockReturned(ctx, "missing"); !errors.Is(err, order.ErrOrderNotFound) {
+	if err := l.MarkStockReturned(ctx, "missing", "sale"); !errors.Is(err, order.ErrOrderNotFound) {
 		t.Errorf("MarkStockReturned(missing) = %v, want ErrOrderNotFound", err)
 	}
 }

@@ -15,6 +15,7 @@ ALTER TABLE orders ADD COLUMN shipped_at INTEGER;
 ALTER TABLE orders ADD COLUMN delivered_at INTEGER;
 ALTER TABLE orders ADD COLUMN refunded_at INTEGER;
 ALTER TABLE orders ADD COLUMN stock_returned INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE orders ADD COLUMN stock_returned_to TEXT NOT NULL DEFAULT ''; -- 'sale' or 'product'
 
 -- The deadline sweep reads a range of it: status = 'created' AND
 -- payment_deadline <= now, oldest first; open deadlines are never read.

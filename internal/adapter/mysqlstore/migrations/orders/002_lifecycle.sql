@@ -18,7 +18,8 @@ ALTER TABLE orders
     ADD COLUMN shipped_at       BIGINT NULL,
     ADD COLUMN delivered_at     BIGINT NULL,
     ADD COLUMN refunded_at      BIGINT NULL,
-    ADD COLUMN stock_returned   BOOLEAN NOT NULL DEFAULT FALSE;
+    ADD COLUMN stock_returned   BOOLEAN NOT NULL DEFAULT FALSE,
+    ADD COLUMN stock_returned_to VARBINARY(16) NOT NULL DEFAULT '';
 
 -- The deadline sweep reads a range of it: status = 'created' AND
 -- payment_deadline <= now, oldest first, FOR UPDATE SKIP LOCKED.

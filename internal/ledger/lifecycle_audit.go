@@ -1,0 +1,208 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spikehq/spike/internal/domain/catalog"
+	"github.com/spikehq/spike/internal/domain/order"
+	"github.com/spikehq/spike/internal/domain/payment"
+	"github.com/spikehq/spike/internal/domain/sale"
+)
+
+// Products lists products and their stock moves.
+type Products interface {
+	Products(ctx context.Context) ([]catalog.Product, error)
+	StockMoves(ctx context.Context, sku string) ([]catalog.StockMove, error)
+}
+
+// PaymentLister lists every payment record.
+type PaymentLister interface {
+	Payments(ctx context.Context, after string, limit int) ([]payment.Payment, error)
+}
+
+// LifecycleAudit is what the audit of life after the 202 reads: I6
+// (deadlines kept, stock back exactly once), I7 (money matches orders) and
+// product-level conservation.
+type LifecycleAudit struct {
+	Products Products
+	Payments PaymentLister // nil: I7 is not checked
+	// Grace is how late a deadline or a stock return may be before it is
+	// a failure; zero means 5 s (I6).
+	Grace time.Duration
+	Now   func() time.Time
+}
+
+// heldByOrder is the number of units of o that are neither in its sale's
+// counters nor in its product's stock: with the buyer, or on their way
+// back (cancelled, not yet returned).
+func heldByOrder(o order.Order) int64 {
+	switch {
+	case o.Status.Live():
+		return o.Quantity
+	case o.Status == order.Refunded && !o.ShippedAt.IsZero():
+		return o.Quantity // shipped units stay with the buyer
+	case o.StockReturnedTo == "":
+		return o.Quantity // not yet back
+	}
+	return 0
+}
+
+// inSaleCounters reports the units of o the sale's counters count as held:
+// all of them, unless they were given back to the sale.
+func inSaleCounters(o order.Order) int64 {
+	if o.StockReturnedTo == ReturnedToSale {
+		return 0
+	}
+	return o.Quantity
+}
+
+func (l *LifecycleAudit) checks(ctx context.Context, r *Record, remaining map[string]int64) ([]Check, error) {
+	now := time.Now()
+	if l.Now != nil {
+		now = l.Now()
+	}
+	grace := l.Grace
+	if grace <= 0 {
+		grace = 5 * time.Second
+	}
+	var late, unreturned []string
+	bySKU := make(map[string][]order.Order)
+	for _, os := range r.Orders {
+		for _, o := range os {
+			bySKU[o.SKU] = append(bySKU[o.SKU], o)
+			if o.Status == order.Created && !o.PaymentDeadline.IsZero() && now.Sub(o.PaymentDeadline) > grace {
+				late = append(late, fmt.Sprintf("%s unpaid %s past its deadline", o.ID, now.Sub(o.PaymentDeadline).Round(time.Millisecond)))
+			}
+			if order.ReturnsStock(returnedFrom(o), o.Status) && o.StockReturnedTo == "" && now.Sub(o.UpdatedAt) > grace {
+				unreturned = append(unreturned, fmt.Sprintf("%s %s %s ago, units not back", o.ID, o.Status, now.Sub(o.UpdatedAt).Round(time.Millisecond)))
+			}
+		}
+	}
+	checks := []Check{result("I6 deadlines kept", append(late, unreturned...),
+		"no order unpaid past its deadline; every cancelled order's units are back (counted once: see I4 and product conservation)")}
+
+	// Product-level conservation.
+	products, err := l.Products.Products(ctx)
+	if err != nil {
+		return nil, err
+	}
+	salesBySKU := make(map[string][]sale.Sale)
+	for _, s := range r.Sales {
+		salesBySKU[s.SKU] = append(salesBySKU[s.SKU], s)
+	}
+	var leaks []string
+	unknown := 0
+	for _, p := range products {
+		moves, err := l.Products.StockMoves(ctx, p.SKU)
+		if err != nil {
+			return nil, err
+		}
+		var ledgerStock, added int64
+		for _, m := range moves {
+			ledgerStock += m.Delta
+			if strings.HasPrefix(m.Key, catalog.MoveCreate) || strings.HasPrefix(m.Key, catalog.MoveAdmin) || m.Key == "baseline" {
+				added += m.Delta
+			}
+		}
+		if ledgerStock != p.Stock {
+			leaks = append(leaks, fmt.Sprintf("%s: stock %d but its recorded moves sum to %d", p.SKU, p.Stock, ledgerStock))
+			continue
+		}
+		in := p.Stock
+		skip := false
+		for _, s := range salesBySKU[p.SKU] {
+			if !s.SettledAt.IsZero() {
+				continue // its unsold units are in the product's stock
+			}
+			rem, ok := remaining[s.ID]
+			if !ok {
+				skip = true
+				break
+			}
+			in += rem
+		}
+		if skip {
+			unknown++
+			continue
+		}
+		for _, o := range bySKU[p.SKU] {
+			in += heldByOrder(o)
+		}
+		if in != added {
+			leaks = append(leaks, fmt.Sprintf("%s: %d units added, %d found (stock %d + sales' remaining + orders)", p.SKU, added, in, p.Stock))
+		}
+	}
+	checks = append(checks, result("product conservation", leaks,
+		fmt.Sprintf("%d products: every unit added is in the product's stock, a sale's remaining or an order (%d skipped: counters not loaded)", len(products), unknown)))
+
+	if l.Payments == nil {
+		return checks, nil
+	}
+	var money []string
+	orders := make(map[string]order.Order)
+	for _, os := range r.Orders {
+		for _, o := range os {
+			orders[o.ID] = o
+		}
+	}
+	captured := make(map[string]int) // order id → succeeded payments not refunded
+	paidBy := make(map[string]bool)
+	after := ""
+	for {
+		ps, err := l.Payments.Payments(ctx, after, 1000)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range ps {
+			after = p.ID
+			if p.Status != payment.Succeeded {
+				continue
+			}
+			paidBy[p.OrderID] = true
+			refunded := !p.RefundedAt.IsZero()
+			if p.RefundedCents > p.AmountCents {
+				money = append(money, fmt.Sprintf("payment %s refunded %d of %d cents", p.ID, p.RefundedCents, p.AmountCents))
+			}
+			if refunded {
+				continue
+			}
+			captured[p.OrderID]++
+			o, ok := orders[p.OrderID]
+			if !ok || !(o.Status == order.Paid || o.Status == order.Shipped || o.Status == order.Delivered) {
+				money = append(money, fmt.Sprintf("payment %s succeeded for order %s (%s) and is not refunded", p.ID, p.OrderID, o.Status))
+			}
+		}
+		if len(ps) < 1000 {
+			break
+		}
+	}
+	for id, n := range captured {
+		if n > 1 {
+			money = append(money, fmt.Sprintf("order %s captured %d times", id, n))
+		}
+	}
+	for _, o := range orders {
+		if (o.Status == order.Paid || o.Status == order.Shipped || o.Status == order.Delivered || o.Status == order.Refunded) && !paidBy[o.ID] {
+			money = append(money, fmt.Sprintf("order %s is %s without a succeeded payment", o.ID, o.Status))
+		}
+	}
+	checks = append(checks, result("I7 money matches orders", money,
+		"every succeeded payment is for a paid, shipped or delivered order or refunded; no paid order without one; none captured twice"))
+	return checks, nil
+}
+
+// returnedFrom is the status an order left when it reached its current
+// one, as far as the stock is concerned: a refunded order that never
+// shipped was refunded from paid.
+func returnedFrom(o order.Order) order.Status {
+	if o.Status == order.Refunded {
+		if o.ShippedAt.IsZero() {
+			return order.Paid
+		}
+		return order.Shipped
+	}
+	return order.Created
+}
