@@ -11,20 +11,37 @@ import (
 	"github.com/spikehq/spike/internal/domain/sale"
 )
 
-// CreateProduct implements catalog.Store.
+// CreateProduct implements catalog.Store: the product and the move of its
+// initial stock (catalog.MoveCreate, even of 0 units) in one transaction.
 func (s *Store) CreateProduct(ctx context.Context, p catalog.Product) error {
-	_, err := s.main.primary.ExecContext(ctx, `INSERT INTO products (sku, name, price_cents, stock) VALUES (?, ?, ?, ?)`,
-		p.SKU, p.Name, p.PriceCents, p.Stock)
-	if isMySQLError(err, errDupEntry) {
-		return catalog.ErrProductExists
-	}
-	if err != nil {
-		return fmt.Errorf("create product %s: %w", p.SKU, err)
-	}
-	return nil
+	return retryDeadlock(ctx, func() error {
+		tx, err := s.main.primary.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("create product %s: %w", p.SKU, err)
+		}
+		defer tx.Rollback()
+		_, err = tx.ExecContext(ctx, `INSERT INTO products (sku, name, price_cents, stock) VALUES (?, ?, ?, ?)`,
+			p.SKU, p.Name, p.PriceCents, p.Stock)
+		if isMySQLError(err, errDupEntry) {
+			return catalog.ErrProductExists
+		}
+		if err != nil {
+			return fmt.Errorf("create product %s: %w", p.SKU, err)
+		}
+		if err := insertMove(ctx, tx, catalog.StockMove{SKU: p.SKU, Key: catalog.MoveCreate + p.SKU, Delta: p.Stock, Reason: "initial stock"}); err != nil {
+			return fmt.Errorf("create product %s: %w", p.SKU, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("create product %s: %w", p.SKU, err)
+		}
+		return nil
+	})
 }
 
-const productQuery = `SELECT sku, name, price_cents, stock FROM products WHERE sku = ?`
+const (
+	productColumns = `sku, name, price_cents, stock`
+	productQuery   = `SELECT ` + productColumns + ` FROM products WHERE sku = ?`
+)
 
 // Product implements catalog.Store. It reads from a replica if there is
 // one (the stock and price may lag by the replication delay), and from the
@@ -80,8 +97,9 @@ func (s *Store) UpdateProduct(ctx context.Context, sku string, u catalog.Product
 }
 
 // CreateSale implements sale.Store: in one transaction it locks the
-// product row (SELECT ... FOR UPDATE), checks its stock, inserts the sale
-// and takes the units with a conditional UPDATE.
+// product row (SELECT ... FOR UPDATE), checks its stock, inserts the sale,
+// takes the units with a conditional UPDATE and records their move
+// (catalog.MoveSale).
 func (s *Store) CreateSale(ctx context.Context, sl sale.Sale) error {
 	return retryDeadlock(ctx, func() error { return s.createSale(ctx, sl) })
 }
@@ -105,8 +123,9 @@ func (s *Store) createSale(ctx context.Context, sl sale.Sale) error {
 	if !sl.EndsAt.IsZero() {
 		ends = sl.EndsAt.UnixMilli()
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO sales (id, sku, stock, price_cents, per_user_limit, starts_at, ends_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		sl.ID, sl.SKU, sl.Stock, sl.PriceCents, sl.PerUserLimit, sl.StartsAt.UnixMilli(), ends)
+	_, err = tx.ExecContext(ctx, `INSERT INTO sales (id, sku, stock, price_cents, per_user_limit, starts_at, ends_at, payment_window)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		sl.ID, sl.SKU, sl.Stock, sl.PriceCents, sl.PerUserLimit, sl.StartsAt.UnixMilli(), ends, int64(sl.PaymentWindow/time.Second))
 	if isMySQLError(err, errDupEntry) {
 		return sale.ErrSaleExists
 	}
@@ -123,33 +142,41 @@ func (s *Store) createSale(ctx context.Context, sl sale.Sale) error {
 		// Cannot happen while the row is locked; never oversell if it does.
 		return sale.ErrInsufficientStock
 	}
+	if err := insertMove(ctx, tx, catalog.StockMove{SKU: sl.SKU, Key: catalog.MoveSale + sl.ID, Delta: -sl.Stock, Reason: "sale " + sl.ID}); err != nil {
+		return fmt.Errorf("create sale %s: %w", sl.ID, err)
+	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("create sale %s: %w", sl.ID, err)
 	}
 	return nil
 }
 
-const saleColumns = `id, sku, stock, price_cents, per_user_limit, starts_at, ends_at`
+const saleColumns = `id, sku, stock, price_cents, per_user_limit, starts_at, ends_at, payment_window, settled_at`
 
 func scanSale(row scanner) (sale.Sale, error) {
 	var (
-		sl     sale.Sale
-		starts int64
-		ends   sql.NullInt64
+		sl      sale.Sale
+		starts  int64
+		ends    sql.NullInt64
+		window  int64
+		settled sql.NullInt64
 	)
-	if err := row.Scan(&sl.ID, &sl.SKU, &sl.Stock, &sl.PriceCents, &sl.PerUserLimit, &starts, &ends); err != nil {
+	if err := row.Scan(&sl.ID, &sl.SKU, &sl.Stock, &sl.PriceCents, &sl.PerUserLimit, &starts, &ends, &window, &settled); err != nil {
 		return sale.Sale{}, err
 	}
 	sl.StartsAt = time.UnixMilli(starts).UTC()
 	if ends.Valid {
 		sl.EndsAt = time.UnixMilli(ends.Int64).UTC()
 	}
+	sl.PaymentWindow = time.Duration(window) * time.Second
+	sl.SettledAt = fromMicros(settled)
 	return sl, nil
 }
 
-// Sale implements sale.Store. A sale never changes once created, so it is
-// read from a replica, and from the primary if the replica lacks it or
-// fails.
+// Sale implements sale.Store. It is read from a replica, and from the
+// primary if the replica lacks it or fails: a sale changes only when it is
+// ended early or settled, and a replica may show that a replication delay
+// late (EndSale and SettleSale return the sale as stored on the primary).
 func (s *Store) Sale(ctx context.Context, id string) (sale.Sale, error) {
 	const q = `SELECT ` + saleColumns + ` FROM sales WHERE id = ?`
 	read := func(db *sql.DB) (sale.Sale, error) {

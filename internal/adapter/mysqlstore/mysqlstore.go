@@ -66,8 +66,9 @@ type ShardConfig struct {
 // DefaultReadYourWrites is the default Config.ReadYourWrites.
 const DefaultReadYourWrites = 5 * time.Second
 
-// Store implements catalog.Store, sale.Store, order.Store,
-// order.LifecycleStore and payment.Store over MySQL.
+// Store implements catalog.Store, catalog.StockLedger, sale.Store,
+// sale.Ender, order.Store, order.LifecycleStore and payment.Store over
+// MySQL.
 // It is safe for concurrent use.
 type Store struct {
 	main   *node
@@ -79,9 +80,11 @@ type Store struct {
 }
 
 var (
-	_ catalog.Store = (*Store)(nil)
-	_ sale.Store    = (*Store)(nil)
-	_ order.Store   = (*Store)(nil)
+	_ catalog.Store       = (*Store)(nil)
+	_ catalog.StockLedger = (*Store)(nil)
+	_ sale.Store          = (*Store)(nil)
+	_ sale.Ender          = (*Store)(nil)
+	_ order.Store         = (*Store)(nil)
 
 	_ order.LifecycleStore = (*Store)(nil)
 	_ payment.Store        = (*Store)(nil)

@@ -74,7 +74,7 @@ func TestConformance(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			storetest.Run(t, func(t *testing.T) storetest.Stores {
 				s := mustOpen(t, layout(t, shards))
-				return storetest.Stores{Catalog: s, Sales: s, Orders: s, Lifecycle: s, Payments: s}
+				return storetest.Stores{Catalog: s, Sales: s, Orders: s, Lifecycle: s, Payments: s, Stock: s, Ender: s}
 			})
 		})
 	}
@@ -241,7 +241,7 @@ func TestMigrate(t *testing.T) {
 		return strings.Join(names, " ")
 	}
 	for _, tt := range []struct{ dsn, want string }{
-		{cfg.Primary, "primary/001_init.sql"},
+		{cfg.Primary, "primary/001_init.sql primary/002_stock_moves.sql"},
 		{cfg.OrderShards[0].Primary, "orders/001_init.sql orders/002_lifecycle.sql"},
 		{cfg.OrderShards[1].Primary, "orders/001_init.sql orders/002_lifecycle.sql"},
 	} {
@@ -252,7 +252,7 @@ func TestMigrate(t *testing.T) {
 	// Orders on the primary: both sets there.
 	one := layout(t, 0)
 	mustOpen(t, one)
-	if got, want := applied(one.Primary), "orders/001_init.sql orders/002_lifecycle.sql primary/001_init.sql"; got != want {
+	if got, want := applied(one.Primary), "orders/001_init.sql orders/002_lifecycle.sql primary/001_init.sql primary/002_stock_moves.sql"; got != want {
 		t.Errorf("schema_migrations with orders on the primary = %q, want %q", got, want)
 	}
 }

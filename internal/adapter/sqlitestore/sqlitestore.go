@@ -30,8 +30,8 @@ import (
 //go:embed migrations/*.sql
 var migrations embed.FS
 
-// Store implements catalog.Store, sale.Store, order.Store,
-// order.LifecycleStore and payment.Store.
+// Store implements catalog.Store, catalog.StockLedger, sale.Store,
+// sale.Ender, order.Store, order.LifecycleStore and payment.Store.
 type Store struct {
 	w *sql.DB // the single writer
 	r *sql.DB // readers
@@ -41,9 +41,11 @@ type Store struct {
 }
 
 var (
-	_ catalog.Store = (*Store)(nil)
-	_ sale.Store    = (*Store)(nil)
-	_ order.Store   = (*Store)(nil)
+	_ catalog.Store       = (*Store)(nil)
+	_ catalog.StockLedger = (*Store)(nil)
+	_ sale.Store          = (*Store)(nil)
+	_ sale.Ender          = (*Store)(nil)
+	_ order.Store         = (*Store)(nil)
 
 	_ order.LifecycleStore = (*Store)(nil)
 	_ payment.Store        = (*Store)(nil)
@@ -175,9 +177,15 @@ func isUniqueViolation(err error) bool {
 	return false
 }
 
-// CreateProduct implements catalog.Store.
+// CreateProduct implements catalog.Store: the product and the move of its
+// initial stock (catalog.MoveCreate, even of 0 units) in one transaction.
 func (s *Store) CreateProduct(ctx context.Context, p catalog.Product) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO products (sku, name, price_cents, stock) VALUES (?, ?, ?, ?)`,
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("create product %s: %w", p.SKU, err)
+	}
+	defer tx.Rollback()
+	_, err = tx.ExecContext(ctx, `INSERT INTO products (sku, name, price_cents, stock) VALUES (?, ?, ?, ?)`,
 		p.SKU, p.Name, p.PriceCents, p.Stock)
 	if isUniqueViolation(err) {
 		return catalog.ErrProductExists
@@ -185,12 +193,18 @@ func (s *Store) CreateProduct(ctx context.Context, p catalog.Product) error {
 	if err != nil {
 		return fmt.Errorf("create product %s: %w", p.SKU, err)
 	}
+	if err := insertMove(ctx, tx, catalog.StockMove{SKU: p.SKU, Key: catalog.MoveCreate + p.SKU, Delta: p.Stock, Reason: "initial stock"}); err != nil {
+		return fmt.Errorf("create product %s: %w", p.SKU, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("create product %s: %w", p.SKU, err)
+	}
 	return nil
 }
 
 // Product implements catalog.Store.
 func (s *Store) Product(ctx context.Context, sku string) (catalog.Product, error) {
-	return scanProduct(s.r.QueryRowContext(ctx, `SELECT sku, name, price_cents, stock FROM products WHERE sku = ?`, sku))
+	return scanProduct(s.r.QueryRowContext(ctx, `SELECT `+productColumns+` FROM products WHERE sku = ?`, sku))
 }
 
 func scanProduct(row *sql.Row) (catalog.Product, error) {
@@ -212,7 +226,8 @@ func (s *Store) UpdateProduct(ctx context.Context, sku string, u catalog.Product
 		WHERE sku = ? RETURNING sku, name, price_cents, stock`, u.Name, u.PriceCents, sku))
 }
 
-// CreateSale implements sale.Store.
+// CreateSale implements sale.Store: the sale, the units taken from the
+// product and their move (catalog.MoveSale) in one transaction.
 func (s *Store) CreateSale(ctx context.Context, sl sale.Sale) (err error) {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
@@ -236,8 +251,9 @@ func (s *Store) CreateSale(ctx context.Context, sl sale.Sale) (err error) {
 	if !sl.EndsAt.IsZero() {
 		ends = sl.EndsAt.UnixMilli()
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO sales (id, sku, stock, price_cents, per_user_limit, starts_at, ends_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		sl.ID, sl.SKU, sl.Stock, sl.PriceCents, sl.PerUserLimit, sl.StartsAt.UnixMilli(), ends)
+	_, err = tx.ExecContext(ctx, `INSERT INTO sales (id, sku, stock, price_cents, per_user_limit, starts_at, ends_at, payment_window)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		sl.ID, sl.SKU, sl.Stock, sl.PriceCents, sl.PerUserLimit, sl.StartsAt.UnixMilli(), ends, int64(sl.PaymentWindow/time.Second))
 	if isUniqueViolation(err) {
 		return sale.ErrSaleExists
 	}
@@ -247,26 +263,33 @@ func (s *Store) CreateSale(ctx context.Context, sl sale.Sale) (err error) {
 	if _, err = tx.ExecContext(ctx, `UPDATE products SET stock = stock - ? WHERE sku = ?`, sl.Stock, sl.SKU); err != nil {
 		return fmt.Errorf("create sale %s: %w", sl.ID, err)
 	}
+	if err = insertMove(ctx, tx, catalog.StockMove{SKU: sl.SKU, Key: catalog.MoveSale + sl.ID, Delta: -sl.Stock, Reason: "sale " + sl.ID}); err != nil {
+		return fmt.Errorf("create sale %s: %w", sl.ID, err)
+	}
 	return tx.Commit()
 }
 
-const saleColumns = `id, sku, stock, price_cents, per_user_limit, starts_at, ends_at`
+const saleColumns = `id, sku, stock, price_cents, per_user_limit, starts_at, ends_at, payment_window, settled_at`
 
 type scanner interface{ Scan(dest ...any) error }
 
 func scanSale(row scanner) (sale.Sale, error) {
 	var (
-		sl     sale.Sale
-		starts int64
-		ends   sql.NullInt64
+		sl      sale.Sale
+		starts  int64
+		ends    sql.NullInt64
+		window  int64
+		settled sql.NullInt64
 	)
-	if err := row.Scan(&sl.ID, &sl.SKU, &sl.Stock, &sl.PriceCents, &sl.PerUserLimit, &starts, &ends); err != nil {
+	if err := row.Scan(&sl.ID, &sl.SKU, &sl.Stock, &sl.PriceCents, &sl.PerUserLimit, &starts, &ends, &window, &settled); err != nil {
 		return sale.Sale{}, err
 	}
 	sl.StartsAt = time.UnixMilli(starts).UTC()
 	if ends.Valid {
 		sl.EndsAt = time.UnixMilli(ends.Int64).UTC()
 	}
+	sl.PaymentWindow = time.Duration(window) * time.Second
+	sl.SettledAt = fromMicros(settled)
 	return sl, nil
 }
 

@@ -16,6 +16,6 @@ func TestConformance(t *testing.T) {
 			t.Fatalf("Open() = %v", err)
 		}
 		t.Cleanup(func() { s.Close() })
-		return storetest.Stores{Catalog: s, Sales: s, Orders: s, Lifecycle: s, Payments: s}
+		return storetest.Stores{Catalog: s, Sales: s, Orders: s, Lifecycle: s, Payments: s, Stock: s, Ender: s}
 	})
 }

@@ -1,11 +1,12 @@
 // Package storetest is the conformance suite every implementation of the
-// catalog, sale, order (and order lifecycle) and payment stores must pass,
-// so that SQLite and MySQL (and any later backend) behave the same:
+// catalog (and stock ledger), sale (and sale ending), order (and order
+// lifecycle) and payment stores must pass, so that SQLite and MySQL (and
+// any later backend) behave the same:
 //
 //	func TestConformance(t *testing.T) {
 //		storetest.Run(t, func(t *testing.T) storetest.Stores {
 //			s := mustOpen(t) // a fresh, empty, migrated store; closed in t.Cleanup
-//			return storetest.Stores{Catalog: s, Sales: s, Orders: s, Lifecycle: s, Payments: s}
+//			return storetest.Stores{Catalog: s, Sales: s, Orders: s, Lifecycle: s, Payments: s, Stock: s, Ender: s}
 //		})
 //	}
 package storetest
@@ -29,13 +30,25 @@ import (
 )
 
 // Stores bundles the stores under test; they may be one value. The
-// lifecycle and payment tests run when Lifecycle and Payments are set.
+// lifecycle, payment, stock-ledger and sale-ending tests run when
+// Lifecycle, Payments, Stock and Ender are set. Stock must record the
+// moves of the same products as Catalog (and Sales), and Ender end the
+// sales of Sales.
 type Stores struct {
 	Catalog   catalog.Store
 	Sales     sale.Store
 	Orders    order.Store
 	Lifecycle order.LifecycleStore
 	Payments  payment.Store
+	Stock     StockLedger
+	Ender     sale.Ender
+}
+
+// StockLedger is a catalog.StockLedger that also lists every product.
+type StockLedger interface {
+	catalog.StockLedger
+	// Products returns every product, ordered by SKU.
+	Products(ctx context.Context) ([]catalog.Product, error)
 }
 
 // Run runs the suite. open must return stores over a fresh, empty database
@@ -63,6 +76,15 @@ func Run(t *testing.T, open func(t *testing.T) Stores) {
 		{"StockToReturn", testStockToReturn},
 		{"Payments", testPayments},
 		{"PaymentsConcurrentCreate", testPaymentsConcurrentCreate},
+		{"AdjustStock", testAdjustStock},
+		{"AdjustStockConcurrentKey", testAdjustStockConcurrentKey},
+		{"AdjustStockConcurrentWriteOffs", testAdjustStockConcurrentWriteOffs},
+		{"StockMovesSum", testStockMovesSum},
+		{"ProductsListing", testProductsListing},
+		{"EndSale", testEndSale},
+		{"SettleSale", testSettleSale},
+		{"SettleSaleConcurrent", testSettleSaleConcurrent},
+		{"SaleLifecycleFields", testSaleLifecycleFields},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })
