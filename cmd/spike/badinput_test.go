@@ -138,7 +138,7 @@ func runBadCases(t *testing.T, c *client, cases []badCase) {
 	}
 }
 
-// TestBadInput is the bad-input battery of issue 2 against a real server:
+// TestBadInput is the bad-input battery against a real server:
 // every request below gets its 4xx and API error code, never a 5xx.
 func TestBadInput(t *testing.T) {
 	a := startApp(t, t.TempDir())

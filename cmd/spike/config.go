@@ -44,11 +44,12 @@ type Config struct {
 	LogFormat string `yaml:"log_format"` // text or json
 	Pprof     string `yaml:"pprof"`      // if set, net/http/pprof is served here (keep it on loopback)
 
-	NATS   NATSConfig   `yaml:"nats"`
-	MySQL  MySQLConfig  `yaml:"mysql"`
-	Redis  RedisConfig  `yaml:"redis"`
-	Limits LimitsConfig `yaml:"limits"`
-	Notify NotifyConfig `yaml:"notify"`
+	NATS     NATSConfig     `yaml:"nats"`
+	MySQL    MySQLConfig    `yaml:"mysql"`
+	Redis    RedisConfig    `yaml:"redis"`
+	Limits   LimitsConfig   `yaml:"limits"`
+	Notify   NotifyConfig   `yaml:"notify"`
+	Payments PaymentsConfig `yaml:"payments"`
 
 	ConfigFile string `yaml:"-"`
 
@@ -132,6 +133,44 @@ type NotifyConfig struct {
 	Timeout       time.Duration `yaml:"timeout"`        // per attempt to send
 }
 
+// PaymentsConfig selects the payment provider and the life of orders after
+// the 202 (deadlines, stock returns).
+type PaymentsConfig struct {
+	// Provider is the default provider: sandbox (a built-in simulated
+	// gateway) or stripe.
+	Provider string `yaml:"provider"`
+	// PublicURL is where buyers and the sandbox gateway reach this API
+	// (checkout pages and webhooks); empty: http:// and the listen address.
+	// Behind a load balancer, its address.
+	PublicURL string `yaml:"public_url"`
+	// DeadlineSweep is how often each instance cancels orders past their
+	// payment deadline.
+	DeadlineSweep time.Duration `yaml:"deadline_sweep"`
+	// SettleAfter is how long after a sale ends its unsold units go back to
+	// the product (placements in flight at the end finish first).
+	SettleAfter time.Duration `yaml:"settle_after"`
+	Sandbox     SandboxConfig `yaml:"sandbox"`
+	Stripe      StripeConfig  `yaml:"stripe"`
+}
+
+// SandboxConfig tunes the simulated gateway.
+type SandboxConfig struct {
+	// Secret signs its checkout references and webhooks; every instance
+	// needs the same one. Empty: derived from the JWT secret.
+	Secret        Secret        `yaml:"secret"`
+	Latency       time.Duration `yaml:"latency"`        // added to each call to the gateway
+	FailureRate   float64       `yaml:"failure_rate"`   // share of calls that fail (the breaker's test)
+	DuplicateRate float64       `yaml:"duplicate_rate"` // share of webhooks delivered twice
+	ReorderRate   float64       `yaml:"reorder_rate"`   // share of payments that also get a late, out-of-order event
+}
+
+// StripeConfig configures the Stripe provider.
+type StripeConfig struct {
+	APIKey        Secret `yaml:"api_key"`
+	WebhookSecret Secret `yaml:"webhook_secret"`
+	BackendURL    string `yaml:"backend_url"` // empty: Stripe's API (set for stripe-mock)
+}
+
 // provider returns the effective provider: webhook, log or none.
 func (n NotifyConfig) provider() string {
 	if n.Provider == "" {
@@ -151,7 +190,8 @@ func DefaultConfig() Config {
 		Limits: LimitsConfig{AdmissionInitial: 1000, AdmissionMin: 256, AdmissionMax: 20000, Instances: 1, AbandonAfter: 90 * time.Second, ShutdownTimeout: time.Minute,
 			StreamMin: depguard.StreamLimitMin, StreamMax: depguard.StreamLimitMax, StreamTolerance: depguard.StreamLimitTolerance, StreamSlack: depguard.StreamLimitSlack,
 			StockTimeout: depguard.StockCallTimeout},
-		Notify: NotifyConfig{Workers: 4, Queue: 4096, Timeout: 2 * time.Second},
+		Notify:   NotifyConfig{Workers: 4, Queue: 4096, Timeout: 2 * time.Second},
+		Payments: PaymentsConfig{Provider: "sandbox", DeadlineSweep: 500 * time.Millisecond, SettleAfter: 10 * time.Second},
 	}
 }
 
@@ -444,6 +484,24 @@ func (c *Config) Validate() error {
 		return errors.New("config notify.queue: must not be negative")
 	case c.Notify.Timeout <= 0:
 		return errors.New("config notify.timeout: must be positive")
+	case c.Payments.Provider != "sandbox" && c.Payments.Provider != "stripe":
+		return fmt.Errorf("config payments.provider: %q must be sandbox or stripe", c.Payments.Provider)
+	case c.Payments.Provider == "stripe" && (c.Payments.Stripe.APIKey == "" || c.Payments.Stripe.WebhookSecret == ""):
+		return errors.New("config payments.stripe.api_key and payments.stripe.webhook_secret: required with payments.provider stripe")
+	case c.Payments.DeadlineSweep < 10*time.Millisecond || c.Payments.DeadlineSweep > 4*time.Second:
+		return fmt.Errorf("config payments.deadline_sweep: %v must be between 10ms and 4s (deadlines are kept within 5 s)", c.Payments.DeadlineSweep)
+	case c.Payments.SettleAfter < 0:
+		return errors.New("config payments.settle_after: must not be negative")
+	case !rate(c.Payments.Sandbox.FailureRate) || !rate(c.Payments.Sandbox.DuplicateRate) || !rate(c.Payments.Sandbox.ReorderRate):
+		return errors.New("config payments.sandbox: failure_rate, duplicate_rate and reorder_rate must be between 0 and 1")
+	case c.Payments.Sandbox.Latency < 0:
+		return errors.New("config payments.sandbox.latency: must not be negative")
+	}
+	if c.Payments.PublicURL != "" {
+		u, err := url.Parse(c.Payments.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("config payments.public_url: %q must be an http:// or https:// URL", c.Payments.PublicURL)
+		}
 	}
 	if c.Notify.WebhookURL != "" {
 		u, err := url.Parse(c.Notify.WebhookURL)
@@ -586,3 +644,5 @@ func (c *Config) logger(w io.Writer) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(w, nil))
 }
+
+func rate(f float64) bool { return f >= 0 && f <= 1 }

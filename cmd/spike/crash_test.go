@@ -52,10 +52,11 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func startChild(t *testing.T, dir, addr string) *child {
+func startChild(t *testing.T, dir, addr string, env ...string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "SPIKE_E2E_CHILD=serve", "SPIKE_ADDR="+addr, "SPIKE_DATA="+dir)
+	cmd.Env = append(cmd.Env, env...)
 	out := &lockedWriter{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {

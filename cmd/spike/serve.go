@@ -30,6 +30,7 @@ import (
 	"github.com/spikehq/spike/internal/domain/inventory"
 	"github.com/spikehq/spike/internal/domain/notify"
 	"github.com/spikehq/spike/internal/domain/order"
+	"github.com/spikehq/spike/internal/domain/payment"
 	"github.com/spikehq/spike/internal/domain/sale"
 	"github.com/spikehq/spike/internal/fault"
 	"github.com/spikehq/spike/internal/httpapi"
@@ -204,7 +205,8 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	a.products = catalogcache.New(a.store, cacheOpts)
 	registerCacheMetrics(reg, a.products)
 	catalogSvc := catalog.NewService(a.products)
-	saleRecords, saleCounters := newSaleReads(evictingSales{Store: a.store, products: a.products, log: log}, counters, a.redis != nil, cacheOpts.CacheOnly, reg, guards)
+	saleInv := natsbus.NewInvalidations(a.nc, "spike.sales.invalidate")
+	saleRecords, saleCounters := newSaleReads(evictingSales{Store: a.store, products: a.products, log: log, sales: saleInv}, counters, a.redis != nil, cacheOpts.CacheOnly, reg, guards)
 	salesSvc := sale.NewService(saleRecords, saleCounters)
 	var stream order.Stream = a.bus
 	if cfg.wrapStream != nil {
@@ -231,6 +233,20 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	a.orders.AbandonAfter = cfg.Limits.AbandonAfter
 	a.orders.Lookup = a.bus
 	a.orders.Restore(a.restored)
+	a.orders.PaymentWindow = paymentWindow(a.store)
+
+	// The listener comes first: the sandbox gateway's webhooks and checkout
+	// pages need the address.
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, err
+	}
+	a.addr = ln.Addr().String()
+	defer func() {
+		if err != nil && a.http == nil {
+			ln.Close()
+		}
+	}()
 
 	// The background work outlives ctx (serve's signal context): it stops
 	// when close says so, after the requests have.
@@ -259,7 +275,17 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		persist = notifyPersisted(persist, a.notifier)
 		breakers[depguard.Notifications] = a.notifier.Breaker()
 	}
+	after, err := a.newAfterThe202(ctx, cfg, publicURL(cfg, a.addr), counters,
+		evictingSales{Store: a.store, products: a.products, log: log}, guards, ids, log)
+	if err != nil {
+		return nil, err
+	}
+	breakers[depguard.Payments] = after.breaker.Breaker()
 	depguard.FollowSwitches(board, breakers, log)
+	a.runAfterThe202(workCtx, cfg, after)
+	if r, ok := saleRecords.(*salecache.Records); ok {
+		a.goWork(func() error { return saleInv.Subscribe(workCtx, r.Invalidate) })
+	}
 	a.goWork(func() error { return a.bus.RunWorker(workCtx, persist) })
 	a.goWork(func() error { return a.orders.Run(workCtx) })
 	a.goWork(func() error { return a.products.Run(workCtx) })
@@ -271,11 +297,15 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	}, func() float64 { return float64(a.orders.PendingCount()) }))
 
 	api := httpapi.New(httpapi.Config{
-		Catalog: catalogSvc,
-		Sales:   salesSvc,
-		Orders:  a.orders,
-		Auditor: &ledger.Auditor{Sales: a.store, Orders: a.store, Events: a.bus, Counters: counters, Pending: a.orders},
-		Auth:    httpapi.NewAuthenticator(secret),
+		Catalog:   catalogSvc,
+		Sales:     salesSvc,
+		Orders:    a.orders,
+		Lifecycle: after.lifecycle,
+		Payments:  after.payments,
+		Checkout:  after.checkout,
+		Auditor: &ledger.Auditor{Sales: a.store, Orders: a.store, Events: a.bus, Counters: counters, Pending: a.orders,
+			Lifecycle: &ledger.LifecycleAudit{Products: a.store, Payments: a.store}},
+		Auth: httpapi.NewAuthenticator(secret),
 		Probes: []httpapi.Probe{
 			{Name: "database", Check: a.store.Ping},
 			{Name: "nats", Check: func(ctx context.Context) error { _, err := a.bus.Backlog(ctx); return err }},
@@ -294,11 +324,6 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		SwitchStore: sw,
 	})
 
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return nil, err
-	}
-	a.addr = ln.Addr().String()
 	// Requests get a context of the app's, cancelled if shutdown gives up
 	// waiting for them (see shutdown), and close waits for every handler.
 	reqCtx, stopReqs := context.WithCancel(context.WithoutCancel(ctx))
@@ -366,8 +391,13 @@ const enqueueTimeout = 5 * time.Second
 // stores is what Spike needs of its database: SQLite (embedded) or MySQL.
 type stores interface {
 	catalog.Store
+	catalog.StockLedger
+	Products(ctx context.Context) ([]catalog.Product, error)
 	sale.Store
+	sale.Ender
 	order.Store
+	order.LifecycleStore
+	payment.Store
 	Ping(ctx context.Context) error
 	Close() error
 }
@@ -547,6 +577,32 @@ type evictingSales struct {
 	sale.Store
 	products *catalogcache.Store
 	log      *slog.Logger
+	// sales tells every instance's sale record cache that a sale changed
+	// (ended early); nil: nobody is told.
+	sales *natsbus.Invalidations
+}
+
+// EndSale implements sale.Ender.
+func (s evictingSales) EndSale(ctx context.Context, id string, at time.Time) (sale.Sale, error) {
+	sl, err := s.Store.(sale.Ender).EndSale(ctx, id, at)
+	if err == nil && s.sales != nil {
+		if err := s.sales.Publish(ctx, id); err != nil {
+			s.log.WarnContext(ctx, "tell the instances a sale ended", "sale_id", id, "err", err) // their records' TTL is the backstop
+		}
+	}
+	return sl, err
+}
+
+// SettleSale implements sale.Ender: settling gives units back to the
+// product, whose cached copies are evicted.
+func (s evictingSales) SettleSale(ctx context.Context, id string, unsold int64, at time.Time) (sale.Sale, bool, error) {
+	sl, applied, err := s.Store.(sale.Ender).SettleSale(ctx, id, unsold, at)
+	if err == nil && applied {
+		if err := s.products.Evict(ctx, sl.SKU); err != nil {
+			s.log.WarnContext(ctx, "evict product after settling a sale", "sku", sl.SKU, "err", err)
+		}
+	}
+	return sl, applied, err
 }
 
 func (s evictingSales) CreateSale(ctx context.Context, sl sale.Sale) error {

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -239,10 +240,76 @@ func decodeBytes(body []byte, v any, allowEmpty bool) error {
 	if body[0] != '{' {
 		return errEmptyBody
 	}
-	if err := json.Unmarshal(body, v); err != nil {
+	// Strict: an unknown field, a duplicated key or trailing data is a 400
+	// naming it; nothing a client sends is silently ignored.
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			return spike.Errorf(spike.ErrInvalid, "unknown field %s", f)
+		}
 		return decodeError(err, allowEmpty)
 	}
+	if len(bytes.TrimSpace(body[dec.InputOffset():])) > 0 {
+		return spike.Errorf(spike.ErrInvalid, "malformed JSON: data after the object")
+	}
+	if k, dup := duplicateKey(body); dup {
+		return spike.Errorf(spike.ErrInvalid, "field %q is given twice", k)
+	}
 	return nil
+}
+
+// duplicateKey reports the first key that appears twice in the same
+// object of a well-formed JSON document (encoding/json keeps the last).
+func duplicateKey(body []byte) (string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	type frame struct {
+		keys   map[string]bool
+		object bool
+		expect bool // the next string token is a key
+	}
+	var stack []frame
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{':
+				if n := len(stack); n > 0 && stack[n-1].object {
+					stack[n-1].expect = true
+				}
+				stack = append(stack, frame{keys: map[string]bool{}, object: true, expect: true})
+				continue
+			case '[':
+				if n := len(stack); n > 0 && stack[n-1].object {
+					stack[n-1].expect = true
+				}
+				stack = append(stack, frame{})
+				continue
+			default:
+				stack = stack[:len(stack)-1]
+				if len(stack) == 0 {
+					return "", false
+				}
+				continue
+			}
+		case string:
+			if n := len(stack); n > 0 && stack[n-1].object && stack[n-1].expect {
+				if stack[n-1].keys[t] {
+					return t, true
+				}
+				stack[n-1].keys[t] = true
+				stack[n-1].expect = false
+				continue
+			}
+		}
+		if n := len(stack); n > 0 && stack[n-1].object {
+			stack[n-1].expect = true
+		}
+	}
 }
 
 var bodyBuffers = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, 512)) }}

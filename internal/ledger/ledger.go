@@ -82,6 +82,22 @@ func SaleHoldings(ctx context.Context, orders order.Store, events EventSource, s
 	return holdings(stored), nil
 }
 
+// backInSale reports whether a rebuild counts o's units as back in its
+// sale: given back to it, or cancelled (or refunded before shipping) and
+// not yet given back anywhere, in which case the rebuild gives them back
+// and the outbox's later Return finds the order returned and does nothing.
+// Units that went to the product after the sale ended, and units that
+// shipped, are still held as far as the sale's counters are concerned.
+func backInSale(o order.Order) bool {
+	switch o.StockReturnedTo {
+	case ReturnedToSale:
+		return true
+	case ReturnedToProduct:
+		return false
+	}
+	return !o.Status.Live() && (o.Status == order.Cancelled || o.ShippedAt.IsZero())
+}
+
 // holdings converts a sale's orders, each id once (the first wins: a
 // persisted order before its event), to holdings.
 func holdings(orders []order.Order) []inventory.Holding {
@@ -93,7 +109,7 @@ func holdings(orders []order.Order) []inventory.Holding {
 		}
 		seen[o.ID] = true
 		out = append(out, inventory.Holding{OrderID: o.ID, UserID: o.UserID, Key: o.IdempotencyKey, Quantity: o.Quantity,
-			PlacedAt: o.CreatedAt, Returned: !o.Status.Live()})
+			PlacedAt: o.CreatedAt, Returned: backInSale(o)})
 	}
 	return out
 }

@@ -59,6 +59,11 @@ func inSaleCounters(o order.Order) int64 {
 	return o.Quantity
 }
 
+// Counters rebuilt from the record count a cancelled order not yet through
+// the outbox as returned (backInSale): the audit reads the outbox's mark,
+// so it may see such an order held for the moment until the outbox marks
+// it, and reads again (Audit retries).
+
 func (l *LifecycleAudit) checks(ctx context.Context, r *Record, remaining map[string]int64) ([]Check, error) {
 	now := time.Now()
 	if l.Now != nil {

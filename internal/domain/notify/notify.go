@@ -19,6 +19,12 @@ type Kind string
 const (
 	// KindOrderCreated is sent once an order is persisted (status created).
 	KindOrderCreated Kind = "order_created"
+	// After the 202: one per transition of the order's state machine.
+	KindOrderPaid      Kind = "order_paid"
+	KindOrderCancelled Kind = "order_cancelled"
+	KindOrderShipped   Kind = "order_shipped"
+	KindOrderDelivered Kind = "order_delivered"
+	KindOrderRefunded  Kind = "order_refunded"
 )
 
 // Version is the schema version of [Notification] as sent to receivers.

@@ -48,6 +48,12 @@ type Service struct {
 	// resolvers stop re-publishing at half of it, so nothing can store the
 	// event later. If zero, 90s is used.
 	AbandonAfter time.Duration
+	// PaymentWindow, if set, returns a sale's payment window (zero: none).
+	// Persist gives each order its deadline from it (placed_at + window)
+	// in the same insert: registering a deadline costs the placement path
+	// nothing. Windows never change, so each sale's is asked once.
+	PaymentWindow func(ctx context.Context, saleID string) (time.Duration, error)
+	windows       sync.Map // sale id → time.Duration
 
 	inDoubt chan inventory.Reservation
 }
@@ -257,6 +263,15 @@ func (s *Service) Persist(ctx context.Context, events []Placed) error {
 	for i := range events {
 		orders[i] = events[i].Order()
 		orders[i].Status = Created
+		if orders[i].PaymentDeadline.IsZero() && s.PaymentWindow != nil {
+			w, err := s.window(ctx, orders[i].SaleID)
+			if err != nil {
+				return err
+			}
+			if w > 0 {
+				orders[i].PaymentDeadline = orders[i].CreatedAt.Add(w)
+			}
+		}
 	}
 	if err := s.store.InsertOrders(ctx, orders); err != nil {
 		return err
@@ -267,6 +282,18 @@ func (s *Service) Persist(ctx context.Context, events []Placed) error {
 		s.pending.remove(orders[i])
 	}
 	return nil
+}
+
+func (s *Service) window(ctx context.Context, saleID string) (time.Duration, error) {
+	if w, ok := s.windows.Load(saleID); ok {
+		return w.(time.Duration), nil
+	}
+	w, err := s.PaymentWindow(ctx, saleID)
+	if err != nil {
+		return 0, err
+	}
+	s.windows.Store(saleID, w)
+	return w, nil
 }
 
 // Caller is who asks to read an order.
@@ -282,9 +309,18 @@ func (s *Service) Order(ctx context.Context, id string, c Caller) (Order, error)
 	if !validOrderID(id) {
 		return Order{}, ErrOrderNotFound
 	}
-	// Look where an order is before it is persisted first: it leaves the
-	// pending index and the stream only after its insert committed, so one
-	// of the lookups finds it.
+	// The store first: once persisted, an order may have moved on (paid,
+	// cancelled) while its event is still on the stream. An order not
+	// found there is looked for where it waits before it is persisted; it
+	// leaves those only after its insert committed, so if it was persisted
+	// in between, the second store read finds it.
+	o, err := s.store.Order(ctx, id)
+	if err == nil {
+		return owned(o, c)
+	}
+	if !errors.Is(err, ErrOrderNotFound) {
+		return Order{}, err
+	}
 	if o, ok := s.pending.find(id, c); ok {
 		return o, nil
 	}
@@ -294,16 +330,18 @@ func (s *Service) Order(ctx context.Context, id string, c Caller) (Order, error)
 			return Order{}, err
 		}
 		if ok {
-			if !c.Admin && e.UserID != c.UserID {
-				return Order{}, ErrOrderNotFound
-			}
-			return e.Order(), nil
+			return owned(e.Order(), c)
 		}
 	}
-	o, err := s.store.Order(ctx, id)
+	o, err = s.store.Order(ctx, id)
 	if err != nil {
 		return Order{}, err
 	}
+	return owned(o, c)
+}
+
+// owned returns o if c may read it; another buyer's order is not found.
+func owned(o Order, c Caller) (Order, error) {
 	if !c.Admin && o.UserID != c.UserID {
 		return Order{}, ErrOrderNotFound
 	}

@@ -533,3 +533,30 @@ func (s *Store) UpdateProduct(ctx context.Context, sku string, u catalog.Product
 	s.written(ctx, sku)
 	return p, nil
 }
+
+// AdjustStock implements catalog.StockLedger: the move is applied by the
+// store underneath, then the product is evicted here and on every instance
+// like any other write.
+func (s *Store) AdjustStock(ctx context.Context, m catalog.StockMove) (catalog.Product, bool, error) {
+	l, ok := s.next.(catalog.StockLedger)
+	if !ok {
+		return catalog.Product{}, false, spike.Errorf(spike.ErrUnavailable, "this store does not record stock moves")
+	}
+	p, applied, err := l.AdjustStock(ctx, m)
+	if err != nil {
+		return p, applied, err
+	}
+	if applied {
+		s.written(ctx, m.SKU)
+	}
+	return p, applied, nil
+}
+
+// StockMoves implements catalog.StockLedger; it is not cached.
+func (s *Store) StockMoves(ctx context.Context, sku string) ([]catalog.StockMove, error) {
+	l, ok := s.next.(catalog.StockLedger)
+	if !ok {
+		return nil, spike.Errorf(spike.ErrUnavailable, "this store does not record stock moves")
+	}
+	return l.StockMoves(ctx, sku)
+}

@@ -215,3 +215,36 @@ func (c *counters) snapshot(entries int, g *depguard.Guard) Stats {
 		Breaker:       g.Breaker().State(),
 	}
 }
+
+// EndSale implements sale.Ender: it ends the sale in the store and caches
+// the result, so this instance serves the new end at once; other instances
+// drop their copy when told (Invalidate).
+func (r *Records) EndSale(ctx context.Context, id string, at time.Time) (sale.Sale, error) {
+	e, ok := r.next.(sale.Ender)
+	if !ok {
+		return sale.Sale{}, spike.Errorf(spike.ErrUnavailable, "this store cannot end sales")
+	}
+	s, err := e.EndSale(ctx, id, at)
+	if err != nil {
+		return s, err
+	}
+	r.put(s)
+	return s, nil
+}
+
+// SettleSale implements sale.Ender; the cached record is dropped.
+func (r *Records) SettleSale(ctx context.Context, id string, unsold int64, at time.Time) (sale.Sale, bool, error) {
+	e, ok := r.next.(sale.Ender)
+	if !ok {
+		return sale.Sale{}, false, spike.Errorf(spike.ErrUnavailable, "this store cannot settle sales")
+	}
+	s, applied, err := e.SettleSale(ctx, id, unsold, at)
+	r.Invalidate(id)
+	return s, applied, err
+}
+
+// Invalidate drops the cached record of a sale changed elsewhere.
+func (r *Records) Invalidate(id string) {
+	r.group.Forget(id)
+	r.cache.Invalidate(id)
+}
