@@ -33,7 +33,6 @@ func checkByName(t *testing.T, rep *loadgen.Report, name string) loadgen.Check {
 }
 
 func TestFlashSaleEndToEnd(t *testing.T) {
-	t.Parallel()
 	tests := []struct {
 		name     string
 		rate     float64
@@ -108,7 +107,6 @@ func TestFlashSaleEndToEnd(t *testing.T) {
 }
 
 func TestFlashSaleDetectsIdempotencyViolation(t *testing.T) {
-	t.Parallel()
 	fake := loadgentest.NewServer(testSecret)
 	fake.BreakIdempotency = true
 	defer fake.Close()
@@ -189,7 +187,6 @@ func TestReadsAndMixed(t *testing.T) {
 }
 
 func TestOrdersScenario(t *testing.T) {
-	t.Parallel()
 	fake := loadgentest.NewServer(testSecret)
 	defer fake.Close()
 	rep, err := loadgen.Bench(context.Background(), loadgen.Config{
@@ -210,7 +207,6 @@ func TestOrdersScenario(t *testing.T) {
 var externalRef = regexp.MustCompile(`(?i)(src|href|xlink:href)\s*=\s*["']?\s*(https?:)?//`)
 
 func TestHTMLReportSelfContained(t *testing.T) {
-	t.Parallel()
 	fake := loadgentest.NewServer(testSecret)
 	defer fake.Close()
 	rep, err := loadgen.Bench(context.Background(), loadgen.Config{
@@ -295,7 +291,6 @@ func TestZipfSkew(t *testing.T) {
 }
 
 func TestContractChecksFlagServerBugs(t *testing.T) {
-	t.Parallel()
 	fake := loadgentest.NewServer(testSecret)
 	defer fake.Close()
 	// Product reads answer 500 (a bug) or 503 without Retry-After (a contract breach).
@@ -361,7 +356,6 @@ func TestHTMLReportEmptyRun(t *testing.T) {
 // TestSalePageScenario: setup creates one product and one sale, then every
 // operation reads that sale's page.
 func TestSalePageScenario(t *testing.T) {
-	t.Parallel()
 	fake := loadgentest.NewServer(testSecret)
 	defer fake.Close()
 	rep, err := loadgen.Bench(context.Background(), loadgen.Config{

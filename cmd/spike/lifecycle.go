@@ -73,6 +73,7 @@ func (a *app) newAfterThe202(ctx context.Context, cfg Config, publicURL string, 
 		FailureRate:   cfg.Payments.Sandbox.FailureRate,
 		DuplicateRate: cfg.Payments.Sandbox.DuplicateRate,
 		ReorderRate:   cfg.Payments.Sandbox.ReorderRate,
+		Workers:       16, // a real provider delivers webhooks in parallel
 		Logger:        log.With("component", "sandboxpay"),
 	})
 	providers[sandboxpay.Name] = x.sandbox

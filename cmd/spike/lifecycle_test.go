@@ -35,7 +35,7 @@ func startLifecycleApp(t *testing.T) *app {
 }
 
 // TestOrderLifecycle: 1,000 buyers on a sale of 500 units with a payment
-// window of 3 s; some pay (webhooks duplicated and reordered), some
+// window of 8 s; some pay (webhooks duplicated and reordered), some
 // cancel, the rest let the deadline pass; a second wave buys exactly the
 // freed units; refunds, shipping and the sale's end follow; then every
 // order is where its history says and I1–I7 and product conservation
@@ -46,7 +46,7 @@ func TestOrderLifecycle(t *testing.T) {
 	}
 	a := startLifecycleApp(t)
 	c := newClient(t, a.addr, a.secret)
-	apitest.RunLifecycle(t, c, apitest.LifecycleOptions{SKU: "sku-life", SaleID: "life", Units: 500, Buyers: 1000, PaymentWindow: 3})
+	apitest.RunLifecycle(t, c, apitest.LifecycleOptions{SKU: "sku-life", SaleID: "life", Units: 500, Buyers: 1000, PaymentWindow: 8})
 }
 
 // TestLifecycleRaces: a payment's success at its order's deadline, and a
