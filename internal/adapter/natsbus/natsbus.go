@@ -246,10 +246,6 @@ func (b *Bus) Unpersisted(ctx context.Context) ([]order.Placed, error) {
 	return out, nil
 }
 
-// DeleteStream deletes the stream and everything on it; for tests.
-func (b *Bus) DeleteStream(ctx context.Context) error {
-	return b.js.DeleteStream(ctx, b.cfg.Stream)
-}
 
 // Placed returns the event of an order still on the stream: acknowledged
 // and not yet persisted. An event published alone has its own subject, so
