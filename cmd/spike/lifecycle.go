@@ -47,7 +47,7 @@ func (a *app) newAfterThe202(ctx context.Context, cfg Config, publicURL string, 
 	x.returns = ledger.NewReturns(counters, a.store, a.products, sales, ledger.ReturnsConfig{
 		SettleAfter: cfg.Payments.SettleAfter, Logger: log.With("component", "returns"),
 	})
-	lc := order.LifecycleConfig{Events: events, StockFreed: x.returns.Kick, Logger: log.With("component", "lifecycle")}
+	lc := order.LifecycleConfig{Events: events, StockFreed: x.returns.Kick, Overdue: a.bus, Logger: log.With("component", "lifecycle")}
 	if a.notifier != nil {
 		n := a.notifier
 		lc.Notify = func(o order.Order, e order.TransitionEvent) {

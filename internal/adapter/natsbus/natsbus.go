@@ -247,6 +247,36 @@ func (b *Bus) Unpersisted(ctx context.Context) ([]order.Placed, error) {
 }
 
 
+// Overdue returns up to limit events stored on the stream before the
+// given time and still there, oldest first: placements whose persistence
+// is late, typically because the worker that took them died and the
+// stream redelivers them only after its AckWait. In normal operation the
+// oldest event is a few milliseconds old, so this reads one message.
+func (b *Bus) Overdue(ctx context.Context, before time.Time, limit int) ([]order.Placed, error) {
+	info, err := b.stream.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []order.Placed
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq && len(out) < limit; {
+		m, err := b.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(b.cfg.Subject+".>"))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read stream at %d: %w", seq, err)
+		}
+		if !m.Time.Before(before) {
+			break
+		}
+		if out, err = decodeEvents(m.Data, out); err != nil {
+			b.log.Error("malformed event on the stream", "seq", m.Sequence)
+		}
+		seq = m.Sequence + 1
+	}
+	return out, nil
+}
+
 // Placed returns the event of an order still on the stream: acknowledged
 // and not yet persisted. An event published alone has its own subject, so
 // this is an index lookup, from any instance; one published in a batch is

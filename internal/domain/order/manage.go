@@ -43,6 +43,17 @@ type EventPublisher interface {
 	PublishTransition(ctx context.Context, e TransitionEvent) error
 }
 
+// OverdueSource lists placements stored on the stream before a time and
+// not yet persisted, oldest first.
+type OverdueSource interface {
+	Overdue(ctx context.Context, before time.Time, limit int) ([]Placed, error)
+}
+
+// overdueAfter is how long a placement may wait for its order worker
+// before the deadline sweep persists it itself: well above the workers'
+// normal latency (a 50 ms linger), well below the 5 s of I6.
+const overdueAfter = 2 * time.Second
+
 // LifecycleConfig configures a Lifecycle. Every field may be left zero.
 type LifecycleConfig struct {
 	// Events receives every applied transition; nil: none are published.
@@ -54,6 +65,11 @@ type LifecycleConfig struct {
 	// order is then in the store's stock-return outbox); nil: the
 	// outbox's poll finds it.
 	StockFreed func()
+	// Overdue, if set, finds acknowledged placements still waiting to be
+	// persisted long after they were placed (their worker died and the
+	// stream redelivers only after its AckWait): the deadline sweep
+	// persists them, so that their deadlines are kept too.
+	Overdue OverdueSource
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil means slog.Default().
@@ -287,6 +303,7 @@ func (l *Lifecycle) RunDeadlines(ctx context.Context, interval time.Duration) er
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
+		l.persistOverdue(ctx)
 		for {
 			n, err := l.ExpireDue(ctx, batch)
 			if err != nil {
@@ -305,4 +322,30 @@ func (l *Lifecycle) RunDeadlines(ctx context.Context, interval time.Duration) er
 		case <-t.C:
 		}
 	}
+}
+
+// persistOverdue persists the placements that have waited too long for
+// their worker (idempotent: the worker's later insert of the same order is
+// a no-op), so that the sweep sees their deadlines.
+func (l *Lifecycle) persistOverdue(ctx context.Context) {
+	if l.cfg.Overdue == nil || l.pending == nil {
+		return
+	}
+	events, err := l.cfg.Overdue.Overdue(ctx, l.cfg.Now().Add(-overdueAfter), 2048)
+	if err != nil {
+		if ctx.Err() == nil {
+			l.log.Warn("read overdue placements", "err", err)
+		}
+		return
+	}
+	if len(events) == 0 {
+		return
+	}
+	if err := l.pending.Persist(ctx, events); err != nil {
+		if ctx.Err() == nil {
+			l.log.Warn("persist overdue placements", "count", len(events), "err", err)
+		}
+		return
+	}
+	l.log.Info("persisted placements their worker had not", "count", len(events))
 }
