@@ -81,6 +81,11 @@ func TestCluster(t *testing.T) {
 			}
 		})
 	}
+	// After the 202 (e2e/lifecycle_test.go): payments, cancels, deadlines
+	// and stock returns, on their own sales.
+	t.Run("Lifecycle", func(t *testing.T) { lifecycleThroughLB(t, cl) })
+	t.Run("DeadlinesWhileKilled", func(t *testing.T) { deadlinesWhileKilled(t, cl) })
+	t.Run("RedisFlushedWhileReturning", func(t *testing.T) { redisFlushedWhileReturning(t, cl) })
 }
 
 // finishedSale is the sale of an earlier scenario, checked again after

@@ -300,6 +300,10 @@ func startCluster(t *testing.T, bins map[string]string, instances int) *cluster 
 		t.Fatal("go build of spike did not finish within 5 minutes")
 	}
 
+	// HAProxy's addresses come first: the instances' checkout pages and
+	// the sandbox gateway's webhooks go through it (payments.public_url).
+	c.lbAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	c.lb1Addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	c.config = filepath.Join(c.dir, "spike.yaml")
 	dsn := func(db string) string { return fmt.Sprintf("root@tcp(127.0.0.1:%d)/%s", c.mysqlPort, db) }
 	cfg := fmt.Sprintf(`# written by e2e/cluster_test.go
@@ -319,7 +323,17 @@ limits:
   # key's next retry after this long (90s by default; shorter keeps the
   # test short).
   abandon_after: 15s
-`, c.secret, fmt.Sprintf("nats://127.0.0.1:%d", c.natsPort), dsn("spike"), dsn("spike_orders_0"), dsn("spike_orders_1"), c.redisAddr)
+payments:
+  # Every instance shares jwt_secret above, so each derives the same
+  # sandbox secret; checkout pages and webhooks go through HAProxy.
+  public_url: %q
+  # Unsold units of an ended sale go back to the product soon after.
+  settle_after: 1s
+  sandbox:
+    # Real providers deliver webhooks twice and out of order.
+    duplicate_rate: 0.3
+    reorder_rate: 0.3
+`, c.secret, fmt.Sprintf("nats://127.0.0.1:%d", c.natsPort), dsn("spike"), dsn("spike_orders_0"), dsn("spike_orders_1"), c.redisAddr, "http://"+c.lbAddr)
 	if err := os.WriteFile(c.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -576,8 +590,6 @@ backend spike
 
 func (c *cluster) startHAProxy(t *testing.T) {
 	t.Helper()
-	c.lbAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	c.lb1Addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	var servers strings.Builder
 	for i, sp := range c.spikes {
 		fmt.Fprintf(&servers, "    server spike%d %s check\n", i, sp.addr)
