@@ -139,10 +139,17 @@ func (r *Returns) ReturnDue(ctx context.Context) (int, error) {
 			return n, err
 		}
 		progress := false
+		waiting := make(map[string]bool) // sales whose counters cannot take returns now
 		for _, o := range due {
+			if waiting[o.SaleID] {
+				continue
+			}
 			to, err := r.returnOrder(ctx, o)
 			if err != nil {
-				r.log.Warn("return stock", "order_id", o.ID, "err", err)
+				// Counters being rebuilt (or unreachable) refuse every order
+				// of the sale alike: one line, and the next pass tries again.
+				waiting[o.SaleID] = true
+				r.log.Warn("return stock: will retry", "sale_id", o.SaleID, "order_id", o.ID, "err", err)
 				continue
 			}
 			if err := r.orders.MarkStockReturned(ctx, o.ID, to); err != nil {
