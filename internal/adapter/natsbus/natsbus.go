@@ -246,7 +246,6 @@ func (b *Bus) Unpersisted(ctx context.Context) ([]order.Placed, error) {
 	return out, nil
 }
 
-
 // Overdue returns up to limit events stored on the stream before the
 // given time and still there, oldest first: placements whose persistence
 // is late, typically because the worker that took them died and the
