@@ -193,7 +193,9 @@ func TestFallback(t *testing.T) {
 				t.Errorf("allowed %d locally, want %d (limit/instances)", allowed, tc.local)
 			}
 			s := l.Stats()
-			if s.Fallbacks != uint64(3*tc.local) || s.RedisErrors == 0 {
+			// The warm-up call counts too if a loaded machine made it miss
+			// its Redis budget.
+			if s.Fallbacks < uint64(3*tc.local) || s.Fallbacks > uint64(3*tc.local+1) || s.RedisErrors == 0 {
 				t.Errorf("Stats() = %+v, want %d fallbacks and some Redis errors", s, 3*tc.local)
 			}
 			if s.Breaker != resilience.Open {
