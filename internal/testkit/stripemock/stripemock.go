@@ -140,7 +140,11 @@ type mock struct {
 
 // start runs bin on a free loopback port and waits for its address.
 func start(bin string) (*mock, error) {
-	cmd := exec.Command(bin, "-http-addr", "127.0.0.1:0")
+	// Both listeners on free loopback ports: given only -http-addr,
+	// stripe-mock also listens for HTTPS on :12112, and a second instance
+	// (another test package running in parallel) fails to bind it and
+	// exits after printing its HTTP address.
+	cmd := exec.Command(bin, "-http-addr", "127.0.0.1:0", "-https-addr", "127.0.0.1:0")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -153,11 +157,18 @@ func start(bin string) (*mock, error) {
 	found := make(chan string, 1)
 	go func() {
 		defer close(m.read)
-		// "Listening for HTTP at address: 127.0.0.1:41234"
+		// "Listening for HTTP at address: 127.0.0.1:41234", then the same
+		// for HTTPS: both listeners are up.
 		sc := bufio.NewScanner(stdout)
+		var addr string
+		var https bool
 		for sc.Scan() {
-			if _, addr, ok := strings.Cut(sc.Text(), "Listening for HTTP at address: "); ok {
-				found <- strings.TrimSpace(addr)
+			if _, a, ok := strings.Cut(sc.Text(), "Listening for HTTP at address: "); ok {
+				addr = strings.TrimSpace(a)
+			}
+			https = https || strings.Contains(sc.Text(), "Listening for HTTPS at address: ")
+			if addr != "" && https {
+				found <- addr
 				break
 			}
 		}
