@@ -5,6 +5,7 @@
 #
 #   scripts/bench-wrk.sh            # SECS=8 ROUNDS=2 by default
 #   PROFILE=/tmp/cpu.pprof scripts/bench-wrk.sh   # also a CPU profile of round 1's placements
+#   SPIKE_BIN=/tmp/spike-before scripts/bench-wrk.sh   # a prebuilt binary (e.g. of another commit)
 #
 # Scenarios: placements (202, durably enqueued), sold-out rejections,
 # cached product reads; each round runs the trivial handler first.
@@ -14,7 +15,11 @@ secs=${SECS:-8}
 rounds=${ROUNDS:-2}
 conns=${CONNS:-64}
 dir=$(mktemp -d)
-go build -o "$dir/spike" ./cmd/spike
+if [ -n "${SPIKE_BIN:-}" ]; then
+  cp "$SPIKE_BIN" "$dir/spike"
+else
+  go build -o "$dir/spike" ./cmd/spike
+fi
 cat >"$dir/trivial.go" <<'GO'
 package main
 
