@@ -5,6 +5,8 @@
 #
 #   scripts/bench-wrk.sh            # SECS=8 ROUNDS=2 by default
 #   PROFILE=/tmp/cpu.pprof scripts/bench-wrk.sh   # also a CPU profile of round 1's placements
+#   SPIKE_BIN=/tmp/spike-before scripts/bench-wrk.sh   # a prebuilt binary (e.g. of another commit)
+#   DRAIN_EACH=1 scripts/bench-wrk.sh   # also drain the persistence backlog before sold-out and reads
 #
 # Scenarios: placements (202, durably enqueued), sold-out rejections,
 # cached product reads; each round runs the trivial handler first.
@@ -14,7 +16,11 @@ secs=${SECS:-8}
 rounds=${ROUNDS:-2}
 conns=${CONNS:-64}
 dir=$(mktemp -d)
-go build -o "$dir/spike" ./cmd/spike
+if [ -n "${SPIKE_BIN:-}" ]; then
+  cp "$SPIKE_BIN" "$dir/spike"
+else
+  go build -o "$dir/spike" ./cmd/spike
+fi
 cat >"$dir/trivial.go" <<'GO'
 package main
 
@@ -95,7 +101,9 @@ for r in $(seq "$rounds"); do
     (sleep 1; curl -fs -o "$PROFILE" "http://127.0.0.1:18502/debug/pprof/profile?seconds=$((secs - 2))") &
   fi
   p=$(run $url "$dir/big.lua")
+  if [ -n "${DRAIN_EACH:-}" ]; then drain; fi
   s=$(run $url "$dir/tiny.lua")
+  if [ -n "${DRAIN_EACH:-}" ]; then drain; fi
   rd=$(run $url "$dir/reads.lua")
   printf "%-6s %10.0f %12.0f %10.0f %10.0f %8.2f %8.2f %8.2f\n" "$r" "$t" "$p" "$s" "$rd" \
     "$(echo "$p/$t" | bc -l)" "$(echo "$s/$t" | bc -l)" "$(echo "$rd/$t" | bc -l)"
