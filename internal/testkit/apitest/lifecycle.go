@@ -41,6 +41,20 @@ type Payment struct {
 	CheckoutURL string `json:"checkout_url"`
 }
 
+// DoRetry is Do, sending the request again while it is answered 429 or
+// 503 (a dependency paused or shedding, with Retry-After), as a client
+// would, for up to 30 s.
+func (c *Client) DoRetry(ctx context.Context, method, path, token string, body any, hdr map[string]string) (Response, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r, err := c.Do(ctx, method, path, token, body, hdr)
+		if err != nil || (r.Status != 429 && r.Status != 503) || time.Now().After(deadline) {
+			return r, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // Order reads an order as an admin.
 func (c *Client) Order(t testing.TB, id string) LifeOrder {
 	t.Helper()
@@ -79,7 +93,7 @@ func (c *Client) Sale(t testing.TB, id string) SaleView {
 // when the sandbox's signed webhook reaches the server.
 func (c *Client) Pay(ctx context.Context, user int64, orderID, key, outcome string) (Payment, error) {
 	var p Payment
-	r, err := c.Do(ctx, "POST", "/v1/orders/"+orderID+"/payments", c.Token(user, false), `{}`, map[string]string{"Idempotency-Key": key})
+	r, err := c.DoRetry(ctx, "POST", "/v1/orders/"+orderID+"/payments", c.Token(user, false), `{}`, map[string]string{"Idempotency-Key": key})
 	if err != nil {
 		return p, err
 	}
@@ -97,7 +111,7 @@ func (c *Client) Pay(ctx context.Context, user int64, orderID, key, outcome stri
 	if !ok {
 		return p, fmt.Errorf("checkout_url %q is not on the server %s", p.CheckoutURL, c.Base)
 	}
-	r, err = c.Do(ctx, "POST", path, "", map[string]string{"outcome": outcome}, nil)
+	r, err = c.DoRetry(ctx, "POST", path, "", map[string]string{"outcome": outcome}, nil)
 	if err != nil {
 		return p, err
 	}
@@ -125,6 +139,10 @@ type LifecycleOptions struct {
 // that the server's audit (I1–I7, product conservation) passes.
 func RunLifecycle(t *testing.T, c *Client, o LifecycleOptions) {
 	admin := c.Token(1, true)
+	// 503 + Retry-After is a valid answer under load (writes paused while
+	// the database is slow): retried, as a client would.
+	defer func(prev bool) { c.RetryTransient = prev }(c.RetryTransient)
+	c.RetryTransient = true
 	const extra = 100
 	c.Must("POST", "/v1/products", admin, map[string]any{"sku": o.SKU, "name": "Item " + o.SKU, "price_cents": 1999, "stock": o.Units + extra}, 201)
 	c.Must("POST", "/v1/sales", admin, map[string]any{"id": o.SaleID, "sku": o.SKU, "stock": o.Units, "price_cents": 999,
@@ -133,7 +151,7 @@ func RunLifecycle(t *testing.T, c *Client, o LifecycleOptions) {
 	// Restocks and write-offs: recorded, idempotent, never below zero.
 	restock := map[string]string{"Idempotency-Key": "restock-1"}
 	for range 2 {
-		r, err := c.Do(context.Background(), "POST", "/v1/products/"+o.SKU+"/stock", admin, map[string]any{"delta": 50, "reason": "delivery"}, restock)
+		r, err := c.DoRetry(context.Background(), "POST", "/v1/products/"+o.SKU+"/stock", admin, map[string]any{"delta": 50, "reason": "delivery"}, restock)
 		if err != nil || r.Status != 200 {
 			t.Fatalf("restock: %v %d %s", err, r.Status, r.Body)
 		}
@@ -143,7 +161,7 @@ func RunLifecycle(t *testing.T, c *Client, o LifecycleOptions) {
 	if prod.Stock != extra+50 {
 		t.Fatalf("after one restock of 50 sent twice: stock %d, want %d", prod.Stock, extra+50)
 	}
-	r, _ := c.Do(context.Background(), "POST", "/v1/products/"+o.SKU+"/stock", admin, map[string]any{"delta": -1_000_000, "reason": "x"}, map[string]string{"Idempotency-Key": "writeoff-1"})
+	r, _ := c.DoRetry(context.Background(), "POST", "/v1/products/"+o.SKU+"/stock", admin, map[string]any{"delta": -1_000_000, "reason": "x"}, map[string]string{"Idempotency-Key": "writeoff-1"})
 	if r.Status != 409 || r.Code() != "insufficient_stock" {
 		t.Fatalf("write-off below zero: %d %s, want 409 insufficient_stock", r.Status, r.Body)
 	}
@@ -228,7 +246,7 @@ func RunLifecycle(t *testing.T, c *Client, o LifecycleOptions) {
 			}
 		case cancels:
 			for range 2 { // the second cancel answers the order as it is
-				r, err := c.Do(context.Background(), "POST", "/v1/orders/"+id+"/cancel", c.Token(u, false), nil, nil)
+				r, err := c.DoRetry(context.Background(), "POST", "/v1/orders/"+id+"/cancel", c.Token(u, false), nil, nil)
 				// On a slow machine the deadline may win the race: cancelled either way.
 				if err != nil || r.Status != 200 || !strings.Contains(string(r.Body), `"status":"cancelled"`) {
 					return fmt.Errorf("cancel %s: %v %d %s", id, err, r.Status, r.Body)
@@ -256,7 +274,7 @@ func RunLifecycle(t *testing.T, c *Client, o LifecycleOptions) {
 		}
 	}
 	// Another buyer cannot cancel or pay someone else's order.
-	if r, _ := c.Do(context.Background(), "POST", "/v1/orders/"+won[payers[0]]+"/cancel", c.Token(7, false), nil, nil); r.Status != 404 {
+	if r, _ := c.DoRetry(context.Background(), "POST", "/v1/orders/"+won[payers[0]]+"/cancel", c.Token(7, false), nil, nil); r.Status != 404 {
 		t.Fatalf("another buyer's cancel: %d, want 404", r.Status)
 	}
 
@@ -307,7 +325,7 @@ func RunLifecycle(t *testing.T, c *Client, o LifecycleOptions) {
 	}
 	// A cancelled order cannot be paid; its key still replays its 202.
 	u := cancellers[0]
-	if r, _ := c.Do(context.Background(), "POST", "/v1/orders/"+won[u]+"/payments", c.Token(u, false), nil, map[string]string{"Idempotency-Key": "late"}); r.Status != 409 {
+	if r, _ := c.DoRetry(context.Background(), "POST", "/v1/orders/"+won[u]+"/payments", c.Token(u, false), nil, map[string]string{"Idempotency-Key": "late"}); r.Status != 409 {
 		t.Fatalf("paying a cancelled order: %d %s, want 409", r.Status, r.Body)
 	}
 	if _, p, _ := c.Place(context.Background(), u, c.Token(u, false), o.SaleID, "k1", 1); p.OrderID != won[u] {
@@ -355,7 +373,7 @@ func RunLifecycle(t *testing.T, c *Client, o LifecycleOptions) {
 		c.Must("POST", "/v1/orders/"+won[u]+"/deliver", admin, nil, 200)
 	}
 	c.Must("POST", "/v1/orders/"+won[shipped[0]]+"/refund", admin, nil, 200)
-	if r, _ := c.Do(context.Background(), "POST", "/v1/orders/"+won[shipped[1]]+"/cancel", admin, nil, nil); r.Status != 409 || r.Code() != "conflict" {
+	if r, _ := c.DoRetry(context.Background(), "POST", "/v1/orders/"+won[shipped[1]]+"/cancel", admin, nil, nil); r.Status != 409 || r.Code() != "conflict" {
 		t.Fatalf("cancel of a delivered order: %d %s, want 409 conflict", r.Status, r.Body)
 	}
 	waitRemaining(int64(len(refunded)))
@@ -425,6 +443,8 @@ func RunLifecycle(t *testing.T, c *Client, o LifecycleOptions) {
 //     at once from several goroutines.
 func RunRaces(t *testing.T, c *Client, sku, saleID string, orders int) {
 	admin := c.Token(1, true)
+	defer func(prev bool) { c.RetryTransient = prev }(c.RetryTransient)
+	c.RetryTransient = true
 	const window = 4 // seconds
 	c.Must("POST", "/v1/products", admin, map[string]any{"sku": sku, "name": "Item " + sku, "price_cents": 500, "stock": 2 * orders}, 201)
 	// Race 1's sale has a short payment window; race 2's the default one,
@@ -466,7 +486,7 @@ func RunRaces(t *testing.T, c *Client, sku, saleID string, orders int) {
 			at := lo.PaymentDeadline.Add(time.Duration(i%7-3) * 100 * time.Millisecond)
 			time.Sleep(time.Until(at))
 			path, _ := strings.CutPrefix(p.CheckoutURL, c.Base)
-			c.Do(context.Background(), "POST", path, "", map[string]string{"outcome": "succeeded"}, nil)
+			c.DoRetry(context.Background(), "POST", path, "", map[string]string{"outcome": "succeeded"}, nil)
 			return nil
 		})
 	}
@@ -482,9 +502,9 @@ func RunRaces(t *testing.T, c *Client, sku, saleID string, orders int) {
 			path, _ := strings.CutPrefix(p.CheckoutURL, c.Base)
 			var race sync.WaitGroup
 			for range 3 {
-				race.Go(func() { c.Do(context.Background(), "POST", "/v1/orders/"+id+"/cancel", c.Token(user, false), nil, nil) })
-				race.Go(func() { c.Do(context.Background(), "POST", path, "", map[string]string{"outcome": "succeeded"}, nil) })
-				race.Go(func() { c.Do(context.Background(), "POST", "/v1/orders/"+id+"/refund", admin, nil, nil) })
+				race.Go(func() { c.DoRetry(context.Background(), "POST", "/v1/orders/"+id+"/cancel", c.Token(user, false), nil, nil) })
+				race.Go(func() { c.DoRetry(context.Background(), "POST", path, "", map[string]string{"outcome": "succeeded"}, nil) })
+				race.Go(func() { c.DoRetry(context.Background(), "POST", "/v1/orders/"+id+"/refund", admin, nil, nil) })
 			}
 			race.Wait()
 			return nil
