@@ -502,8 +502,12 @@ func RunRaces(t *testing.T, c *Client, sku, saleID string, orders int) {
 			path, _ := strings.CutPrefix(p.CheckoutURL, c.Base)
 			var race sync.WaitGroup
 			for range 3 {
-				race.Go(func() { c.DoRetry(context.Background(), "POST", "/v1/orders/"+id+"/cancel", c.Token(user, false), nil, nil) })
-				race.Go(func() { c.DoRetry(context.Background(), "POST", path, "", map[string]string{"outcome": "succeeded"}, nil) })
+				race.Go(func() {
+					c.DoRetry(context.Background(), "POST", "/v1/orders/"+id+"/cancel", c.Token(user, false), nil, nil)
+				})
+				race.Go(func() {
+					c.DoRetry(context.Background(), "POST", path, "", map[string]string{"outcome": "succeeded"}, nil)
+				})
 				race.Go(func() { c.DoRetry(context.Background(), "POST", "/v1/orders/"+id+"/refund", admin, nil, nil) })
 			}
 			race.Wait()
