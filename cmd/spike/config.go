@@ -558,6 +558,11 @@ func (c Config) redacted() string {
 		c.Notify.WebhookSecret = "REDACTED"
 	}
 	c.Notify.WebhookURL = redactURL(c.Notify.WebhookURL)
+	for _, sec := range []*Secret{&c.Payments.Sandbox.Secret, &c.Payments.Stripe.APIKey, &c.Payments.Stripe.WebhookSecret} {
+		if *sec != "" {
+			*sec = "REDACTED"
+		}
+	}
 	c.wrapStream = nil
 	b, _ := json.Marshal(struct {
 		Addr, Data, LogFormat, Pprof string
@@ -567,8 +572,9 @@ func (c Config) redacted() string {
 		Redis                        RedisConfig
 		Limits                       LimitsConfig
 		Notify                       NotifyConfig
+		Payments                     PaymentsConfig
 		ConfigFile                   string
-	}{c.Addr, c.Data, c.LogFormat, c.Pprof, c.JWTSecret, c.NATS, c.MySQL, c.Redis, c.Limits, c.Notify, c.ConfigFile})
+	}{c.Addr, c.Data, c.LogFormat, c.Pprof, c.JWTSecret, c.NATS, c.MySQL, c.Redis, c.Limits, c.Notify, c.Payments, c.ConfigFile})
 	return string(b)
 }
 

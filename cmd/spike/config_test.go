@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
 	"io"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -161,5 +164,44 @@ notify:
 				t.Errorf("error %v, want one naming %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestRedactedPayments: the payment providers' secrets never reach the log.
+func TestRedactedPayments(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Payments.Stripe.APIKey = "sk_live_secret1"
+	cfg.Payments.Stripe.WebhookSecret = "whsec_secret2"
+	cfg.Payments.Sandbox.Secret = "sandbox_secret3"
+	out := cfg.redacted()
+	for _, s := range []string{"sk_live_secret1", "whsec_secret2", "sandbox_secret3"} {
+		if strings.Contains(out, s) {
+			t.Errorf("redacted config shows %q: %s", s, out)
+		}
+	}
+	if !strings.Contains(out, `"Provider":"sandbox"`) {
+		t.Errorf("redacted config lacks the payments section: %s", out)
+	}
+}
+
+// TestStartFailureIsAnError: a start that fails after the app is built
+// (here: the port is taken) returns the error; it does not panic closing a
+// half-built app.
+func TestStartFailureIsAnError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg := DefaultConfig()
+	cfg.Addr = ln.Addr().String()
+	cfg.Data = t.TempDir()
+	a, err := start(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil {
+		stopApp(t, a)
+		t.Fatal("start on a taken port succeeded")
+	}
+	if !strings.Contains(err.Error(), "address already in use") {
+		t.Errorf("start on a taken port: %v", err)
 	}
 }

@@ -137,9 +137,12 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		return nil, fmt.Errorf("jwt secret: %w", err)
 	}
 	a = &app{data: cfg.Data, secret: secret, log: log, httpErr: make(chan error, 1)}
+	// The named result a is nil by the time a failed start's defer runs
+	// (return nil, err): close what was built through its own reference.
+	built := a
 	defer func() {
 		if err != nil {
-			a.close()
+			built.close()
 		}
 	}()
 
