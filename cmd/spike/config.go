@@ -614,7 +614,7 @@ func (c *Config) secret() ([]byte, error) {
 	if !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
-	if err := os.MkdirAll(c.Data, 0o755); err != nil {
+	if err := os.MkdirAll(c.Data, 0o700); err != nil {
 		return nil, err
 	}
 	raw := make([]byte, 32)

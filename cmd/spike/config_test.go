@@ -205,3 +205,30 @@ func TestStartFailureIsAnError(t *testing.T) {
 		t.Errorf("start on a taken port: %v", err)
 	}
 }
+
+// TestOneServerPerDataFolder: a second server on a data folder in use is
+// refused with a clear error, and the folder is free again once the first
+// stops.
+func TestOneServerPerDataFolder(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.Data = t.TempDir()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	a, err := start(context.Background(), cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := start(context.Background(), cfg, log); err == nil {
+		stopApp(t, b)
+		stopApp(t, a)
+		t.Fatal("a second server started on a data folder in use")
+	} else if !strings.Contains(err.Error(), "in use by another spike serve") {
+		t.Errorf("second server: %v", err)
+	}
+	stopApp(t, a)
+	b, err := start(context.Background(), cfg, log)
+	if err != nil {
+		t.Fatalf("after the first stopped: %v", err)
+	}
+	stopApp(t, b)
+}

@@ -112,6 +112,7 @@ type app struct {
 	// notifyDrain bounds how long stopping waits for queued notifications.
 	notifyDrain time.Duration
 	pprof       *http.Server // nil: no --pprof
+	unlockData  func()       // releases the data folder's lock; nil: not taken
 
 	// Every goroutine the app starts is one of these groups', and close
 	// waits for each group before closing what its members use.
@@ -129,7 +130,7 @@ type app struct {
 // start opens the stores and the stream, rebuilds the stock counters,
 // starts the order workers and begins serving HTTP.
 func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error) {
-	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
+	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return nil, err
 	}
 	secret, err := cfg.secret()
@@ -145,6 +146,12 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 			built.close()
 		}
 	}()
+	// A data folder holding a database or a JetStream store is one process's.
+	if cfg.MySQL.Primary == "" || len(cfg.NATS.URLs) == 0 {
+		if a.unlockData, err = lockData(cfg.Data); err != nil {
+			return nil, err
+		}
+	}
 
 	if a.store, err = openStores(ctx, cfg, cfg.MySQL.Migrate); err != nil {
 		return nil, err
@@ -553,6 +560,9 @@ func (a *app) close() {
 	}
 	if a.store != nil {
 		a.store.Close()
+	}
+	if a.unlockData != nil {
+		a.unlockData()
 	}
 }
 
