@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/spikehq/spike"
 )
 
@@ -284,11 +286,20 @@ func (l *Lifecycle) History(ctx context.Context, id string) ([]HistoryEntry, err
 // (each exactly once, whichever instance gets it) and reports how many.
 func (l *Lifecycle) ExpireDue(ctx context.Context, limit int) (int, error) {
 	expired, err := l.store.ExpireDue(ctx, l.cfg.Now().UTC(), limit)
+	// The cancellations are committed; their events go out in parallel, so
+	// that a sweep of hundreds of orders does not hold the next one back by
+	// a stream round trip each (that made deadlines late under load).
+	var g errgroup.Group
+	g.SetLimit(64)
 	for i := range expired {
 		o := expired[i]
-		c := Change{Transition: Expire, To: Cancelled, At: o.CancelledAt, Cause: "deadline", CancelReason: "payment_timeout"}
-		l.applied(ctx, Created, o, c)
+		g.Go(func() error {
+			c := Change{Transition: Expire, To: Cancelled, At: o.CancelledAt, Cause: "deadline", CancelReason: "payment_timeout"}
+			l.applied(ctx, Created, o, c)
+			return nil
+		})
 	}
+	g.Wait()
 	return len(expired), err
 }
 
