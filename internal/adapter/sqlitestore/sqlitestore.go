@@ -469,7 +469,7 @@ func (s *Store) insertStmt(ctx context.Context, n int) (*sql.Stmt, error) {
 // lifecycle migration have no updated_at: it is their created_at.
 const orderColumns = `order_id, sale_id, sku, user_id, quantity, price_cents, status, idempotency_key, created_at,
 	coalesce(updated_at, created_at), payment_deadline, paid_at, cancelled_at, cancel_reason, carrier, tracking,
-	shipped_at, delivered_at, refunded_at, stock_returned, stock_returned_to`
+	shipped_at, delivered_at, refunded_at, stock_returned_to`
 
 func scanOrder(row scanner) (order.Order, error) {
 	var (
@@ -480,7 +480,7 @@ func scanOrder(row scanner) (order.Order, error) {
 	)
 	if err := row.Scan(&o.ID, &o.SaleID, &o.SKU, &o.UserID, &o.Quantity, &o.PriceCents, &status, &o.IdempotencyKey, &created,
 		&updated, &deadline, &paid, &cancelled, &o.CancelReason, &o.Carrier, &o.Tracking,
-		&shipped, &deliv, &refunded, &o.StockReturned, &o.StockReturnedTo); err != nil {
+		&shipped, &deliv, &refunded, &o.StockReturnedTo); err != nil {
 		return order.Order{}, err
 	}
 	o.Status = order.Status(status)

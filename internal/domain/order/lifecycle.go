@@ -119,9 +119,9 @@ type LifecycleStore interface {
 	// Uses an index on (status, payment_deadline) so a million open deadlines cost nothing.
 	ExpireDue(ctx context.Context, now time.Time, limit int) ([]Order, error)
 	// StockToReturn lists up to limit orders that are cancelled, or refunded from paid, whose
-	// StockReturned is false (the outbox of stock returns), oldest first.
+	// StockReturnedTo is empty (the outbox of stock returns), oldest first.
 	StockToReturn(ctx context.Context, limit int) ([]Order, error)
-	// MarkStockReturned sets StockReturned and records where the units
+	// MarkStockReturned records where the units
 	// went (StockReturnedTo: "sale" or "product"); the first mark wins, a
 	// repeat changes nothing.
 	MarkStockReturned(ctx context.Context, id, to string) error

@@ -55,11 +55,10 @@ type Order struct {
 	ShippedAt       time.Time
 	DeliveredAt     time.Time
 	RefundedAt      time.Time
-	// StockReturned: the units of a cancelled (or refunded before
-	// shipping) order are back on sale (the outbox flag of stock returns).
-	StockReturned bool
-	// StockReturnedTo is where they went: "sale" (while it ran) or
-	// "product" (after it ended); empty until StockReturned.
+	// StockReturnedTo is where the units of a cancelled (or refunded
+	// before shipping) order went back to: "sale" (while it ran) or
+	// "product" (after it ended); empty until they are back (the outbox of
+	// stock returns is the orders where it is empty).
 	StockReturnedTo string
 }
 

@@ -478,11 +478,11 @@ func testStockToReturn(t *testing.T, s Stores) {
 			t.Fatalf("MarkStockReturned() = %v", err)
 		}
 	}
-	if !mustOrder(t, s, "refund-paid").StockReturned {
-		t.Errorf("after MarkStockReturned, StockReturned = false")
+	if got := mustOrder(t, s, "refund-paid").StockReturnedTo; got != "sale" {
+		t.Errorf("after MarkStockReturned(sale), StockReturnedTo = %q", got)
 	}
-	if mustOrder(t, s, "cancel-early").StockReturned {
-		t.Errorf("StockReturned of an order not marked = true")
+	if got := mustOrder(t, s, "cancel-early").StockReturnedTo; got != "" {
+		t.Errorf("StockReturnedTo of an order not marked = %q", got)
 	}
 	got, _ = l.StockToReturn(ctx, 10)
 	if diff := cmp.Diff([]string{"cancel-early", "expired", "cancel-late"}, ids(got)); diff != "" {
