@@ -181,33 +181,46 @@ func (t *holdTable) quantity(rec uint32) int64 {
 	return int64(h.quantity)
 }
 
-// put stores a record for user's key k (replacing the record the key has,
-// if any) and returns its number. The order id is raw when ok, else
+// put stores a record for user's key k, replacing the record the key has,
+// if any, and returns its number. The order id is raw when ok, else
 // orderID.
 func (t *holdTable) put(user int64, k keyHash, raw [16]byte, ok bool, orderID string, quantity, placedAt int64, flags uint32) uint32 {
-	rec, _, found := t.find(user, k)
-	if found {
-		delete(t.spill, rec)
-	} else {
-		if (t.used+1)*4 > len(t.slots)*3 {
-			t.resize(len(t.slots) * 2) // before the new record is live: resize links every live one
-		}
-		rec = t.alloc()
+	if rec, _, found := t.find(user, k); found {
+		t.write(rec, user, k, raw, ok, orderID, quantity, placedAt, flags)
+		return rec
 	}
+	return t.insert(user, k, raw, ok, orderID, quantity, placedAt, flags)
+}
+
+// insert stores a record for a key the table does not have (find said so)
+// and returns its number.
+func (t *holdTable) insert(user int64, k keyHash, raw [16]byte, ok bool, orderID string, quantity, placedAt int64, flags uint32) uint32 {
+	if (t.used+1)*4 > len(t.slots)*3 {
+		t.resize(len(t.slots) * 2) // before the new record is live: resize links every live one
+	}
+	rec := t.alloc()
+	t.write(rec, user, k, raw, ok, orderID, quantity, placedAt, flags)
+	t.link(rec)
+	return rec
+}
+
+// write fills record rec, spilling what does not fit.
+func (t *holdTable) write(rec uint32, user int64, k keyHash, raw [16]byte, ok bool, orderID string, quantity, placedAt int64, flags uint32) {
+	delete(t.spill, rec)
 	h := t.at(rec)
 	*h = hold{key: k, user: user, order: raw, placedAt: placedAt, quantity: uint32(quantity), flags: flagLive | flags}
-	if !ok || quantity < 0 || quantity > math.MaxUint32 {
-		h.flags |= flagSpilled
-		h.order, h.quantity = [16]byte{}, 0
-		if t.spill == nil {
-			t.spill = make(map[uint32]spilled)
-		}
-		t.spill[rec] = spilled{orderID: orderID, quantity: quantity}
+	if ok && quantity >= 0 && quantity <= math.MaxUint32 {
+		return
 	}
-	if !found {
-		t.link(rec)
+	if ok {
+		orderID = spike.FormatID(raw)
 	}
-	return rec
+	h.flags |= flagSpilled
+	h.order, h.quantity = [16]byte{}, 0
+	if t.spill == nil {
+		t.spill = make(map[uint32]spilled)
+	}
+	t.spill[rec] = spilled{orderID: orderID, quantity: quantity}
 }
 
 // alloc returns a free record.

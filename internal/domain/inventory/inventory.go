@@ -341,7 +341,7 @@ func (st *saleStock) take(c *Counters, r Request, k keyHash) (e entry, found boo
 	}
 	st.users[r.UserID] = held + r.Quantity
 	e = entry{order: c.ids.NewRaw(), quantity: r.Quantity, placedAt: now.UTC().Truncate(time.Microsecond).UnixMicro()}
-	st.holds.put(r.UserID, k, e.order, true, "", e.quantity, e.placedAt, 0)
+	st.holds.insert(r.UserID, k, e.order, true, "", e.quantity, e.placedAt, 0)
 	return e, false, nil
 }
 
