@@ -51,6 +51,9 @@ func TestFlashSaleEndToEnd(t *testing.T) {
 				Scenario: loadgen.ScenarioFlashSale, Target: fake.URL, Secret: testSecret,
 				Rate: tt.rate, Concurrency: 64, Buyers: 200, Stock: 50, PerUserLimit: 1,
 				RepeatFraction: 0.2, RetryFraction: 0.25, Baseline: tt.baseline, Seed: 7,
+				// The flash sale's checks are under test, not whether a loaded
+				// machine keeps 500/s within 64 in flight (TestLoadChecks*).
+				MaxErrorRate: 1,
 			})
 			if err != nil {
 				t.Fatal(err)
