@@ -463,3 +463,36 @@ func TestLoadChecksFailUnsent(t *testing.T) {
 		}
 	}
 }
+
+// TestInterruptedRunFails: a run cut short (Ctrl-C) reports what it
+// measured, with a failed "completed" check and the operations it never
+// sent, and Result FAIL.
+func TestInterruptedRunFails(t *testing.T) {
+	fake := loadgentest.NewServer(testSecret)
+	defer fake.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var n atomic.Int64
+	wrap := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/orders") && n.Add(1) == 20 {
+			cancel()
+		}
+		fake.Config.Handler.ServeHTTP(w, r)
+	}))
+	defer wrap.Close()
+	rep, err := loadgen.Bench(ctx, loadgen.Config{
+		Target: wrap.URL, Secret: testSecret, Concurrency: 2, Buyers: 500, Stock: 1000,
+	})
+	if !errors.Is(err, context.Canceled) || rep == nil {
+		t.Fatalf("Bench() = %v, %v; want the partial report and context.Canceled", rep, err)
+	}
+	if c := checkByName(t, rep, "completed"); c.OK {
+		t.Errorf("completed = %+v, want a failure", c)
+	}
+	if c := checkByName(t, rep, "unsent"); c.OK || rep.Run.Unsent == 0 {
+		t.Errorf("unsent = %+v (Unsent %d), want a failure", c, rep.Run.Unsent)
+	}
+	if rep.Result != "FAIL" {
+		t.Errorf("Result %q, want FAIL", rep.Result)
+	}
+}
