@@ -216,7 +216,8 @@ for r in $(seq "$rounds"); do
   pr=$(ratio "$p" "$t") sr=$(ratio "$s" "$t") rr=$(ratio "$rd" "$t") spr=$(ratio "$sp" "$t") ssr=$(ratio "$ss" "$t")
   echo "$pr $sr $rr $spr $ssr" >>"$ratios"
   printf "%-5s %8s %8.0f | %-22s %9.0f %9.0f %6.2f %6.2f | %-22s %9.0f %9.0f %6.2f %6.2f | %8.0f %6.2f\n" "$r" "$load" "$t" \
-    "$buyers distinct" "$p" "$s" "$pr" "$sr" "$small round-robin" "$sp" "$ss" "$spr" "$ssr" "$rd" "$rr"
+    "$buyers distinct" "$p" "$s" "$pr" "$sr" "$([ "$small" -gt 0 ] && echo "$small round-robin" || echo "(skipped)")" \
+    "$sp" "$ss" "$spr" "$ssr" "$rd" "$rr"
 done
 
 # Median and spread (min-max) of each column of per-round ratios.
