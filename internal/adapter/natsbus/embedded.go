@@ -48,8 +48,9 @@ func StartEmbedded(dir, listen string, syncAlways bool) (*Embedded, error) {
 	return StartEmbeddedServer(EmbeddedConfig{Dir: dir, Listen: listen, SyncAlways: syncAlways})
 }
 
-// checkListen refuses a listening server that anyone could use.
-func (c *EmbeddedConfig) checkListen() error {
+// CheckListen refuses a listening server that anyone could use: it needs
+// credentials and TLS, or the insecure override on a loopback address.
+func (c EmbeddedConfig) CheckListen() error {
 	if c.Listen == "" {
 		return nil
 	}
@@ -80,7 +81,7 @@ func (c *EmbeddedConfig) checkListen() error {
 // system holds the write); it is fsynced every few minutes, so surviving a
 // power loss needs SyncAlways (slower).
 func StartEmbeddedServer(cfg EmbeddedConfig) (*Embedded, error) {
-	if err := cfg.checkListen(); err != nil {
+	if err := cfg.CheckListen(); err != nil {
 		return nil, err
 	}
 	opts := &server.Options{

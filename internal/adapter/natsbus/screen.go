@@ -100,6 +100,17 @@ func (b *Bus) refuse(ctx context.Context, subject string, hdr nats.Header, data 
 	return nil
 }
 
+// SetHolds sets Config.Holds: the counters are built after the bus (they
+// are rebuilt from its stream). Call it before RunWorker and Overdue.
+func (b *Bus) SetHolds(h inventory.Stock) error {
+	hc, ok := h.(inventory.HoldChecker)
+	if !ok {
+		return fmt.Errorf("the stock counters (%T) cannot tell which reservations they hold", h)
+	}
+	b.cfg.Holds = hc
+	return nil
+}
+
 // screened wraps persist: events that match no reservation are refused
 // and only the others are persisted. When a sale's counters are missing
 // (being rebuilt) the batch fails and is retried, so a genuine order is
