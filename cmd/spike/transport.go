@@ -267,7 +267,6 @@ func (m MySQLConfig) withTransport() (MySQLConfig, error) {
 	return out, nil
 }
 
-
 const eventKeyFile = "events.key"
 
 // eventKeys returns the keys that sign and verify events: the configured
