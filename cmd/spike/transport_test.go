@@ -187,7 +187,9 @@ func TestForgedEventsNotPersisted(t *testing.T) {
 	for _, id := range genuine {
 		c.WaitOrder(t, id, 30*time.Second, "persisted", func(o apitest.LifeOrder) bool { return o.Status == "created" })
 	}
-	var sw struct{ Switches []struct{ Name, Value string } }
+	var sw struct {
+		Switches []struct{ Name, Value string }
+	}
 	c.Must("GET", "/v1/admin/switches", admin, nil, 200).Decode(t, &sw)
 	for _, st := range sw.Switches {
 		if st.Name == "orders.accept" && st.Value != "true" {
