@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -228,4 +229,79 @@ func rejectedCount(t *testing.T, c *client, reason string) int {
 	}
 	t.Fatalf("no spike_events_rejected_total{reason=%q} in /metrics", reason)
 	return 0
+}
+
+// TestRebuildIgnoresForgedEvents: unsigned events left on the stream while
+// the instance was down (written straight into its JetStream store) are
+// not counted when the stock counters are rebuilt at start: the sale's
+// remaining units stay as the genuine orders left them, the forged events
+// are refused once the workers run, and the audit passes.
+func TestRebuildIgnoresForgedEvents(t *testing.T) {
+	ca := tlstest.New(t)
+	cfg := securedEmbedded(t, ca)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	a, err := start(context.Background(), cfg, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, a.addr, a.secret)
+	c.SetupSale("sku-rebuild", "rebuild", 10, 2)
+	for u := int64(200); u < 203; u++ {
+		if r, _, err := c.Place(context.Background(), u, c.Token(u, false), "rebuild", "k", 2); err != nil || r.Status != 202 {
+			t.Fatalf("genuine placement: %v %d %s", err, r.Status, r.Body)
+		}
+	}
+	if rep, ok := c.WaitAudit(60 * time.Second); !ok {
+		t.Fatalf("audit before the restart: %+v", rep)
+	}
+	stopApp(t, a)
+
+	// While it is down, forged events land in its stream.
+	srv, err := natsbus.StartEmbeddedServer(natsbus.EmbeddedConfig{Dir: filepath.Join(cfg.Data, "nats")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := srv.Connect("intruder")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		id := fmt.Sprintf("FORGEDREBUILD%013d", i)
+		ev := fmt.Sprintf(`{"v":1,"order_id":%q,"sale_id":"rebuild","sku":"sku-rebuild","user_id":77,"quantity":1,"price_cents":0,"idempotency_key":"f-%d","placed_at":%q}`,
+			id, i, time.Now().UTC().Format(time.RFC3339Nano))
+		if _, err := js.Publish(context.Background(), natsbus.PlacedSubject+"."+id, []byte(ev)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nc.Close()
+	srv.Shutdown()
+
+	a, err = start(context.Background(), cfg, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopApp(t, a) })
+	if len(a.restored) != 0 {
+		t.Errorf("the rebuild counted %d queued events, want none (all forged)", len(a.restored))
+	}
+	c = newClient(t, a.addr, a.secret)
+	var sale apitest.SaleView
+	c.Must("GET", "/v1/sales/rebuild", "", nil, 200).Decode(t, &sale)
+	if sale.Remaining != 4 {
+		t.Errorf("remaining after the rebuild = %d, want 4 (10 - 3 buyers x 2)", sale.Remaining)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for rejectedCount(t, c, "unsigned") < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 60s only %d forged events refused", rejectedCount(t, c, "unsigned"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if rep, ok := c.WaitAudit(60 * time.Second); !ok {
+		t.Fatalf("audit after the restart: %+v", rep)
+	}
 }

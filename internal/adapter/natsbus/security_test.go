@@ -128,6 +128,25 @@ func TestListenRequiresCredentialsAndTLS(t *testing.T) {
 	}
 	own.Close()
 
+	// A token instead of a user.
+	tok, err := StartEmbeddedServer(EmbeddedConfig{Dir: t.TempDir(), Listen: "127.0.0.1:0", Token: "t0ken-t0ken", TLS: ca.ServerConfig(t, false)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tok.Shutdown)
+	url = tok.ClientURL()
+	if err := try(nats.Secure(clientTLS(t, ca, false)), nats.Token("wrong")); err == nil {
+		t.Error("a client with a wrong token connected")
+	}
+	if err := try(nats.Secure(clientTLS(t, ca, false)), nats.Token("t0ken-t0ken")); err != nil {
+		t.Errorf("a client with the token and TLS: %v", err)
+	}
+	if own, err := tok.Connect("spike"); err != nil {
+		t.Errorf("the process's own connection (token): %v", err)
+	} else {
+		own.Close()
+	}
+
 	// Mutual TLS: a client certificate is required too.
 	m := secured(t, ca, true)
 	url = m.ClientURL()
