@@ -2,6 +2,7 @@ package natsbus
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"time"
 
@@ -89,7 +90,11 @@ func (b *Bus) refuse(ctx context.Context, subject string, hdr nats.Header, data 
 	pm.Header.Set(OriginalSubjectHeader, subject)
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), parkTimeout)
 	defer cancel()
-	if _, err := b.js.PublishMsg(pctx, pm); err != nil {
+	// A refusal retried (its batch failed later, or its ack was lost) is
+	// parked once within the parked stream's deduplication window.
+	sum := sha256.Sum256(data)
+	msgID := fmt.Sprintf("%s.%x", reason, sum[:16])
+	if _, err := b.js.PublishMsg(pctx, pm, jetstream.WithMsgID(msgID)); err != nil {
 		return fmt.Errorf("park refused event: %w", err)
 	}
 	b.log.Warn("order workers: refused an event; parked, not persisted",
