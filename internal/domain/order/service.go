@@ -418,6 +418,12 @@ func (s *Service) List(ctx context.Context, userID int64, after Cursor, limit in
 	return all, CursorAfter(&all[limit-1]), nil
 }
 
+// Persisted drops an order from the pending index: another instance's
+// worker persisted it (clustered instances announce what they persist).
+func (s *Service) Persisted(userID int64, orderID string) {
+	s.pending.remove(Order{ID: orderID, UserID: userID})
+}
+
 // PendingCount returns how many acknowledged orders this instance has not
 // seen persisted yet.
 func (s *Service) PendingCount() int { return s.pending.count() }
