@@ -136,6 +136,8 @@ LUA
 # cpu PID...: user+system clock ticks of the processes, summed.
 cpu() { local s=0 p; for p in "$@"; do [ -r /proc/$p/stat ] && s=$((s + $(awk '{print $14 + $15}' /proc/$p/stat))); done; echo $s; }
 svc() { pgrep -o -x "$1" || true; }
+# mysql_stat NAME: a MariaDB global status counter (the server is shared).
+mysql_stat() { mariadb -uroot -N -e "SHOW GLOBAL STATUS LIKE '$1'" | awk '{print $2}'; }
 redis_calls() { redis-cli info commandstats | awk -F'[:=,]' -v c="$1" '$1 ~ c {s += $3} END {print s+0}'; }
 tick=$(getconf CLK_TCK)
 
@@ -266,6 +268,7 @@ CFG
     curl -fs -XPOST $url/v1/sales -H "Authorization: Bearer $admin" -d "{\"id\":\"$sale\",\"sku\":\"p-$sale\",\"stock\":50000000,\"price_cents\":50,\"per_user_limit\":1000000}" >/dev/null
     curl -fs -XPUT $url/v1/admin/switches/ratelimit.user_rps -H "Authorization: Bearer $admin" -d '{"value":0}' >/dev/null
     sleep 0.5
+    q0=$(mysql_stat Questions); p0=$(mysql_stat Com_stmt_prepare); c0=$(mysql_stat Com_commit)
     run_phase "$bin-$n" "$url" "$sale" "${spids[@]}"
     echo "               outcomes: $(outcomes "$bin" "$n")"
     sold=$(curl -fs $url/v1/sales/$sale | python3 -c 'import json,sys; print(json.load(sys.stdin)["sold"])')
@@ -275,6 +278,7 @@ CFG
       sleep 1
     done
     echo "               sold $sold; audit: $(if [ -n "$ok" ]; then echo ok; else echo "FAILED: $(tail -3 <<<"$a" | tr '\n' ' ')"; fi)"
+    echo "               MariaDB until the audit passed, per placement: statements $(python3 -c "print(round(($(mysql_stat Questions) - $q0) / max($sold, 1), 3))"), prepares $(python3 -c "print(round(($(mysql_stat Com_stmt_prepare) - $p0) / max($sold, 1), 3))"), commits $(python3 -c "print(round(($(mysql_stat Com_commit) - $c0) / max($sold, 1), 4))")"
     stop "${spids[@]}"
   done
   stop "$hpid"
