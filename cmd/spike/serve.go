@@ -309,6 +309,11 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	if r, ok := saleRecords.(*salecache.Records); ok {
 		a.goWork(func() error { return saleInv.Subscribe(workCtx, r.Invalidate) })
 	}
+	if a.nats == nil {
+		// Clustered: every instance hears which orders any worker persisted.
+		persist = natsbus.AnnouncePersisted(a.nc, "", persist, log.With("component", "natsbus"))
+		a.goWork(func() error { return natsbus.FollowPersisted(workCtx, a.nc, "", a.orders.Persisted) })
+	}
 	a.goWork(func() error { return a.bus.RunWorker(workCtx, pacedPersist(persist, a.orders.Pacer)) })
 	a.goWork(func() error { return a.orders.Run(workCtx) })
 	a.goWork(func() error { return a.products.Run(workCtx) })
