@@ -73,7 +73,7 @@ func TestServeCheckConfig(t *testing.T) {
 		}
 	})
 	t.Run("likely mistakes warn", func(t *testing.T) {
-		out, err := check(t, nil, "--config", write(t, "nats:\n  urls: [nats://10.0.0.1:4222]\n  replicas: 3\nmysql:\n  primary: \"u:p@tcp(h:3306)/spike\"\n"))
+		out, err := check(t, nil, "--config", write(t, "events:\n  hmac_key: "+strings.Repeat("k", 32)+"\nnats:\n  urls: [nats://10.0.0.1:4222]\n  replicas: 3\nmysql:\n  primary: \"u:p@tcp(h:3306)/spike\"\n"))
 		if err != nil {
 			t.Fatal(err)
 		}
