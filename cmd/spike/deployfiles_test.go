@@ -12,10 +12,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/spikehq/spike/internal/httpapi"
 	"github.com/spikehq/spike/internal/ledger"
 
 	"github.com/spikehq/spike/internal/testkit/mysqltest"
@@ -193,4 +195,34 @@ func exports(families map[string]string, name string) bool {
 		}
 	}
 	return false
+}
+
+// TestHAProxyOutlastsInstance: deploy/haproxy.cfg waits for an instance
+// longer than the instance may take to answer (its HTTP write timeout, and
+// the admin budget below it), so HAProxy never answers 504 for a request
+// the instance still completes.
+func TestHAProxyOutlastsInstance(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/haproxy.cfg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	timeouts := map[string]time.Duration{}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 3 && f[0] == "timeout" {
+			d, err := time.ParseDuration(f[2])
+			if err != nil {
+				t.Fatalf("haproxy.cfg %q: %v", line, err)
+			}
+			timeouts[f[1]] = d
+		}
+	}
+	a := startApp(t, t.TempDir())
+	defer stopApp(t, a)
+	longest := max(a.http.WriteTimeout, httpapi.DefaultAdminBudget)
+	for _, name := range []string{"server", "client"} {
+		if d, ok := timeouts[name]; !ok || d <= longest {
+			t.Errorf("haproxy.cfg timeout %s = %v, want above the instance's %v (WriteTimeout, admin budget)", name, d, longest)
+		}
+	}
 }
