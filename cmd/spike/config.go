@@ -51,7 +51,7 @@ type Config struct {
 	// same address) on a listener of its own, and not on Addr.
 	MetricsAddr string `yaml:"metrics_addr"`
 
-	HTTP     HTTPConfig     `yaml:"http"`
+	HTTP HTTPConfig `yaml:"http"`
 
 	NATS     NATSConfig     `yaml:"nats"`
 	MySQL    MySQLConfig    `yaml:"mysql"`

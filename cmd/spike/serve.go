@@ -116,7 +116,7 @@ type app struct {
 	pprof       *http.Server // nil: no --pprof, or pprof is on the metrics listener
 	metrics     *http.Server // nil: no metrics_addr (metrics are on the API's listener)
 	board       *switches.Board
-	unlockData  func()       // releases the data folder's lock; nil: not taken
+	unlockData  func() // releases the data folder's lock; nil: not taken
 
 	// Every goroutine the app starts is one of these groups', and close
 	// waits for each group before closing what its members use.
@@ -336,12 +336,12 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		Checkout:  after.checkout,
 		Auditor: &ledger.Auditor{Sales: a.store, Orders: a.store, Events: a.bus, Counters: counters, Pending: a.orders,
 			Lifecycle: &ledger.LifecycleAudit{Products: a.store, Payments: a.store}},
-		Auth: httpapi.NewAuthenticator(secret),
+		Auth:           httpapi.NewAuthenticator(secret),
 		Probes:         a.probes(cfg),
 		TrustedProxies: trusted,
 		Metrics:        metricsMode(cfg),
 		Registry:       reg,
-		Logger:   log.With("component", "httpapi"),
+		Logger:         log.With("component", "httpapi"),
 		Guards: &httpapi.Guards{
 			Admission: resilience.NewAdaptive(resilience.AdaptiveConfig{
 				// Generous bounds: the limit adapts between them by latency, and

@@ -309,4 +309,3 @@ func TestParseTrustedProxies(t *testing.T) {
 		}
 	}
 }
-
