@@ -468,7 +468,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config pprof: %q is not a loopback address (pprof shows memory and stacks); use 127.0.0.1:PORT, or pprof_force (--pprof-force) to expose it anyway", c.Pprof)
 	case c.MetricsAddr != "" && c.HTTP.MetricsAdmin:
 		return errors.New("config http.metrics_admin: applies to /metrics on addr; with metrics_addr set it is not served there; drop one")
-	case c.MetricsAddr != "" && c.MetricsAddr == c.Addr:
+	case c.MetricsAddr != "" && c.MetricsAddr == c.Addr && !strings.HasSuffix(c.Addr, ":0"):
 		return errors.New("config metrics_addr: must differ from addr")
 	case c.NATS.Replicas != 1 && c.NATS.Replicas != 3 && c.NATS.Replicas != 5:
 		return fmt.Errorf("config nats.replicas: %d must be 1, 3 or 5", c.NATS.Replicas)
