@@ -162,6 +162,24 @@ func TestAnonymousIPLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantStatus(t, srv, flood, 200)
+	if n := rejections(t, srv, "ip_rate"); n < 5 {
+		t.Errorf("spike_guard_rejections_total{guard=\"ip_rate\"} = %v, want the 5 refusals at least", n)
+	}
+}
+
+// rejections reads spike_guard_rejections_total{guard} off srv's metrics.
+func rejections(t *testing.T, srv *httpapi.Server, guard string) float64 {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	srv.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	prefix := `spike_guard_rejections_total{guard="` + guard + `"} `
+	for _, line := range strings.Split(rec.Body.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
 }
 
 // TestForwardedFor: X-Forwarded-For names the client only when the peer
