@@ -32,9 +32,9 @@ type routeLimits struct {
 	trusted  []netip.Prefix
 	onReject func(guard string) // counts a refusal by guard name
 
-	ip    atomic.Pointer[resilience.Keyed] // nil: unlimited
-	buyer atomic.Pointer[resilience.Keyed]
-	admin atomic.Pointer[resilience.Keyed]
+	ip    atomic.Pointer[resilience.KeyedBuckets] // nil: unlimited
+	buyer atomic.Pointer[resilience.KeyedBuckets]
+	admin atomic.Pointer[resilience.KeyedBuckets]
 }
 
 // Most keys each limit remembers; past it the least recently seen caller
@@ -71,9 +71,17 @@ func newRouteLimits(board *switches.Board, trusted []netip.Prefix, onReject func
 
 func (l *routeLimits) rebuild() {
 	b := l.board
-	l.ip.Store(keyedBuckets(b.Number(switches.IPRate), int(b.Number(switches.IPBurst)), maxIPKeys))
-	l.buyer.Store(keyedBuckets(b.Number(switches.BuyerRate), int(b.Number(switches.BuyerBurst)), maxUserKeys))
-	l.admin.Store(keyedBuckets(b.Number(switches.AdminRate), int(b.Number(switches.AdminBurst)), maxAdminKeys))
+	l.ip.Store(buckets(b.Number(switches.IPRate), b.Number(switches.IPBurst), maxIPKeys))
+	l.buyer.Store(buckets(b.Number(switches.BuyerRate), b.Number(switches.BuyerBurst), maxUserKeys))
+	l.admin.Store(buckets(b.Number(switches.AdminRate), b.Number(switches.AdminBurst), maxAdminKeys))
+}
+
+// buckets returns a token bucket per key, or nil for unlimited (rate 0).
+func buckets(rate, burst float64, maxKeys int) *resilience.KeyedBuckets {
+	if rate <= 0 {
+		return nil
+	}
+	return resilience.NewKeyedBuckets(resilience.KeyedBucketsConfig{Rate: rate, Burst: int(burst), MaxKeys: maxKeys})
 }
 
 // allowIP takes one request of r's client address; a refusal is a 429
@@ -90,9 +98,9 @@ func (l *routeLimits) allowIP(w http.ResponseWriter, r *http.Request) error {
 // admin limit, buyers on the buyer limit.
 func (l *routeLimits) allowCaller(w http.ResponseWriter, id Identity) error {
 	if id.Admin {
-		return l.take(w, l.admin.Load(), strconv.FormatInt(id.UserID, 10), "admin_rate", errAdminRate)
+		return l.take(w, l.admin.Load(), uint64(id.UserID), "admin_rate", errAdminRate)
 	}
-	return l.take(w, l.buyer.Load(), strconv.FormatInt(id.UserID, 10), "buyer_rate", errBuyerRate)
+	return l.take(w, l.buyer.Load(), uint64(id.UserID), "buyer_rate", errBuyerRate)
 }
 
 // limitGuards are the guard names of the route limits in
@@ -101,18 +109,14 @@ var limitGuards = []string{"ip_rate", "buyer_rate", "admin_rate"}
 
 // take spends one token of key's bucket in k (nil: unlimited), or sets
 // Retry-After to when the next one comes and returns refusal.
-func (l *routeLimits) take(w http.ResponseWriter, k *resilience.Keyed, key, guard string, refusal error) error {
-	if k == nil {
-		return nil
-	}
-	lim := k.Limiter(key)
-	if lim.Allow() {
+func (l *routeLimits) take(w http.ResponseWriter, k *resilience.KeyedBuckets, key uint64, guard string, refusal error) error {
+	if k == nil || k.Allow(key) {
 		return nil
 	}
 	if l.onReject != nil {
 		l.onReject(guard)
 	}
-	w.Header()["Retry-After"] = []string{retryAfterSeconds(lim.Delay())}
+	w.Header()["Retry-After"] = []string{retryAfterSeconds(k.Delay(key))}
 	return refusal
 }
 
@@ -161,14 +165,20 @@ func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
 	return false
 }
 
-// ipKey is the limit's key of an address: IPv6 per /64, the block one
-// subscriber usually holds whole.
-func ipKey(a netip.Addr) string {
-	if a.Is6() {
-		p, _ := a.Prefix(64)
-		return p.String()
+// ipKey is the limit's key of an address: an IPv4 address as a number
+// below 2^32; IPv6 per /64 (the block one subscriber usually holds whole),
+// its first 64 bits (which for every global unicast address, 2000::/3, are
+// at or above 2^32).
+func ipKey(a netip.Addr) uint64 {
+	b := a.As16()
+	if a.Is4() {
+		return uint64(b[12])<<24 | uint64(b[13])<<16 | uint64(b[14])<<8 | uint64(b[15])
 	}
-	return a.String()
+	var k uint64
+	for _, c := range b[:8] {
+		k = k<<8 | uint64(c)
+	}
+	return k
 }
 
 // ParseTrustedProxies parses addresses and CIDR prefixes (10.0.0.0/8,
