@@ -37,8 +37,9 @@ type routeLimits struct {
 	admin atomic.Pointer[resilience.KeyedBuckets]
 }
 
-// Most keys each limit remembers; past it the least recently seen caller
-// starts afresh.
+// Most keys each limit remembers; past it a new caller makes room by
+// forgetting the fullest of a few sampled buckets (a full bucket is the
+// same as a forgotten one).
 const (
 	maxIPKeys    = 1 << 17
 	maxUserKeys  = 1 << 20
