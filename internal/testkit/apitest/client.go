@@ -37,13 +37,15 @@ type Client struct {
 }
 
 // NewClient returns a client of the server at addr (host:port) whose
-// tokens are signed with secret.
+// tokens are signed with secret. Every answer it receives, through Do or
+// raw requests on HTTP, is checked against api/openapi.yaml; the test fails
+// at its end if any departs from it.
 func NewClient(t testing.TB, addr string, secret []byte) *Client {
 	// Idle connections are closed before HAProxy's 30 s keep-alive timeout
 	// (e2e), so that no request goes out on a connection being closed.
 	tr := &http.Transport{MaxIdleConns: 2000, MaxIdleConnsPerHost: 2000, IdleConnTimeout: 20 * time.Second}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &Client{Base: "http://" + addr, HTTP: &http.Client{Transport: tr, Timeout: 30 * time.Second},
+	return &Client{Base: "http://" + addr, HTTP: &http.Client{Transport: checkedTransport(t, tr), Timeout: 30 * time.Second},
 		t: t, secret: secret, tokens: map[int64]string{}}
 }
 

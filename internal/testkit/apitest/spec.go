@@ -1,0 +1,194 @@
+package apitest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/legacy"
+
+	"github.com/spikehq/spike/api"
+)
+
+// Spec is api/openapi.yaml loaded for checking answers against it.
+type Spec struct {
+	Doc    *openapi3.T
+	router routers.Router
+}
+
+// LoadSpec loads and validates api/openapi.yaml (once per test binary).
+func LoadSpec() (*Spec, error) { return loadSpec() }
+
+var loadSpec = sync.OnceValues(func() (*Spec, error) {
+	loader := openapi3.NewLoader()
+	doc, err := loader.LoadFromData(api.YAML())
+	if err != nil {
+		return nil, fmt.Errorf("load api/openapi.yaml: %w", err)
+	}
+	if err := doc.Validate(loader.Context); err != nil {
+		return nil, fmt.Errorf("api/openapi.yaml is not a valid OpenAPI document: %w", err)
+	}
+	// Match paths on whatever host and port the test's server has.
+	routed := *doc
+	routed.Servers = nil
+	r, err := legacy.NewRouter(&routed)
+	if err != nil {
+		return nil, err
+	}
+	return &Spec{Doc: doc, router: r}, nil
+})
+
+// CheckResponse reports how an answer to req departs from the spec: the
+// request's method and path must be an operation (or the answer a 404 or a
+// 405 with Allow, in the API's error shape), its status declared there,
+// its declared headers (Retry-After) present and its body valid against
+// the declared schema. It returns nil for a conforming answer.
+func (s *Spec) CheckResponse(req *http.Request, status int, header http.Header, body []byte) error {
+	route, params, err := s.router.FindRoute(req)
+	if err != nil || emptyParam(params) {
+		return checkUnrouted(status, header, body)
+	}
+	in := &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route},
+		Status:                 status,
+		Header:                 header,
+		Options:                &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true},
+	}
+	in.SetBodyBytes(body)
+	if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {
+		return fmt.Errorf("%s %s (operation %s): %w", req.Method, route.Path, route.Operation.OperationID, err)
+	}
+	return nil
+}
+
+// emptyParam reports a path parameter matched to nothing: kin-openapi's
+// router matches /v1/products to /v1/products/{sku}; ServeMux does not.
+func emptyParam(params map[string]string) bool {
+	for _, v := range params {
+		if v == "" {
+			return true
+		}
+	}
+	return false
+}
+
+// checkUnrouted checks the answer to a request that no operation of the
+// spec describes: an unknown path is a 404 and a known path with another
+// method a 405 naming the methods in Allow, both in the API's error shape.
+// A redirect of net/http's ServeMux (an unclean path) passes.
+func checkUnrouted(status int, header http.Header, body []byte) error {
+	switch status {
+	case http.StatusMovedPermanently, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		return nil
+	case http.StatusNotFound, http.StatusMethodNotAllowed:
+	default:
+		return fmt.Errorf("a request the spec has no operation for answered %d, want 404 or 405", status)
+	}
+	if status == http.StatusMethodNotAllowed && header.Get("Allow") == "" {
+		return fmt.Errorf("405 without Allow")
+	}
+	var e struct {
+		Error *struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&e); err != nil || e.Error == nil || e.Error.Code == "" || e.Error.Message == "" {
+		return fmt.Errorf("%d is not in the API's error shape: %.200q", status, body)
+	}
+	want := map[int]string{http.StatusNotFound: "not_found", http.StatusMethodNotAllowed: "method_not_allowed"}[status]
+	if e.Error.Code != want {
+		return fmt.Errorf("%d with code %q, want %q", status, e.Error.Code, want)
+	}
+	return nil
+}
+
+// specTransport checks every answer that passes through it against the
+// spec and keeps what departs from it, for its test's cleanup to report:
+// a test's goroutines may still be sending after the test returns, when
+// t.Errorf may no longer be called.
+type specTransport struct {
+	next http.RoundTripper
+	spec *Spec
+
+	mu         sync.Mutex
+	checked    int
+	violations []string
+	more       int // violations past the first maxViolations
+}
+
+const maxViolations = 10
+
+func (s *specTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := s.next.RoundTrip(req)
+	if err != nil {
+		return resp, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	if err != nil {
+		return resp, nil // the caller sees a truncated body and fails on it
+	}
+	verr := s.spec.CheckResponse(req, resp.StatusCode, resp.Header, body)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checked++
+	if verr != nil {
+		if len(s.violations) < maxViolations {
+			s.violations = append(s.violations, fmt.Sprintf("%s %s → %d: %v\n\tbody: %.300s", req.Method, req.URL.RequestURI(), resp.StatusCode, verr, body))
+		} else {
+			s.more++
+		}
+	}
+	return resp, nil
+}
+
+// report fails t with the answers that departed from the spec.
+func (s *specTransport) report(t testing.TB) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.violations) == 0 {
+		return
+	}
+	t.Errorf("%d of %d answers do not match api/openapi.yaml (fix the code or the spec, and docs/api.md):\n%s%s",
+		len(s.violations)+s.more, s.checked, strings.Join(s.violations, "\n"), moreNote(s.more))
+}
+
+func moreNote(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf("\n… and %d more", n)
+}
+
+// checkedTransport returns next wrapped so that every answer is checked
+// against the spec, reported when t ends.
+func checkedTransport(t testing.TB, next http.RoundTripper) http.RoundTripper {
+	spec, err := LoadSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &specTransport{next: next, spec: spec}
+	t.Cleanup(func() { st.report(t) })
+	return st
+}
+
+// CloseIdleConnections closes the wrapped transport's idle connections
+// (http.Client.CloseIdleConnections reaches them through it).
+func (s *specTransport) CloseIdleConnections() {
+	if c, ok := s.next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
