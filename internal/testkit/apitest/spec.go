@@ -7,14 +7,17 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/legacy"
+	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/spikehq/spike/api"
 )
@@ -23,10 +26,19 @@ import (
 type Spec struct {
 	Doc    *openapi3.T
 	router routers.Router
+	// bodies compiles each response schema once: kin-openapi compiles a
+	// JSON Schema 2020-12 validator on every call for OpenAPI 3.1
+	// documents, which costs milliseconds per answer.
+	compiler *jsonschema.Compiler
+	mu       sync.Mutex
+	bodies   map[string]*jsonschema.Schema // by JSON pointer into the document
 }
 
 // LoadSpec loads and validates api/openapi.yaml (once per test binary).
 func LoadSpec() (*Spec, error) { return loadSpec() }
+
+// specURL names the document for the JSON Schema compiler.
+const specURL = "spike:openapi.json"
 
 var loadSpec = sync.OnceValues(func() (*Spec, error) {
 	loader := openapi3.NewLoader()
@@ -44,7 +56,17 @@ var loadSpec = sync.OnceValues(func() (*Spec, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Spec{Doc: doc, router: r}, nil
+	whole, err := jsonschema.UnmarshalJSON(bytes.NewReader(api.JSON()))
+	if err != nil {
+		return nil, err
+	}
+	c := jsonschema.NewCompiler()
+	c.DefaultDraft(jsonschema.Draft2020)
+	c.AssertFormat() // date-time, uri
+	if err := c.AddResource(specURL, whole); err != nil {
+		return nil, err
+	}
+	return &Spec{Doc: doc, router: r, compiler: c, bodies: map[string]*jsonschema.Schema{}}, nil
 })
 
 // CheckResponse reports how an answer to req departs from the spec: the
@@ -57,17 +79,90 @@ func (s *Spec) CheckResponse(req *http.Request, status int, header http.Header, 
 	if err != nil || emptyParam(params) {
 		return checkUnrouted(status, header, body)
 	}
+	// kin-openapi checks the status, the headers and the content type;
+	// the body is checked below against the schema compiled once.
 	in := &openapi3filter.ResponseValidationInput{
 		RequestValidationInput: &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route},
 		Status:                 status,
 		Header:                 header,
-		Options:                &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true},
+		Options:                &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true, ExcludeResponseBody: true},
 	}
 	in.SetBodyBytes(body)
 	if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {
 		return fmt.Errorf("%s %s (operation %s): %w", req.Method, route.Path, route.Operation.OperationID, err)
 	}
+	if err := s.checkBody(route, status, header, body); err != nil {
+		return fmt.Errorf("%s %s (operation %s) %d: %w", req.Method, route.Path, route.Operation.OperationID, status, err)
+	}
 	return nil
+}
+
+// checkBody validates a JSON body against the schema its operation
+// declares for status and content type (other media types: only that
+// they are declared).
+func (s *Spec) checkBody(route *routers.Route, status int, header http.Header, body []byte) error {
+	if route.Method == http.MethodHead {
+		return nil
+	}
+	code := strconv.Itoa(status)
+	resp := route.Operation.Responses.Value(code)
+	if resp == nil || resp.Value == nil {
+		return nil // a status kin-openapi does not validate (a redirect)
+	}
+	if len(resp.Value.Content) == 0 {
+		return nil // no body declared (a 303)
+	}
+	ct := header.Get("Content-Type")
+	mt := resp.Value.Content.Get(ct)
+	if mt == nil {
+		return fmt.Errorf("Content-Type %q is not declared for this status", ct)
+	}
+	if mt.Schema == nil {
+		return nil
+	}
+	if base, _, _ := strings.Cut(ct, ";"); strings.TrimSpace(base) != "application/json" {
+		return nil
+	}
+	ptr := "#/paths/" + pointerToken(route.Path) + "/" + strings.ToLower(route.Method) + "/responses/" + code
+	if resp.Ref != "" {
+		ptr = resp.Ref
+	}
+	for key, v := range resp.Value.Content {
+		if v == mt {
+			ptr += "/content/" + pointerToken(key) + "/schema"
+		}
+	}
+	sch, err := s.bodySchema(ptr)
+	if err != nil {
+		return err
+	}
+	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("body is not JSON: %w", err)
+	}
+	if err := sch.Validate(v); err != nil {
+		return fmt.Errorf("body does not match %s: %w", ptr, err)
+	}
+	return nil
+}
+
+func (s *Spec) bodySchema(ptr string) (*jsonschema.Schema, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sch, ok := s.bodies[ptr]; ok {
+		return sch, nil
+	}
+	sch, err := s.compiler.Compile(specURL + ptr)
+	if err != nil {
+		return nil, fmt.Errorf("compile %s: %w", ptr, err)
+	}
+	s.bodies[ptr] = sch
+	return sch, nil
+}
+
+// pointerToken escapes s as one JSON pointer token (RFC 6901).
+func pointerToken(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
 }
 
 // emptyParam reports a path parameter matched to nothing: kin-openapi's
@@ -124,6 +219,7 @@ type specTransport struct {
 
 	mu         sync.Mutex
 	checked    int
+	spent      time.Duration // in CheckResponse, summed over goroutines
 	violations []string
 	more       int // violations past the first maxViolations
 }
@@ -141,10 +237,13 @@ func (s *specTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return resp, nil // the caller sees a truncated body and fails on it
 	}
+	start := time.Now()
 	verr := s.spec.CheckResponse(req, resp.StatusCode, resp.Header, body)
+	spent := time.Since(start)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.checked++
+	s.spent += spent
 	if verr != nil {
 		if len(s.violations) < maxViolations {
 			s.violations = append(s.violations, fmt.Sprintf("%s %s → %d: %v\n\tbody: %.300s", req.Method, req.URL.RequestURI(), resp.StatusCode, verr, body))
@@ -159,6 +258,9 @@ func (s *specTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 func (s *specTransport) report(t testing.TB) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.checked > 0 {
+		t.Logf("checked %d answers against api/openapi.yaml in %v", s.checked, s.spent.Round(time.Millisecond))
+	}
 	if len(s.violations) == 0 {
 		return
 	}

@@ -26,7 +26,7 @@ func TestCheckResponse(t *testing.T) {
 		{"product missing a field", "GET", "/v1/products/p-1", 200, jsonH, `{"sku":"p-1","name":"P","price_cents":1}`, "stock"},
 		{"product with an extra field", "GET", "/v1/products/p-1", 200, jsonH, `{"sku":"p-1","name":"P","price_cents":1,"stock":0,"x":1}`, "x"},
 		{"status not declared", "GET", "/v1/products/p-1", 409, jsonH, `{"error":{"code":"conflict","message":"m"}}`, "status is not supported"},
-		{"error code of another status", "GET", "/v1/products/p-1", 404, jsonH, `{"error":{"code":"invalid","message":"m"}}`, "doesn't match"},
+		{"error code of another status", "GET", "/v1/products/p-1", 404, jsonH, `{"error":{"code":"invalid","message":"m"}}`, "does not match"},
 		{"placement", "POST", "/v1/sales/s1/orders", 202, jsonH, `{"order_id":"o1","sale_id":"s1","quantity":1,"status":"pending"}`, ""},
 		{"429 with Retry-After", "POST", "/v1/sales/s1/orders", 429, retry, `{"error":{"code":"rate_limited","message":"m"}}`, ""},
 		{"429 without Retry-After", "POST", "/v1/sales/s1/orders", 429, jsonH, `{"error":{"code":"rate_limited","message":"m"}}`, "Retry-After"},
@@ -45,6 +45,22 @@ func TestCheckResponse(t *testing.T) {
 			t.Errorf("%s: %v", tt.name, err)
 		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
 			t.Errorf("%s: %v, want an error with %q", tt.name, err, tt.wantErr)
+		}
+	}
+}
+
+// BenchmarkCheckPlacement is the cost a placement's answer adds to a test.
+func BenchmarkCheckPlacement(b *testing.B) {
+	spec, err := LoadSpec()
+	if err != nil {
+		b.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", "http://127.0.0.1:1/v1/sales/s1/orders", nil)
+	h := http.Header{"Content-Type": {"application/json"}}
+	body := []byte(`{"order_id":"01JABCDEF","sale_id":"s1","quantity":1,"status":"pending"}`)
+	for b.Loop() {
+		if err := spec.CheckResponse(req, 202, h, body); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
