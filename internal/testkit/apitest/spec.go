@@ -3,7 +3,6 @@ package apitest
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -76,12 +75,16 @@ var loadSpec = sync.OnceValues(func() (*Spec, error) {
 // its declared headers (Retry-After) present and its body valid against
 // the declared schema. It returns nil for a conforming answer.
 func (s *Spec) CheckResponse(req *http.Request, status int, header http.Header, body []byte) error {
+	if req.Method == http.MethodHead {
+		return s.checkHead(req, status, header)
+	}
 	route, params, err := s.router.FindRoute(req)
 	if err != nil || emptyParam(params) {
-		return checkUnrouted(status, header, body)
+		return s.checkUnrouted(status, header, body)
 	}
-	// kin-openapi checks the status, the headers and the content type;
-	// the body is checked below against the schema compiled once.
+	// kin-openapi checks that the status is declared and the declared
+	// headers; the content type and the body are checked below, against
+	// the schema compiled once.
 	in := &openapi3filter.ResponseValidationInput{
 		RequestValidationInput: &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route},
 		Status:                 status,
@@ -98,13 +101,28 @@ func (s *Spec) CheckResponse(req *http.Request, status int, header http.Header, 
 	return nil
 }
 
+// checkHead checks the answer to a HEAD request, which a GET route
+// serves: its status must be declared for the GET.
+func (s *Spec) checkHead(req *http.Request, status int, header http.Header) error {
+	get := req.Clone(req.Context())
+	get.Method = http.MethodGet
+	route, params, err := s.router.FindRoute(get)
+	if err != nil || emptyParam(params) {
+		if status == http.StatusNotFound || status == http.StatusMethodNotAllowed && header.Get("Allow") != "" {
+			return nil // no body to check
+		}
+		return fmt.Errorf("HEAD of a path no GET serves answered %d, want 404 or 405 with Allow", status)
+	}
+	if route.Operation.Responses.Value(strconv.Itoa(status)) == nil {
+		return fmt.Errorf("HEAD %s (operation %s): status %d is not declared for GET", route.Path, route.Operation.OperationID, status)
+	}
+	return nil
+}
+
 // checkBody validates a JSON body against the schema its operation
 // declares for status and content type (other media types: only that
 // they are declared).
 func (s *Spec) checkBody(route *routers.Route, status int, header http.Header, body []byte) error {
-	if route.Method == http.MethodHead {
-		return nil
-	}
 	code := strconv.Itoa(status)
 	resp := route.Operation.Responses.Value(code)
 	if resp == nil || resp.Value == nil {
@@ -133,6 +151,11 @@ func (s *Spec) checkBody(route *routers.Route, status int, header http.Header, b
 			ptr += "/content/" + pointerToken(key) + "/schema"
 		}
 	}
+	return s.validateBody(ptr, body)
+}
+
+// validateBody validates a JSON body against the schema at ptr.
+func (s *Spec) validateBody(ptr string, body []byte) error {
 	sch, err := s.bodySchema(ptr)
 	if err != nil {
 		return err
@@ -178,36 +201,28 @@ func emptyParam(params map[string]string) bool {
 }
 
 // checkUnrouted checks the answer to a request that no operation of the
-// spec describes: an unknown path is a 404 and a known path with another
-// method a 405 naming the methods in Allow, both in the API's error shape.
-// A redirect of net/http's ServeMux (an unclean path) passes.
-func checkUnrouted(status int, header http.Header, body []byte) error {
+// spec describes: an unknown path is the spec's NotFound response and a
+// known path with another method its MethodNotAllowed (with Allow). A
+// redirect of net/http's ServeMux (an unclean path) passes.
+func (s *Spec) checkUnrouted(status int, header http.Header, body []byte) error {
+	var ptr string
 	switch status {
 	case http.StatusMovedPermanently, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
 		return nil
-	case http.StatusNotFound, http.StatusMethodNotAllowed:
+	case http.StatusNotFound:
+		ptr = "#/components/responses/NotFound/content/application~1json/schema"
+	case http.StatusMethodNotAllowed:
+		if header.Get("Allow") == "" {
+			return fmt.Errorf("405 without Allow")
+		}
+		ptr = "#/components/responses/MethodNotAllowed/content/application~1json/schema"
 	default:
 		return fmt.Errorf("a request the spec has no operation for answered %d, want 404 or 405", status)
 	}
-	if status == http.StatusMethodNotAllowed && header.Get("Allow") == "" {
-		return fmt.Errorf("405 without Allow")
+	if ct := header.Get("Content-Type"); ct != "application/json" {
+		return fmt.Errorf("%d with Content-Type %q, want the API's JSON error shape", status, ct)
 	}
-	var e struct {
-		Error *struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&e); err != nil || e.Error == nil || e.Error.Code == "" || e.Error.Message == "" {
-		return fmt.Errorf("%d is not in the API's error shape: %.200q", status, body)
-	}
-	want := map[int]string{http.StatusNotFound: "not_found", http.StatusMethodNotAllowed: "method_not_allowed"}[status]
-	if e.Error.Code != want {
-		return fmt.Errorf("%d with code %q, want %q", status, e.Error.Code, want)
-	}
-	return nil
+	return s.validateBody(ptr, body)
 }
 
 // specTransport checks every answer that passes through it against the

@@ -35,6 +35,8 @@ func TestCheckResponse(t *testing.T) {
 		{"unknown path", "GET", "/nope", 404, jsonH, `{"error":{"code":"not_found","message":"no such endpoint"}}`, ""},
 		{"unknown path, plain text", "GET", "/nope", 404, http.Header{}, `404 page not found`, "error shape"},
 		{"unknown path, 200", "GET", "/nope", 200, jsonH, `{}`, "want 404 or 405"},
+		{"HEAD of a GET route", "HEAD", "/v1/products/p-1", 200, jsonH, ``, ""},
+		{"HEAD, status not declared", "HEAD", "/v1/products/p-1", 409, jsonH, ``, "not declared"},
 		{"405 without Allow", "DELETE", "/healthz", 405, jsonH, `{"error":{"code":"method_not_allowed","message":"m"}}`, "Allow"},
 	}
 	for _, tt := range tests {
