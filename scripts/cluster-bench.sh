@@ -15,6 +15,7 @@ dir=$(mktemp -d)
 db=spike_bench_$RANDOM
 go build -o "$dir/spike" ./cmd/spike
 export SPIKE_JWT_SECRET=cluster-bench-secret-0123456789abcdef0123
+export SPIKE_EVENTS_HMAC_KEY=cluster-bench-event-key-0123456789abcdef
 mariadb -uroot -e "CREATE DATABASE $db"
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; mariadb -uroot -e "DROP DATABASE IF EXISTS $db"; rm -rf "$dir"; }

@@ -50,6 +50,7 @@ type Config struct {
 	Limits   LimitsConfig   `yaml:"limits"`
 	Notify   NotifyConfig   `yaml:"notify"`
 	Payments PaymentsConfig `yaml:"payments"`
+	Events   EventsConfig   `yaml:"events"` // event signing key (transport.go)
 
 	ConfigFile string `yaml:"-"`
 
@@ -66,6 +67,16 @@ type NATSConfig struct {
 	// (group commit). Embedded only: batched events are found by id through
 	// the publishing process's own index. 0: 128 embedded, 1 with urls.
 	PublishBatch int `yaml:"publish_batch"`
+
+	// Credentials and TLS (transport.go, docs/security.md). With urls,
+	// what this instance presents; embedded, what every client of a
+	// listening server must present (the instance's own connection too).
+	User                   string    `yaml:"user"`
+	Password               Secret    `yaml:"password"`
+	Token                  Secret    `yaml:"token"`
+	TLS                    TLSFiles  `yaml:"tls"`                      // external NATS only
+	ListenTLS              ListenTLS `yaml:"listen_tls"`               // embedded only: the server's certificate
+	InsecureListenLoopback bool      `yaml:"insecure_listen_loopback"` // embedded only: listen on loopback without auth and TLS
 }
 
 // MySQLConfig selects MySQL. Without a primary, SQLite in Data is used.
@@ -74,6 +85,12 @@ type MySQLConfig struct {
 	Replicas    []string     `yaml:"replicas"`     // DSNs for reads that may be stale
 	OrderShards []ShardEntry `yaml:"order_shards"` // order databases; buckets are split evenly
 	Migrate     bool         `yaml:"migrate"`      // apply migrations at start (else run spike migrate)
+
+	// Credentials and TLS for every DSN above (transport.go): User and
+	// Password replace the DSNs' own when set.
+	User     string   `yaml:"user"`
+	Password Secret   `yaml:"password"`
+	TLS      TLSFiles `yaml:"tls"`
 }
 
 // ShardEntry is one order database.
@@ -87,6 +104,10 @@ type ShardEntry struct {
 type RedisConfig struct {
 	Addrs    []string `yaml:"addrs"` // one address, or several nodes of a Redis Cluster
 	Password Secret   `yaml:"password"`
+
+	// ACL user (with Password) and TLS (transport.go).
+	Username string   `yaml:"username"`
+	TLS      TLSFiles `yaml:"tls"`
 }
 
 // LimitsConfig bounds the adaptive admission limiter.
@@ -532,7 +553,7 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("config mysql.order_shards[%d].primary: required", i)
 		}
 	}
-	return nil
+	return c.validateTransport()
 }
 
 var dsnPassword = regexp.MustCompile(`^([^:@/]*):[^@]*@`)
@@ -581,8 +602,9 @@ func (c Config) redacted() string {
 		Limits                       LimitsConfig
 		Notify                       NotifyConfig
 		Payments                     PaymentsConfig
+		Events                       EventsConfig
 		ConfigFile                   string
-	}{c.Addr, c.Data, c.LogFormat, c.Pprof, c.JWTSecret, c.NATS, c.MySQL, c.Redis, c.Limits, c.Notify, c.Payments, c.ConfigFile})
+	}{c.Addr, c.Data, c.LogFormat, c.Pprof, c.JWTSecret, c.NATS, c.MySQL, c.Redis, c.Limits, c.Notify, c.Payments, c.Events, c.ConfigFile})
 	return string(b)
 }
 

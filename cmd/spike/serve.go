@@ -166,12 +166,18 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	if publishBatch == 0 && a.nats != nil {
 		publishBatch = 128
 	}
-	if a.bus, err = natsbus.New(ctx, a.nc, natsbus.Config{Replicas: cfg.NATS.Replicas, PublishBatch: publishBatch}, log.With("component", "natsbus")); err != nil {
+	keys, err := cfg.eventKeys()
+	if err != nil {
+		return nil, err
+	}
+	rejected := newRejectedEvents()
+	if a.bus, err = natsbus.New(ctx, a.nc, natsbus.Config{Replicas: cfg.NATS.Replicas, PublishBatch: publishBatch,
+		Keys: keys, Rejected: rejected.count}, log.With("component", "natsbus")); err != nil {
 		return nil, err
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), rejected.vec)
 
 	board := switches.New(switches.Defs)
 	sw, err := natsbus.NewSwitches(ctx, a.bus, board, log.With("component", "switches"))
@@ -201,6 +207,10 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		a.restored = queued
 		log.Info("stock counters rebuilt", "queued_events", len(queued), "took", time.Since(began).Round(time.Millisecond))
 		counters = local
+	}
+	// The order workers persist only events matching a reservation.
+	if err := a.bus.SetHolds(counters); err != nil {
+		return nil, err
 	}
 	// Product reads: L1 in process (+ L2 on Redis when configured) in front
 	// of the database; writes on any instance evict everywhere over NATS.
@@ -441,8 +451,12 @@ func openStores(ctx context.Context, cfg Config, migrate bool) (stores, error) {
 		}
 		return st, nil
 	}
-	mc := mysqlstore.Config{Primary: cfg.MySQL.Primary, Replicas: cfg.MySQL.Replicas}
-	for _, sh := range cfg.MySQL.OrderShards {
+	my, err := cfg.MySQL.withTransport() // credentials and TLS
+	if err != nil {
+		return nil, err
+	}
+	mc := mysqlstore.Config{Primary: my.Primary, Replicas: my.Replicas}
+	for _, sh := range my.OrderShards {
 		mc.OrderShards = append(mc.OrderShards, mysqlstore.ShardConfig{Primary: sh.Primary, Replicas: sh.Replicas})
 	}
 	st, err := mysqlstore.Open(mc)
@@ -463,7 +477,7 @@ func openStores(ctx context.Context, cfg Config, migrate bool) (stores, error) {
 // disconnected: a publish must fail fast, not leave in doubt).
 func (a *app) connectNATS(cfg Config) (err error) {
 	if len(cfg.NATS.URLs) == 0 {
-		if a.nats, err = natsbus.StartEmbedded(filepath.Join(cfg.Data, "nats"), cfg.NATS.Listen, cfg.NATS.SyncAlways); err != nil {
+		if a.nats, err = natsbus.StartEmbeddedServer(cfg.NATS.embeddedConfig(filepath.Join(cfg.Data, "nats"))); err != nil {
 			return err
 		}
 		if a.nc, err = a.nats.Connect("spike"); err != nil {
@@ -471,7 +485,11 @@ func (a *app) connectNATS(cfg Config) (err error) {
 		}
 		return nil
 	}
-	a.nc, err = nats.Connect(strings.Join(cfg.NATS.URLs, ","),
+	secured, err := cfg.NATS.clientOptions()
+	if err != nil {
+		return err
+	}
+	a.nc, err = nats.Connect(strings.Join(cfg.NATS.URLs, ","), append(secured,
 		nats.Name("spike"),
 		nats.Timeout(5*time.Second),
 		nats.MaxReconnects(-1),
@@ -482,7 +500,7 @@ func (a *app) connectNATS(cfg Config) (err error) {
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { a.log.Warn("nats disconnected", "err", err) }),
 		nats.ReconnectHandler(func(nc *nats.Conn) { a.log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
-	)
+	)...)
 	if err != nil {
 		return fmt.Errorf("connect to nats %v: %w", cfg.NATS.URLs, err)
 	}
