@@ -103,6 +103,7 @@ type app struct {
 	secret   []byte
 	log      *slog.Logger
 	http     *http.Server
+	api      *httpapi.Server // what http serves, for the OpenAPI route test
 	httpErr  chan error
 	store    stores
 	redis    *redisStock    // nil: in-process counters
@@ -378,6 +379,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 
 	// Requests get a context of the app's, cancelled if shutdown gives up
 	// waiting for them (see shutdown), and close waits for every handler.
+	a.api = api
 	reqCtx, stopReqs := context.WithCancel(context.WithoutCancel(ctx))
 	a.stopReqs = stopReqs
 	a.http = &http.Server{

@@ -95,7 +95,7 @@ type Server struct {
 	Config
 	adminBudget time.Duration
 	log         *slog.Logger
-	mux         *http.ServeMux
+	mux         *routeMux
 	metrics     *metrics
 	guard       *guardMetrics
 	limits      *routeLimits
@@ -104,7 +104,7 @@ type Server struct {
 
 // New returns a Server.
 func New(cfg Config) *Server {
-	s := &Server{Config: cfg, log: cfg.Logger, mux: http.NewServeMux(), adminBudget: cfg.AdminBudget}
+	s := &Server{Config: cfg, log: cfg.Logger, mux: newRouteMux(), adminBudget: cfg.AdminBudget}
 	if s.adminBudget <= 0 {
 		s.adminBudget = DefaultAdminBudget
 	}
@@ -149,11 +149,10 @@ func (s *Server) routes() {
 	s.handle("GET /v1/admin/switches", "get_switches", s.admin(s.getSwitches))
 	s.handle("PUT /v1/admin/switches/{name}", "put_switch", s.admin(s.putSwitch))
 	s.lifecycleRoutes()
+	s.handle("GET /openapi.json", "openapi", s.serveOpenAPI)
 	s.metricsRoute()
 	// Anything else gets the API's error shape, not the mux's plain text.
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		s.writeError(w, r, spike.Errorf(spike.ErrNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
-	})
+	s.mux.HandleFunc(catchAll, s.noRoute)
 }
 
 // handlerFunc is a handler that returns its error for writeError.
