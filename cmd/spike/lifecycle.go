@@ -77,7 +77,9 @@ func (a *app) newAfterThe202(ctx context.Context, cfg Config, publicURL string, 
 		Logger:        log.With("component", "sandboxpay"),
 	})
 	providers[sandboxpay.Name] = x.sandbox
-	x.checkout["/sandbox/checkout/"] = x.sandbox.Handler()
+	// By method, so that another method is a 405 with Allow (api/openapi.yaml).
+	x.checkout["GET /sandbox/checkout/{ref}"] = x.sandbox.Handler()
+	x.checkout["POST /sandbox/checkout/{ref}"] = x.sandbox.Handler()
 	if cfg.Payments.Stripe.APIKey != "" {
 		sp, err := stripepay.New(stripepay.Config{APIKey: string(cfg.Payments.Stripe.APIKey),
 			WebhookSecret: string(cfg.Payments.Stripe.WebhookSecret), BackendURL: cfg.Payments.Stripe.BackendURL})
