@@ -56,6 +56,11 @@ func TestChaos(t *testing.T) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			cl.dumpLogs(t, 60)
+			for _, sp := range cl.spikes { // the errors behind any 500
+				for _, l := range sp.grep("request failed", 5) {
+					t.Logf("spike %s: %s", sp.name, l)
+				}
+			}
 			path := filepath.Join(os.TempDir(), fmt.Sprintf("spike-chaos-%d.jsonl", seed))
 			if f, err := os.Create(path); err == nil {
 				h.WriteJSONL(f)
