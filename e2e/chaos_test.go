@@ -200,7 +200,11 @@ func (p chaosPlan) String() string {
 func planChaos(seed int64, d time.Duration, instances int) chaosPlan {
 	rng := rand.New(rand.NewPCG(uint64(seed), 0x5eed))
 	between := func(lo, hi time.Duration) time.Duration {
-		return (lo + time.Duration(rng.Int64N(int64(hi-lo)+1))).Round(100 * time.Millisecond)
+		d := lo + time.Duration(rng.Int64N(int64(hi-lo)+1))
+		if hi <= time.Second {
+			return d.Round(10 * time.Millisecond)
+		}
+		return d.Round(100 * time.Millisecond)
 	}
 	p := chaosPlan{skewed: rng.IntN(instances), skew: between(500*time.Millisecond, 3*time.Second)}
 	if rng.IntN(2) == 0 {
@@ -612,4 +616,27 @@ func (c *cluster) waitMySQL(t *testing.T) {
 		defer cancel()
 		return db.PingContext(ctx)
 	})
+}
+
+// A seed replays the same schedule: the plan depends on the seed alone.
+func TestChaosPlanIsDeterministic(t *testing.T) {
+	for _, seed := range []int64{1, 2, 1 << 39} {
+		a, b := planChaos(seed, 10*time.Minute, 3), planChaos(seed, 10*time.Minute, 3)
+		if a.String() != b.String() || len(a.faults) < 20 {
+			t.Fatalf("seed %d: two plans differ or are short:\n%s\n%s", seed, a, b)
+		}
+		kinds := map[faultKind]bool{}
+		for _, f := range a.faults {
+			kinds[f.Kind] = true
+			if f.Kind == slowLinkFault && f.Latency <= 0 {
+				t.Fatalf("seed %d: a slow link without latency: %s", seed, f)
+			}
+		}
+		if len(kinds) != 6 {
+			t.Fatalf("seed %d: 10 minutes of faults use %d kinds of 6: %v", seed, len(kinds), kinds)
+		}
+	}
+	if planChaos(1, time.Minute, 3).String() == planChaos(2, time.Minute, 3).String() {
+		t.Fatal("seeds 1 and 2 plan the same schedule")
+	}
 }
