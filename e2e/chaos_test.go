@@ -73,11 +73,14 @@ func TestChaos(t *testing.T) {
 	run.setup()
 
 	var buyers sync.WaitGroup
+	var stopOnce sync.Once
+	halt := func() { stopOnce.Do(func() { close(run.stop) }) }
+	t.Cleanup(func() { halt(); buyers.Wait() }) // a fatal error mid-schedule stops the buyers too
 	for g := range chaosBuyers {
 		buyers.Go(func() { run.buyer(g, rand.New(rand.NewPCG(uint64(seed), uint64(g)))) })
 	}
 	ran := run.inject(plan)
-	close(run.stop)
+	halt()
 	buyers.Wait()
 	run.heal()
 	t.Logf("faults run:\n%s", strings.Join(ran, "\n"))
@@ -322,12 +325,12 @@ func (r *chaosRun) buyer(g int, rng *rand.Rand) {
 		case x < 45:
 			n++
 			k := placeKey{user: user, key: fmt.Sprintf("b%d-%d", g, n), qty: 1 + rng.Int64N(chaosPerUser)}
-			if id, ok := r.place(g, k, history.Place); ok {
+			if id, ok := r.place(g, k, history.Place, r.stop); ok {
 				mine = append(mine, held{user: k.user, key: k.key, qty: k.qty, order: id})
 			}
 		case x < 55:
 			if o, ok := pick(); ok {
-				r.place(g, placeKey{o.user, o.key, o.qty}, history.Replay)
+				r.place(g, placeKey{o.user, o.key, o.qty}, history.Replay, r.stop)
 			}
 		case x < 67: // few enough payments that deadlines expire orders too
 			if o, ok := pick(); ok {
@@ -366,7 +369,7 @@ func (r *chaosRun) retrying(send func() (apitest.Response, bool)) (apitest.Respo
 
 // place sends k until a definite answer (or the run stops: the key is
 // then resolved after the faults heal) and returns the order of a 202.
-func (r *chaosRun) place(g int, k placeKey, kind history.Kind) (string, bool) {
+func (r *chaosRun) place(g int, k placeKey, kind history.Kind, stop <-chan struct{}) (string, bool) {
 	tok := r.c.Token(k.user, false)
 	for {
 		resp, answered := r.do(g, history.Op{Kind: kind, User: k.user, Sale: r.sale, Key: k.key, Qty: k.qty},
@@ -386,8 +389,10 @@ func (r *chaosRun) place(g int, k placeKey, kind history.Kind) (string, bool) {
 			}
 			return "", false
 		}
-		if r.stopped() {
+		select {
+		case <-stop:
 			return "", false
+		default:
 		}
 		backoff(resp, answered)
 	}
@@ -479,13 +484,13 @@ func (r *chaosRun) resolve() {
 		keys = append(keys, k)
 	}
 	r.mu.Unlock()
-	r.stop = make(chan struct{}) // place retries while not stopped
-	deadline := time.AfterFunc(2*time.Minute, func() { close(r.stop) })
+	stop := make(chan struct{})
+	deadline := time.AfterFunc(2*time.Minute, func() { close(stop) })
 	defer deadline.Stop()
 	var g errgroup.Group
 	g.SetLimit(16)
 	for _, k := range keys {
-		g.Go(func() error { r.place(-1, k, history.Place); return nil })
+		g.Go(func() error { r.place(-1, k, history.Place, stop); return nil })
 	}
 	g.Wait()
 	r.t.Logf("resolved %d keys left without a definite answer", len(keys))
