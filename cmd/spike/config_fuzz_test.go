@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+	"time"
 )
 
 // envNames are every SPIKE_* variable the loader reads, found by asking
@@ -49,9 +50,21 @@ func FuzzConfig(f *testing.F) {
 		load := func() (Config, error) {
 			return newFlagSet("serve").load([]string{"--config", path}, env(vars), io.Discard)
 		}
-		cfg, err := load()
-		if err != nil {
-			return
+		type loaded struct {
+			cfg Config
+			err error
+		}
+		done := make(chan loaded, 1)
+		go func() { cfg, err := load(); done <- loaded{cfg, err} }()
+		var cfg Config
+		select {
+		case l := <-done:
+			if l.err != nil {
+				return
+			}
+			cfg = l.cfg
+		case <-time.After(5 * time.Second):
+			t.Fatalf("loading %q (%s=%q) did not finish in 5 s", file, names[int(which)%len(names)], value)
 		}
 		if err := cfg.Validate(); err != nil {
 			t.Fatalf("load accepted a config that does not validate: %v", err)
