@@ -262,7 +262,21 @@ func readBody(r *http.Request, buf *bytes.Buffer) ([]byte, error) {
 		}
 		return nil, spike.Errorf(spike.ErrInvalid, "could not read the request body")
 	}
-	return bytes.TrimSpace(buf.Bytes()), nil
+	return trimJSONSpace(buf.Bytes()), nil
+}
+
+// trimJSONSpace trims the whitespace JSON allows around a value (space,
+// tab, CR, LF) and nothing else: bytes.TrimSpace also drops \v, \f and
+// Unicode spaces, which made "{}\v" an accepted body (FuzzDecodeBodies).
+func trimJSONSpace(b []byte) []byte {
+	isSpace := func(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+	for len(b) > 0 && isSpace(b[0]) {
+		b = b[1:]
+	}
+	for len(b) > 0 && isSpace(b[len(b)-1]) {
+		b = b[:len(b)-1]
+	}
+	return b
 }
 
 func decodeBytes(body []byte, v any, allowEmpty bool) error {
@@ -285,7 +299,7 @@ func decodeBytes(body []byte, v any, allowEmpty bool) error {
 		}
 		return decodeError(err, allowEmpty)
 	}
-	if len(bytes.TrimSpace(body[dec.InputOffset():])) > 0 {
+	if len(trimJSONSpace(body[dec.InputOffset():])) > 0 {
 		return spike.Errorf(spike.ErrInvalid, "malformed JSON: data after the object")
 	}
 	if k, dup := duplicateKey(body); dup {
