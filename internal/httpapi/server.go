@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/spikehq/spike"
+	"github.com/spikehq/spike/internal/dashboard"
 	"github.com/spikehq/spike/internal/domain/catalog"
 	"github.com/spikehq/spike/internal/domain/order"
 	"github.com/spikehq/spike/internal/domain/payment"
@@ -66,6 +67,9 @@ type Config struct {
 	// the order reads' guard, the caches' loads), without a timer per
 	// request on the hot path. Zero means DefaultAdminBudget.
 	AdminBudget time.Duration
+	// Dashboard feeds the live sale dashboard at /dashboard; nil: it is
+	// not served.
+	Dashboard *dashboard.Sampler
 }
 
 // SwitchStore stores a switch in the config centre and applies it.
@@ -122,6 +126,9 @@ func (s *Server) routes() {
 	s.handle("GET /v1/admin/switches", "get_switches", s.admin(s.getSwitches))
 	s.handle("PUT /v1/admin/switches/{name}", "put_switch", s.admin(s.putSwitch))
 	s.lifecycleRoutes()
+	if s.Dashboard != nil {
+		s.dashboardRoutes()
+	}
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
 	// Anything else gets the API's error shape, not the mux's plain text.
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
