@@ -74,6 +74,12 @@ func TestDashboardInChromium(t *testing.T) {
 	waitNumber(t, ctx, "#total-switched_off", "placements switched off", func(v float64) bool { return v > 0 })
 	stopLoad()
 	screenshot(t, ctx, "dashboard-switched-off.png")
+	// What the feed cost the server (reported, not asserted).
+	n, sum := metric(c, `spike_http_request_duration_seconds_count{route="dashboard_feed"}`),
+		metric(c, `spike_http_request_duration_seconds_sum{route="dashboard_feed"}`)
+	if n > 0 {
+		t.Logf("dashboard feed: %.0f polls, %.2f ms each on average", n, 1000*sum/n)
+	}
 }
 
 // chromiumPath finds Debian's chromium, or skips (fails under
@@ -215,4 +221,46 @@ func placeInBackground(t *testing.T, c *client, saleID string, buyers int) (stop
 	}
 	var once sync.Once
 	return func() { once.Do(func() { close(done); wg.Wait() }) }
+}
+
+// TestDashboardAccess: the page is static and public, its files come from
+// the binary with a policy that allows nothing from elsewhere, and the
+// snapshot is for admins only.
+func TestDashboardAccess(t *testing.T) {
+	a := startApp(t, t.TempDir())
+	defer stopApp(t, a)
+	c := newClient(t, a.addr, a.secret)
+	c.SetupSale("sku-dash-2", "dash-2", 10, 1)
+
+	page := c.Must("GET", "/dashboard", "", nil, 200)
+	if ct := page.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/html") {
+		t.Errorf("page Content-Type %q", ct)
+	}
+	if csp := page.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") {
+		t.Errorf("page Content-Security-Policy %q", csp)
+	}
+	if js := c.Must("GET", "/dashboard/dashboard.js", "", nil, 200); !strings.HasPrefix(js.Header.Get("Content-Type"), "text/javascript") {
+		t.Errorf("script Content-Type %q", js.Header.Get("Content-Type"))
+	}
+	if r := c.Must("GET", "/dashboard/sampler.go", "", nil, 404); r.Code() != "not_found" {
+		t.Errorf("unknown file: %s", r.Body)
+	}
+	c.Must("GET", "/v1/admin/dashboard", "", nil, 401)
+	c.Must("GET", "/v1/admin/dashboard", c.Token(7, false), nil, 403)
+	var snap struct {
+		Placements map[string]float64 `json:"placements"`
+		Sales      []struct {
+			ID        string `json:"id"`
+			Remaining *int64 `json:"remaining"`
+			Sold      *int64 `json:"sold"`
+		} `json:"sales"`
+		Switches []struct{ Name, Value string } `json:"switches"`
+	}
+	c.Must("GET", "/v1/admin/dashboard", c.Token(1, true), nil, 200).Decode(t, &snap)
+	if len(snap.Sales) != 1 || snap.Sales[0].ID != "dash-2" || snap.Sales[0].Remaining == nil || *snap.Sales[0].Remaining != 10 || *snap.Sales[0].Sold != 0 {
+		t.Errorf("sales in the snapshot: %+v", snap.Sales)
+	}
+	if _, ok := snap.Placements["accepted"]; !ok || len(snap.Switches) == 0 {
+		t.Errorf("snapshot without placements or switches: %+v", snap)
+	}
 }

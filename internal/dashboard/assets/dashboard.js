@@ -108,12 +108,12 @@ function render(s) {
   const h = state.history;
   drawChart($("chart-rates"), OUTCOMES.map(([k, , c]) => ({ color: c, values: h.map((x) => (x.per_second || {})[k] || 0) })));
   drawChart($("chart-latency"), [
-    { color: "#0277bd", values: h.map((x) => (x.latency_ms || {}).p50 || 0) },
-    { color: "#c62828", values: h.map((x) => (x.latency_ms || {}).p99 || 0) },
+    { label: "p50 ms", color: "#0277bd", values: h.map((x) => (x.latency_ms || {}).p50 || 0) },
+    { label: "p99 ms", color: "#c62828", values: h.map((x) => (x.latency_ms || {}).p99 || 0) },
   ]);
   drawChart($("chart-backlog"), [
-    { color: "#6a1b9a", values: h.map((x) => x.stream_backlog || 0) },
-    { color: "#ef6c00", values: h.map((x) => x.orders_pending || 0) },
+    { label: "stream backlog", color: "#6a1b9a", values: h.map((x) => x.stream_backlog || 0) },
+    { label: "orders pending", color: "#ef6c00", values: h.map((x) => x.orders_pending || 0) },
   ]);
   $("updated").textContent = "updated " + new Date(s.at).toLocaleTimeString() +
     (s.interval_seconds ? " · rates over " + fmt(s.interval_seconds, 1) + " s" : " · rates from the next update");
@@ -223,6 +223,15 @@ function drawChart(canvas, series) {
   ctx.fillStyle = "#6a7383";
   ctx.font = "12px system-ui, sans-serif";
   ctx.fillText("max " + fmt(max, max < 10 ? 1 : 0), 6, 14);
+  // Legend, right-aligned, for series that have a label.
+  let x = w - 6;
+  ctx.textAlign = "right";
+  for (const s of series.filter((s) => s.label).reverse()) {
+    ctx.fillStyle = s.color;
+    ctx.fillText("— " + s.label, x, 14);
+    x -= ctx.measureText("— " + s.label).width + 12;
+  }
+  ctx.textAlign = "left";
 }
 
 document.addEventListener("DOMContentLoaded", () => {
