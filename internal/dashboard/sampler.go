@@ -50,6 +50,11 @@ const recentlyEnded = time.Hour
 // maxSales bounds the sales table.
 const maxSales = 20
 
+// readTimeout bounds the reads of a snapshot (the stream, the store, the
+// counters): polls wait behind a reading, so a stuck dependency must not
+// hold them for the whole admin budget.
+const readTimeout = 2 * time.Second
+
 // Sampler takes snapshots. It is safe for concurrent use.
 type Sampler struct {
 	src Source
@@ -154,6 +159,8 @@ func (s *Sampler) Snapshot(ctx context.Context) (Snapshot, error) {
 		return Snapshot{}, err
 	}
 	snap, cur := s.fromMetrics(families, now)
+	ctx, cancel := context.WithTimeout(ctx, readTimeout)
+	defer cancel()
 	s.addSales(ctx, &snap, now)
 	if s.src.Backlog != nil {
 		if n, err := s.src.Backlog(ctx); err != nil {
