@@ -202,6 +202,11 @@ function confirmSet(name, from, to) {
 // drawChart draws line series on a canvas, each scaled to the largest
 // value of all of them, with the maximum written in the corner.
 function drawChart(canvas, series) {
+  // Draw at the size shown, so that text is not stretched.
+  if (canvas.clientWidth > 0) {
+    canvas.width = canvas.clientWidth;
+    canvas.height = canvas.clientHeight;
+  }
   const ctx = canvas.getContext("2d");
   const w = canvas.width, h = canvas.height, pad = 4;
   ctx.clearRect(0, 0, w, h);
