@@ -308,6 +308,8 @@ func startCluster(t *testing.T, bins map[string]string, instances int) *cluster 
 	dsn := func(db string) string { return fmt.Sprintf("root@tcp(127.0.0.1:%d)/%s", c.mysqlPort, db) }
 	cfg := fmt.Sprintf(`# written by e2e/cluster_test.go
 jwt_secret: %q
+events:
+  hmac_key: %q
 nats:
   urls: [%q]
 mysql:
@@ -333,7 +335,7 @@ payments:
     # Real providers deliver webhooks twice and out of order.
     duplicate_rate: 0.3
     reorder_rate: 0.3
-`, c.secret, fmt.Sprintf("nats://127.0.0.1:%d", c.natsPort), dsn("spike"), dsn("spike_orders_0"), dsn("spike_orders_1"), c.redisAddr, "http://"+c.lbAddr)
+`, c.secret, "e2e-event-key-"+string(c.secret), fmt.Sprintf("nats://127.0.0.1:%d", c.natsPort), dsn("spike"), dsn("spike_orders_0"), dsn("spike_orders_1"), c.redisAddr, "http://"+c.lbAddr)
 	if err := os.WriteFile(c.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -11,12 +11,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/spikehq/spike"
 	"github.com/spikehq/spike/internal/dashboard"
@@ -25,6 +25,7 @@ import (
 	"github.com/spikehq/spike/internal/domain/payment"
 	"github.com/spikehq/spike/internal/domain/sale"
 	"github.com/spikehq/spike/internal/ledger"
+	"github.com/spikehq/spike/internal/switches"
 )
 
 // MaxBodyBytes is the largest request body accepted.
@@ -60,6 +61,12 @@ type Config struct {
 	// SwitchStore persists switch changes made through the admin API (the
 	// config centre); nil means the switch endpoints are read-only.
 	SwitchStore SwitchStore
+	// TrustedProxies are the peers whose X-Forwarded-For names the client
+	// for the per-IP limit (ParseTrustedProxies); from anyone else the
+	// header is ignored.
+	TrustedProxies []netip.Prefix
+	// Metrics says how /metrics is served here.
+	Metrics MetricsMode
 	// AdminBudget bounds an admin request (catalogue and sale writes,
 	// audits, switches): the top of the timeout funnel for calls that have
 	// no guard of their own; past it they fail with 503. Buyers' routes are
@@ -71,6 +78,16 @@ type Config struct {
 	// not served.
 	Dashboard *dashboard.Sampler
 }
+
+// MetricsMode says how the API's handler serves /metrics.
+type MetricsMode int
+
+// Metrics modes.
+const (
+	MetricsPublic MetricsMode = iota // anonymous, limited per IP
+	MetricsAdmin                     // an admin token is required
+	MetricsOff                       // not served here (see Server.MetricsHandler)
+)
 
 // SwitchStore stores a switch in the config centre and applies it.
 type SwitchStore interface {
@@ -85,6 +102,8 @@ type Server struct {
 	mux         *http.ServeMux
 	metrics     *metrics
 	guard       *guardMetrics
+	limits      *routeLimits
+	readiness   readiness
 }
 
 // New returns a Server.
@@ -105,6 +124,14 @@ func New(cfg Config) *Server {
 		s.Guards.init()
 	}
 	s.guard = newGuardMetrics(cfg.Registry, s.Guards)
+	for _, name := range limitGuards {
+		s.guard.byGuard[name] = s.guard.rejected.WithLabelValues(name)
+	}
+	var board *switches.Board
+	if s.Guards != nil {
+		board = s.Guards.Switches
+	}
+	s.limits = newRouteLimits(board, cfg.TrustedProxies, s.guard.reject)
 	s.routes()
 	return s
 }
@@ -129,7 +156,7 @@ func (s *Server) routes() {
 	if s.Dashboard != nil {
 		s.dashboardRoutes()
 	}
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
+	s.metricsRoute()
 	// Anything else gets the API's error shape, not the mux's plain text.
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, spike.Errorf(spike.ErrNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
@@ -142,6 +169,7 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 func (s *Server) handle(pattern, route string, h handlerFunc) {
 	m := s.metrics.route(route)
 	priority := routePriority(route)
+	h = s.limitAnonymous(route, h)
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rw := statusWriter{ResponseWriter: w, status: http.StatusOK}
@@ -175,6 +203,14 @@ func (s *Server) buyer(h identityHandler) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		id, err := s.Auth.Authenticate(r)
 		if err != nil {
+			// Refused tokens count as anonymous requests: guessing costs
+			// the guesser's address its budget.
+			if lerr := s.limits.allowIP(w, r); lerr != nil {
+				return lerr
+			}
+			return err
+		}
+		if err := s.limits.allowCaller(w, id); err != nil {
 			return err
 		}
 		return h(w, r, id)

@@ -130,14 +130,18 @@ func (c *Client) Do(ctx context.Context, method, path, token string, body any, h
 }
 
 // Must sends a request and fails the test unless the status is want
-// (after retries, with RetryTransient).
+// (after retries: of 429 always, of transient failures with
+// RetryTransient).
 func (c *Client) Must(method, path, token string, body any, want int) Response {
 	c.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		r, err := c.Do(context.Background(), method, path, token, body, nil)
 		transient := err != nil || r.Status != want && (r.Status == 502 || r.Status == 503 || r.Status == 504)
-		if !c.RetryTransient || !transient || time.Now().After(deadline) {
+		// A 429 (a rate limit: nothing was done) is retried as a client
+		// would, unless it is what the test wants.
+		limited := err == nil && r.Status == 429 && want != 429
+		if !limited && (!c.RetryTransient || !transient) || time.Now().After(deadline) {
 			if err != nil {
 				c.t.Fatalf("%s %s: %v", method, path, err)
 			}
