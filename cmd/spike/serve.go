@@ -26,6 +26,7 @@ import (
 	"github.com/spikehq/spike/internal/adapter/natsbus"
 	"github.com/spikehq/spike/internal/adapter/rediscache"
 	"github.com/spikehq/spike/internal/adapter/sqlitestore"
+	"github.com/spikehq/spike/internal/dashboard"
 	"github.com/spikehq/spike/internal/depguard"
 	"github.com/spikehq/spike/internal/domain/catalog"
 	"github.com/spikehq/spike/internal/domain/inventory"
@@ -375,6 +376,8 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 			SharedPerUser: sharedPerUser(a.redis, board, cfg.Limits.Instances),
 		},
 		SwitchStore: sw,
+		Dashboard: dashboard.NewSampler(dashboard.Source{Gatherer: reg, Sales: a.store, Counters: saleCounters,
+			Backlog: a.bus.Backlog, Switches: board.Snapshot}),
 	})
 
 	// Requests get a context of the app's, cancelled if shutdown gives up

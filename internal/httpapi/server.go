@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spikehq/spike"
+	"github.com/spikehq/spike/internal/dashboard"
 	"github.com/spikehq/spike/internal/domain/catalog"
 	"github.com/spikehq/spike/internal/domain/order"
 	"github.com/spikehq/spike/internal/domain/payment"
@@ -73,6 +74,9 @@ type Config struct {
 	// the order reads' guard, the caches' loads), without a timer per
 	// request on the hot path. Zero means DefaultAdminBudget.
 	AdminBudget time.Duration
+	// Dashboard feeds the live sale dashboard at /dashboard; nil: it is
+	// not served.
+	Dashboard *dashboard.Sampler
 }
 
 // MetricsMode says how the API's handler serves /metrics.
@@ -150,6 +154,9 @@ func (s *Server) routes() {
 	s.handle("PUT /v1/admin/switches/{name}", "put_switch", s.admin(s.putSwitch))
 	s.lifecycleRoutes()
 	s.handle("GET /openapi.json", "openapi", s.serveOpenAPI)
+	if s.Dashboard != nil {
+		s.dashboardRoutes()
+	}
 	s.metricsRoute()
 	// Anything else gets the API's error shape, not the mux's plain text.
 	s.mux.HandleFunc(catchAll, s.noRoute)
