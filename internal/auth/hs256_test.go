@@ -6,7 +6,10 @@ import (
 	"crypto/sha512"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"hash"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -242,14 +245,7 @@ func FuzzHS256Differential(f *testing.F) {
 	for _, s := range seedParts() {
 		f.Add(makeToken(s.header, s.claims, s.signer))
 	}
-	good := makeToken(hdr, `{"sub":"42","exp":`+in1h+`}`, signA)
-	for _, tok := range []string{
-		good + "=", good + "==", good + ".", good + ".x", "=" + good,
-		strings.Replace(good, ".", ".\n", 1), good[:len(good)-5] + "\r\n" + good[len(good)-5:],
-		good[:len(good)-1], "", ".", "..", "a.b.c",
-		good + strings.Repeat("A", auth.MaxTokenLen-len(good)),
-		good + strings.Repeat("A", auth.MaxTokenLen-len(good)+1),
-	} {
+	for _, tok := range rawSeeds() {
 		f.Add(tok)
 	}
 	h, ref := newHS256(f), newReference()
@@ -267,6 +263,19 @@ func FuzzHS256DifferentialParts(f *testing.F) {
 	f.Fuzz(func(t *testing.T, header, claims string, s uint8) {
 		differ(t, h, ref, makeToken(header, claims, signer(s)))
 	})
+}
+
+// rawSeeds are whole tokens: padding, trailing data, line breaks the
+// base64 decoder skips, segments, and the size limit.
+func rawSeeds() []string {
+	good := makeToken(hdr, `{"sub":"42","exp":`+in1h+`}`, signA)
+	return []string{
+		good + "=", good + "==", good + ".", good + ".x", "=" + good,
+		strings.Replace(good, ".", ".\n", 1), good[:len(good)-5] + "\r\n" + good[len(good)-5:],
+		good[:len(good)-1], "", ".", "..", "a.b.c",
+		good + strings.Repeat("A", auth.MaxTokenLen-len(good)),
+		good + strings.Repeat("A", auth.MaxTokenLen-len(good)+1),
+	}
 }
 
 type seedPart struct {
@@ -320,5 +329,33 @@ func seedParts() []seedPart {
 		{hdr, `[]`, signA},
 		{hdr, `null`, signA},
 		{hdr, c(`,"pad":"` + strings.Repeat("p", 3000) + `"`), signA},
+	}
+}
+
+// TestWriteFuzzSeeds writes the seeds above into testdata/fuzz, where the
+// fuzzer's finds are kept too. Run it after changing them:
+// SPIKE_WRITE_FUZZ_SEEDS=1 go test -run TestWriteFuzzSeeds ./internal/auth/
+func TestWriteFuzzSeeds(t *testing.T) {
+	if os.Getenv("SPIKE_WRITE_FUZZ_SEEDS") == "" {
+		t.Skip("set SPIKE_WRITE_FUZZ_SEEDS=1 to rewrite the seeds in testdata/fuzz")
+	}
+	write := func(target, name string, values ...string) {
+		dir := filepath.Join("testdata", "fuzz", target)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		body := "go test fuzz v1\n" + strings.Join(values, "\n") + "\n"
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, s := range seedParts() {
+		name := fmt.Sprintf("seed-%02d", i)
+		write("FuzzHS256DifferentialParts", name, "string("+strconv.Quote(s.header)+")", "string("+strconv.Quote(s.claims)+")",
+			fmt.Sprintf("byte(%q)", byte(s.signer)))
+		write("FuzzHS256Differential", name, "string("+strconv.Quote(makeToken(s.header, s.claims, s.signer))+")")
+	}
+	for i, tok := range rawSeeds() {
+		write("FuzzHS256Differential", fmt.Sprintf("seed-raw-%02d", i), "string("+strconv.Quote(tok)+")")
 	}
 }
