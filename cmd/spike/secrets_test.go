@@ -3,12 +3,19 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/spikehq/spike/internal/httpapi"
 )
@@ -120,12 +127,17 @@ func TestSecretRotation(t *testing.T) {
 	}
 }
 
-// getOrders answers GET /v1/orders with tok's status, retrying what the
+// getOrders and getStatus answer GET /v1/orders with tok's status, retrying what the
 // server sheds under load.
 func getOrders(t *testing.T, addr, tok string) int {
 	t.Helper()
+	return getStatus(t, "http://"+addr+"/v1/orders", tok)
+}
+
+func getStatus(t *testing.T, url, tok string) int {
+	t.Helper()
 	for try := 0; ; try++ {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/v1/orders", nil)
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
 		req.Header.Set("Authorization", "Bearer "+tok)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -137,4 +149,59 @@ func getOrders(t *testing.T, addr, tok string) int {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// TestServeAcceptsIdentityProviderTokens: with auth.oidc set, spike serve
+// loads the provider's keys (discovered from its issuer) and takes its
+// EdDSA tokens beside its own; a subject that is no user id is a 401.
+func TestServeAcceptsIdentityProviderTokens(t *testing.T) {
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	idp := httptest.NewServer(mux)
+	defer idp.Close()
+	mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"issuer":%q,"jwks_uri":%q}`, idp.URL, idp.URL+"/keys")
+	})
+	mux.HandleFunc("GET /keys", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k1","x":%q}]}`, base64.RawURLEncoding.EncodeToString(pub))
+	})
+	cfg := DefaultConfig()
+	cfg.Auth.OIDC = AuthOIDCConfig{Issuer: idp.URL, Audience: "spike", UserClaim: "uid", AdminClaim: "roles", AdminValue: "spike-admin", RefreshInterval: time.Hour}
+	a := startAppConfig(t, cfg)
+	defer stopApp(t, a)
+
+	tok := func(uid any, roles ...string) string {
+		c := jwt.MapClaims{"iss": idp.URL, "aud": "spike", "sub": "auth0|abc", "uid": uid, "roles": roles, "exp": time.Now().Add(time.Hour).Unix()}
+		j := jwt.NewWithClaims(jwt.SigningMethodEdDSA, c)
+		j.Header["kid"] = "k1"
+		s, err := j.SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if got := getOrders(t, a.addr, tok("42")); got != 200 {
+		t.Errorf("buyer token of the provider: %d, want 200", got)
+	}
+	if got := getSwitches(t, a.addr, tok(7, "spike-admin")); got != 200 {
+		t.Errorf("admin token of the provider on an admin route: %d, want 200", got)
+	}
+	if got := getSwitches(t, a.addr, tok(7, "viewer")); got != 403 {
+		t.Errorf("buyer token of the provider on an admin route: %d, want 403", got)
+	}
+	if got := getOrders(t, a.addr, tok("alice")); got != 401 {
+		t.Errorf("string user id: %d, want 401", got)
+	}
+	own, _ := httpapi.Sign(a.secret, 5, false, time.Hour)
+	if got := getOrders(t, a.addr, own); got != 200 {
+		t.Errorf("spike's own token beside the provider's: %d, want 200", got)
+	}
+}
+
+func getSwitches(t *testing.T, addr, tok string) int {
+	t.Helper()
+	return getStatus(t, "http://"+addr+"/v1/admin/switches", tok)
 }
