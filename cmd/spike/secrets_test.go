@@ -127,13 +127,14 @@ func TestSecretRotation(t *testing.T) {
 	}
 }
 
-// getOrders and getStatus answer GET /v1/orders with tok's status, retrying what the
-// server sheds under load.
+// getOrders answers GET /v1/orders with tok's status.
 func getOrders(t *testing.T, addr, tok string) int {
 	t.Helper()
 	return getStatus(t, "http://"+addr+"/v1/orders", tok)
 }
 
+// getStatus answers GET url with tok's status, retrying what the server
+// sheds under load.
 func getStatus(t *testing.T, url, tok string) int {
 	t.Helper()
 	for try := 0; ; try++ {
