@@ -107,12 +107,16 @@ func NewOIDC(cfg OIDCConfig) (*OIDC, error) {
 	if cfg.MinRefreshGap <= 0 {
 		cfg.MinRefreshGap = 10 * time.Second
 	}
-	if cfg.Breaker == nil {
-		cfg.Breaker = resilience.NewBreaker(resilience.BreakerConfig{Name: "oidc_jwks",
-			WindowSize: 5, MinimumCalls: 3, FailureRateThreshold: 0.6, OpenTimeout: time.Minute, HalfOpenCalls: 1})
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Breaker == nil {
+		log := cfg.Logger
+		cfg.Breaker = resilience.NewBreaker(resilience.BreakerConfig{Name: "oidc_jwks",
+			WindowSize: 5, MinimumCalls: 3, FailureRateThreshold: 0.6, OpenTimeout: time.Minute, HalfOpenCalls: 1,
+			OnStateChange: func(name string, from, to resilience.State) {
+				log.Warn("identity provider breaker", "breaker", name, "from", from.String(), "to", to.String())
+			}})
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
