@@ -20,6 +20,16 @@ const (
 	ScenarioSalePage  = "sale-page"
 )
 
+// Defaults of [Config].
+const (
+	// DefaultBuyers is large enough that a token or a buyer's server-side
+	// state is used once or twice in a run, as in a real flash sale, so no
+	// per-buyer cache can flatter the figures.
+	DefaultBuyers = 100_000
+	// DefaultMaxErrorRate is the default of [Config].MaxErrorRate.
+	DefaultMaxErrorRate = 0.01
+)
+
 // Config configures one benchmark. The zero value of each field means the
 // documented default.
 type Config struct {
@@ -29,7 +39,7 @@ type Config struct {
 	Rate         float64       // open loop at Rate requests/s; 0: closed loop
 	Concurrency  int           // closed-loop workers / open-loop in-flight bound; default 64
 	Duration     time.Duration // orders, reads, mixed, sale-page: run length; default 10 s
-	Buyers       int           // distinct buyers; default 1000
+	Buyers       int           // distinct buyers; default DefaultBuyers
 	Stock        int           // sale stock; default 100 (flash-sale, sale-page), 10 000 000 (orders, mixed)
 	PerUserLimit int           // sale per-user limit; default 1 (flash-sale), 1 000 000 (orders, mixed)
 	// RepeatFraction is the fraction of flash-sale buyers who place a second
@@ -50,6 +60,13 @@ type Config struct {
 	// after a flash sale; default 30 s.
 	DrainTimeout time.Duration
 	Seed         uint64 // seeds Zipf and shuffles; 0: time-based
+	// MaxErrorRate is the share of the timed run's intended requests that
+	// may end as transport errors (no answer), as unsent (open loop: no free
+	// in-flight slot; or never reached), or as 5xx answers, each counted on
+	// its own, before the run fails: a run that could not deliver its load
+	// measures nothing. 0 means the default, 1 %; < 0 tolerates none; 1 or
+	// more turns the checks off (an overload experiment expects shedding).
+	MaxErrorRate float64
 	// Interval is the width of each time-series point; default 100 ms for
 	// flash-sale (a spike is often over in a second), 1 s otherwise.
 	Interval time.Duration
@@ -70,7 +87,12 @@ func (c *Config) defaults() error {
 		c.Duration = 10 * time.Second
 	}
 	if c.Buyers <= 0 {
-		c.Buyers = 1000
+		c.Buyers = DefaultBuyers
+	}
+	if c.MaxErrorRate == 0 {
+		c.MaxErrorRate = DefaultMaxErrorRate
+	} else if c.MaxErrorRate < 0 {
+		c.MaxErrorRate = 0
 	}
 	bulk := c.Scenario == ScenarioOrders || c.Scenario == ScenarioMixed
 	if c.Stock <= 0 {
@@ -177,6 +199,8 @@ type Report struct {
 	Checks     []Check `json:"checks,omitempty"`
 	Audit      *Audit  `json:"audit,omitempty"`
 	AuditError string  `json:"audit_error,omitempty"`
+	// Result is "PASS" when [Report.OK], else "FAIL", as of the end of [Bench].
+	Result string `json:"result"`
 }
 
 // OK reports whether every client check and the audit (when fetched) passed.
@@ -259,25 +283,61 @@ func Bench(ctx context.Context, cfg Config) (*Report, error) {
 
 	plan.Op = w.op(client, true)
 	plan.OnTick = cfg.ticker("run")
+	before5xx := client.ServerErrors()
 	rep.Run, err = Run(ctx, plan)
 	cfg.endProgress()
 	if rep.Run == nil {
 		return nil, fmt.Errorf("run: %w", err)
 	}
 	rep.Run.Target = cfg.Target
-	if err != nil { // interrupted: report what was measured, skip the checks
-		if rep.Baseline != nil {
-			rep.Ratios = ratios(rep.Run, rep.Baseline)
-		}
-		return rep, fmt.Errorf("run: %w", err)
-	}
+	rep.Run.ServerErrors = client.ServerErrors() - before5xx
 	if rep.Baseline != nil {
 		rep.Ratios = ratios(rep.Run, rep.Baseline)
 	}
+	rep.Checks = loadChecks(rep.Run, cfg.MaxErrorRate)
+	if err != nil { // interrupted: report what was measured, skip the scenario's checks
+		rep.Checks = append(rep.Checks, Check{Name: "completed", Detail: "interrupted: " + err.Error()})
+		rep.Result = passFail(rep.OK())
+		return rep, fmt.Errorf("run: %w", err)
+	}
 	w.verify(ctx, client, rep)
 	rep.Checks = append(rep.Checks, contractChecks(rep.Run, client)...)
+	rep.Result = passFail(rep.OK())
 	return rep, ctx.Err()
 }
+
+// loadChecks fail a run that did not deliver its load: more than max of
+// its intended requests got no answer, were never sent, or were answered
+// 5xx. Such a run's throughput and ratios describe a failure, not the
+// server (a dead server answers nothing very fast).
+func loadChecks(st *Stats, max float64) []Check {
+	intended := st.Sent + st.Unsent
+	limit := fmt.Sprintf("limit %s", pct(max))
+	if max >= 1 {
+		limit = "no limit (--max-error-rate ≥ 1)"
+	}
+	check := func(name string, n int64, what string) Check {
+		ok := intended > 0 && (max >= 1 || float64(n) <= max*float64(intended))
+		return Check{Name: name, OK: ok, Detail: fmt.Sprintf("%d of %d intended requests (%s) %s; %s",
+			n, intended, pct(frac(n, intended)), what, limit)}
+	}
+	transport := st.Count(OutcomeTimeout) + st.Count(OutcomeTransport)
+	return []Check{
+		check("transport_errors", transport, fmt.Sprintf("got no answer (timeout %d, transport_error %d)",
+			st.Count(OutcomeTimeout), st.Count(OutcomeTransport))),
+		check("unsent", st.Unsent, fmt.Sprintf("were never sent (client_overload %d)", st.Dropped)),
+		check("server_errors", st.ServerErrors, "were answered 5xx"),
+	}
+}
+
+func frac(n, of int64) float64 {
+	if of == 0 {
+		return 0
+	}
+	return float64(n) / float64(of)
+}
+
+func pct(f float64) string { return fmt.Sprintf("%.2f %%", 100*f) }
 
 // contractChecks are API.md rules every scenario checks: no 500s (a 5xx
 // other than 503 is a bug) and Retry-After on every 429 and 503.
@@ -298,12 +358,13 @@ func contractChecks(st *Stats, c *Client) []Check {
 
 func (c *Config) params() map[string]any {
 	p := map[string]any{
-		"rate":        c.Rate,
-		"concurrency": c.Concurrency,
-		"buyers":      c.Buyers,
-		"timeout":     c.Timeout.String(),
-		"baseline":    c.Baseline,
-		"seed":        c.Seed,
+		"rate":           c.Rate,
+		"concurrency":    c.Concurrency,
+		"buyers":         c.Buyers,
+		"timeout":        c.Timeout.String(),
+		"baseline":       c.Baseline,
+		"seed":           c.Seed,
+		"max_error_rate": c.MaxErrorRate,
 	}
 	switch c.Scenario {
 	case ScenarioFlashSale:

@@ -51,6 +51,9 @@ func TestFlashSaleEndToEnd(t *testing.T) {
 				Scenario: loadgen.ScenarioFlashSale, Target: fake.URL, Secret: testSecret,
 				Rate: tt.rate, Concurrency: 64, Buyers: 200, Stock: 50, PerUserLimit: 1,
 				RepeatFraction: 0.2, RetryFraction: 0.25, Baseline: tt.baseline, Seed: 7,
+				// The flash sale's checks are under test, not whether a loaded
+				// machine keeps 500/s within 64 in flight (TestLoadChecks*).
+				MaxErrorRate: 1,
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -212,7 +215,9 @@ func TestHTMLReportSelfContained(t *testing.T) {
 	fake := loadgentest.NewServer(testSecret)
 	defer fake.Close()
 	rep, err := loadgen.Bench(context.Background(), loadgen.Config{
-		Target: fake.URL, Secret: testSecret, Rate: 1000, Concurrency: 8, Buyers: 100, Stock: 20,
+		// 64 in flight: even if a loaded machine drops most of the schedule,
+		// the 64 sent are more than the stock, so some are sold_out.
+		Target: fake.URL, Secret: testSecret, Rate: 1000, Concurrency: 64, Buyers: 100, Stock: 20,
 		RepeatFraction: 0.1, RetryFraction: 0.1, Baseline: true,
 	})
 	if err != nil {
@@ -373,5 +378,123 @@ func TestSalePageScenario(t *testing.T) {
 	saleID, _ := rep.Setup["sale_id"].(string)
 	if reads := fake.ProductReads(); saleID == "" || int64(reads[saleID]) != rep.Run.Sent || len(reads) != 1 {
 		t.Errorf("reads by id %v (setup %v), want %d reads of the one sale", reads, rep.Setup, rep.Run.Sent)
+	}
+}
+
+// TestLoadChecksThreshold: 5xx answers fail the run only above
+// MaxErrorRate of its intended requests (1 % by default).
+func TestLoadChecksThreshold(t *testing.T) {
+	tests := []struct {
+		name      string
+		bad       int64 // placements answered 503, of 200
+		maxErrors float64
+		wantOK    bool
+	}{
+		{"2 of 200 at the default 1 %", 2, 0, true},
+		{"3 of 200 at the default 1 %", 3, 0, false},
+		{"1 of 200 with none tolerated", 1, -1, false},
+		{"0 of 200 with none tolerated", 0, -1, true},
+		{"200 of 200 with the checks off", 200, 1, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fake := loadgentest.NewServer(testSecret)
+			defer fake.Close()
+			var n atomic.Int64
+			wrap := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/orders") && n.Add(1) <= tt.bad {
+					w.Header().Set("Retry-After", "1")
+					w.WriteHeader(http.StatusServiceUnavailable)
+					io.WriteString(w, `{"error":{"code":"unavailable","message":"x"}}`)
+					return
+				}
+				fake.Config.Handler.ServeHTTP(w, r)
+			}))
+			defer wrap.Close()
+			rep, err := loadgen.Bench(context.Background(), loadgen.Config{
+				Target: wrap.URL, Secret: testSecret, Concurrency: 4, Buyers: 200, Stock: 1000,
+				RepeatFraction: 0, RetryFraction: 0, MaxErrorRate: tt.maxErrors, DrainTimeout: time.Second,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Run.ServerErrors != tt.bad {
+				t.Errorf("ServerErrors = %d, want %d", rep.Run.ServerErrors, tt.bad)
+			}
+			c := checkByName(t, rep, "server_errors")
+			if c.OK != tt.wantOK || rep.OK() != tt.wantOK {
+				t.Errorf("server_errors %+v, report OK %v; want OK %v", c, rep.OK(), tt.wantOK)
+			}
+			if want := map[bool]string{true: "PASS", false: "FAIL"}[tt.wantOK]; rep.Result != want {
+				t.Errorf("Result %q, want %q", rep.Result, want)
+			}
+		})
+	}
+}
+
+// TestLoadChecksFailUnsent: an open-loop run whose in-flight bound is
+// always taken (the server holds every request until the client gives up)
+// sends almost nothing of its schedule, and fails; with the checks turned
+// off (an overload experiment) the same run passes.
+func TestLoadChecksFailUnsent(t *testing.T) {
+	for _, maxErrors := range []float64{0, 1} {
+		fake := loadgentest.NewServer(testSecret)
+		wrap := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet {
+				<-r.Context().Done() // until the client times out
+				return
+			}
+			fake.Config.Handler.ServeHTTP(w, r)
+		}))
+		rep, err := loadgen.Bench(context.Background(), loadgen.Config{
+			Scenario: loadgen.ScenarioReads, Target: wrap.URL, Secret: testSecret, SKUs: 3,
+			Rate: 1000, Duration: 100 * time.Millisecond, Concurrency: 1, Timeout: 300 * time.Millisecond,
+			MaxErrorRate: maxErrors,
+		})
+		wrap.Close()
+		fake.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := rep.Run; st.Unsent < 90 || st.Unsent != st.Dropped || st.Sent+st.Unsent != 100 {
+			t.Errorf("sent %d unsent %d dropped %d, want ≥ 90 of 100 unsent, all dropped", st.Sent, st.Unsent, st.Dropped)
+		}
+		c := checkByName(t, rep, "unsent")
+		if wantOK := maxErrors >= 1; c.OK != wantOK || rep.OK() != wantOK {
+			t.Errorf("max error rate %v: unsent %+v, report OK %v; want %v", maxErrors, c, rep.OK(), wantOK)
+		}
+	}
+}
+
+// TestInterruptedRunFails: a run cut short (Ctrl-C) reports what it
+// measured, with a failed "completed" check and the operations it never
+// sent, and Result FAIL.
+func TestInterruptedRunFails(t *testing.T) {
+	fake := loadgentest.NewServer(testSecret)
+	defer fake.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var n atomic.Int64
+	wrap := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/orders") && n.Add(1) == 20 {
+			cancel()
+		}
+		fake.Config.Handler.ServeHTTP(w, r)
+	}))
+	defer wrap.Close()
+	rep, err := loadgen.Bench(ctx, loadgen.Config{
+		Target: wrap.URL, Secret: testSecret, Concurrency: 2, Buyers: 500, Stock: 1000,
+	})
+	if !errors.Is(err, context.Canceled) || rep == nil {
+		t.Fatalf("Bench() = %v, %v; want the partial report and context.Canceled", rep, err)
+	}
+	if c := checkByName(t, rep, "completed"); c.OK {
+		t.Errorf("completed = %+v, want a failure", c)
+	}
+	if c := checkByName(t, rep, "unsent"); c.OK || rep.Run.Unsent == 0 {
+		t.Errorf("unsent = %+v (Unsent %d), want a failure", c, rep.Run.Unsent)
+	}
+	if rep.Result != "FAIL" {
+		t.Errorf("Result %q, want FAIL", rep.Result)
 	}
 }

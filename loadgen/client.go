@@ -71,7 +71,11 @@ type Client struct {
 	timeout time.Duration
 
 	noRetryAfter atomic.Int64 // 429 and 503 answers without Retry-After
+	status5xx    atomic.Int64 // 5xx answers
 }
+
+// ServerErrors returns how many answers so far had a 5xx status.
+func (c *Client) ServerErrors() int64 { return c.status5xx.Load() }
 
 // MissingRetryAfter returns how many 429 or 503 answers lacked the
 // Retry-After header that API.md requires.
@@ -138,6 +142,9 @@ func (c *Client) Do(ctx context.Context, method, path, auth, idemKey string, bod
 		return Response{Outcome: classifyErr(err)}, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode >= 500 {
+		c.status5xx.Add(1)
+	}
 	if (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) &&
 		resp.Header.Get("Retry-After") == "" {
 		c.noRetryAfter.Add(1)

@@ -16,13 +16,16 @@
 // an in-process trivial net/http handler with the same load shape, the
 // timed run, and the scenario's checks (for a flash sale: no oversell,
 // per-user limits, idempotent replays, accepted orders readable, and
-// GET /v1/admin/audit).
+// GET /v1/admin/audit). Every run also has load checks: it fails when
+// more than [Config].MaxErrorRate (1 %) of its intended requests got no
+// answer, were never sent, or were answered 5xx, since such a run measured
+// a failure rather than the server.
 //
 //	rep, err := loadgen.Bench(ctx, loadgen.Config{
 //		Scenario: loadgen.ScenarioFlashSale,
 //		Target:   "http://127.0.0.1:8080",
 //		Secret:   secret,
-//		Buyers:   10000, Stock: 1000, Rate: 20000, Baseline: true,
+//		Buyers:   100000, Stock: 1000, Rate: 20000, Baseline: true,
 //	})
 //	if err != nil { ... }
 //	rep.WriteText(os.Stdout)

@@ -159,9 +159,14 @@ type Stats struct {
 	Sent        int64         `json:"sent"`      // requests sent (with or without a response)
 	Responses   int64         `json:"responses"` // HTTP responses received, any status
 	Dropped     int64         `json:"dropped"`   // open loop: not sent, in-flight bound reached
-	Throughput  float64       `json:"throughput"`
-	Latency     Percentiles   `json:"latency"`      // from intended send time
-	Service     Percentiles   `json:"service_time"` // from actual send time
+	// Unsent counts the operations the plan intended but never sent: the
+	// dropped ones, and those a Total-bound run did not reach.
+	Unsent int64 `json:"unsent"`
+	// ServerErrors counts 5xx answers (set by [Bench]).
+	ServerErrors int64       `json:"server_errors"`
+	Throughput   float64     `json:"throughput"`
+	Latency      Percentiles `json:"latency"`      // from intended send time
+	Service      Percentiles `json:"service_time"` // from actual send time
 	// SendLag is actual minus intended send time: how late the generator
 	// sent (open loop). Large values mean the client, not the server, was slow.
 	SendLag  Percentiles   `json:"send_lag"`

@@ -100,6 +100,10 @@ func Run(ctx context.Context, p Plan) (*Stats, error) {
 		st.Mode = "closed"
 	}
 	st.Concurrency = p.Concurrency
+	st.Unsent = st.Dropped
+	if p.Total > 0 {
+		st.Unsent = int64(p.Total) - st.Sent // dropped, or never reached (interrupted)
+	}
 	close(stopTick)
 	tickWG.Wait()
 	return st, ctx.Err()

@@ -8,11 +8,16 @@ import (
 	"time"
 )
 
-// CPUSaturation tells whether the Go scheduler's run queues are long: more
-// than a tenth of the goroutines made runnable in the last 100 ms waited 1
-// ms or more to run (runtime/metrics /sched/latencies:seconds). Latencies
-// measured meanwhile rise with the CPU's queue, not with the dependency
-// called, so an [Adaptive] limit should ignore them ([Ticket.Ignore]).
+// CPUSaturation tells whether this process waits for the CPU: the Go
+// scheduler's run queues are long (more than a tenth of the goroutines
+// made runnable in the last 100 ms waited 1 ms or more to run,
+// runtime/metrics /sched/latencies:seconds), or, on Linux, the operating
+// system keeps the process's threads waiting (their run-queue wait in
+// /proc/self/task/*/schedstat exceeded a fifth of their running time):
+// another process is taking the cores, which the Go scheduler cannot see.
+// Latencies measured meanwhile rise with the CPU's queue, not with the
+// dependency called, so an [Adaptive] limit should ignore them
+// ([Ticket.Ignore]).
 // It is refreshed at most every 100 ms by whichever caller of Saturated
 // comes first. The zero value is ready to use and safe for concurrent use.
 type CPUSaturation struct {
@@ -21,6 +26,7 @@ type CPUSaturation struct {
 	mu     sync.Mutex
 	sample []metrics.Sample
 	prev   []uint64
+	os     threadWaits
 }
 
 const (
@@ -48,7 +54,9 @@ func (c *CPUSaturation) refresh(now int64) {
 		return // not supported by this runtime: never saturated
 	}
 	h := c.sample[0].Value.Float64Histogram()
-	c.busy.Store(c.judge(h.Counts, h.Buckets))
+	goBusy := c.judge(h.Counts, h.Buckets)
+	osBusy := c.os.contended() // always sampled: it judges deltas
+	c.busy.Store(goBusy || osBusy)
 }
 
 // judge compares counts with the previous sample's and reports whether

@@ -51,3 +51,31 @@ func TestCPUSaturationSaturated(t *testing.T) {
 		t.Log("saturated on an idle process: the machine is busy (not a failure)")
 	}
 }
+
+func TestParseSchedstat(t *testing.T) {
+	r, w, ok := parseSchedstat([]byte("123456 7890 12\n"))
+	if !ok || r != 123456 || w != 7890 {
+		t.Fatalf("parseSchedstat = %d %d %v", r, w, ok)
+	}
+	for _, bad := range []string{"", "12", "x 1 2", "1 -2 3"} {
+		if _, _, ok := parseSchedstat([]byte(bad)); ok {
+			t.Errorf("parseSchedstat(%q) accepted", bad)
+		}
+	}
+}
+
+// A process whose threads ran 10 ms and waited 5 ms on the run queue is
+// kept from the CPU: other processes are taking it.
+func TestThreadWaitsJudge(t *testing.T) {
+	if !waitedTooLong(10e6, 5e6) || waitedTooLong(10e6, 1e6) || waitedTooLong(1e6, 1e6) {
+		t.Fatal("waitedTooLong disagrees with the documented rule")
+	}
+	var tw threadWaits
+	if _, _, ok := tw.read(); !ok {
+		t.Skip("no /proc/self/task/*/schedstat here")
+	}
+	tw.contended() // first sample judges nothing
+	if tw.contended() && !tw.sampled {
+		t.Fatal("not sampled")
+	}
+}

@@ -42,7 +42,7 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 	fs.Float64Var(&cfg.Rate, "rate", 0, "open loop: offered requests per second; 0 = closed loop")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 64, "closed-loop workers, or open-loop bound on requests in flight (excess counted as client_overload)")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "run length for orders, reads, mixed and sale-page (flash-sale runs until every buyer has been sent)")
-	fs.IntVar(&cfg.Buyers, "buyers", 1000, "distinct buyers (flash-sale: one arrival each)")
+	fs.IntVar(&cfg.Buyers, "buyers", loadgen.DefaultBuyers, "distinct buyers (flash-sale: one arrival each; orders, mixed: round-robin)")
 	fs.IntVar(&cfg.Stock, "stock", 0, "sale stock (0 = 100 for flash-sale, 10000000 for orders and mixed)")
 	fs.IntVar(&cfg.PerUserLimit, "per-user-limit", 0, "sale per-user limit (0 = 1 for flash-sale, 1000000 for orders and mixed)")
 	fs.Float64Var(&cfg.RepeatFraction, "repeat-fraction", 0.1, "flash-sale: fraction of buyers who order again with a new idempotency key")
@@ -55,6 +55,7 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 	fs.IntVar(&cfg.VerifyOrders, "verify-orders", 0, "flash-sale: accepted orders to read back (0 = all, negative = none)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "flash-sale: how long to wait for the audit to pass after the spike")
 	fs.DurationVar(&cfg.Interval, "interval", 0, "width of each time-series point in reports (0 = 100ms for flash-sale, 1s otherwise)")
+	fs.Float64Var(&cfg.MaxErrorRate, "max-error-rate", loadgen.DefaultMaxErrorRate, "the run FAILs when more than this share of its requests got no answer, were never sent, or were answered 5xx (each on its own); ≥ 1 turns these checks off")
 	fs.Uint64Var(&cfg.Seed, "seed", 0, "seed for Zipf draws and shuffles (0 = time-based)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -67,6 +68,11 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	if cfg.ReadFraction == 0 {
 		cfg.ReadFraction = -1 // loadgen treats 0 as "default"; the flag's 0 means no reads
+	}
+	if cfg.MaxErrorRate == 0 {
+		cfg.MaxErrorRate = -1 // the flag's 0 means none tolerated
+	} else if cfg.MaxErrorRate < 0 {
+		return fmt.Errorf("bench: --max-error-rate must be ≥ 0, got %v", cfg.MaxErrorRate)
 	}
 
 	cfg.Secret = []byte(*secret)

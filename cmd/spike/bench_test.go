@@ -5,9 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/spikehq/spike/loadgen/loadgentest"
@@ -115,7 +119,8 @@ func TestBenchEmbedded(t *testing.T) {
 	html := filepath.Join(t.TempDir(), "report.html")
 	var out bytes.Buffer
 	err = bench(context.Background(), []string{"--embedded", "--scenario", "reads", "--skus", "10",
-		"--rate", "200", "--duration", "300ms", "--concurrency", "4", "--baseline", "--html", html}, benchNoEnv, &out)
+		"--rate", "200", "--duration", "300ms", "--concurrency", "16", "--baseline", "--html", html,
+		"--max-error-rate", "1"}, benchNoEnv, &out) // the wiring is under test, not a loaded machine's timers
 	if err != nil {
 		t.Fatalf("bench() = %v\n%s", err, out.String())
 	}
@@ -175,4 +180,132 @@ func TestBenchFailedChecksReturnError(t *testing.T) {
 	if !strings.Contains(out.String(), "FAIL idempotency_violation") {
 		t.Errorf("report:\n%s", out.String())
 	}
+}
+
+// badServer returns a test server in front of a fake Spike whose order
+// placements misbehave as fail says: fail(n) is called with the placement's
+// ordinal (1, 2, ...) and returns "" to serve it, "die" to close the
+// connection and every later one (the server died), or "503" to answer
+// 503 unavailable.
+func badServer(t *testing.T, fail func(n int64) string) *httptest.Server {
+	t.Helper()
+	fake := loadgentest.NewServer(benchSecret)
+	t.Cleanup(fake.Close)
+	var placements atomic.Int64
+	var dead atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/orders") && !dead.Load() {
+			switch fail(placements.Add(1)) {
+			case "die":
+				dead.Store(true)
+			case "503":
+				w.Header().Set("Retry-After", "1")
+				w.WriteHeader(http.StatusServiceUnavailable)
+				io.WriteString(w, `{"error":{"code":"unavailable","message":"the order stream is unavailable"}}`)
+				return
+			}
+		}
+		if dead.Load() { // answer nothing, ever again
+			if c, _, err := w.(http.Hijacker).Hijack(); err == nil {
+				c.Close()
+			}
+			return
+		}
+		fake.Config.Handler.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// TestBenchFailsBadRuns: a run that did not deliver its load (the server
+// died, or shed half of it with 503) FAILs in the text and the JSON report
+// and returns an error (a non-zero exit); a healthy run PASSes.
+func TestBenchFailsBadRuns(t *testing.T) {
+	tests := []struct {
+		name      string
+		fail      func(n int64) string
+		wantCheck string // the check that must FAIL; "" = a healthy run
+	}{
+		{"server dies mid-run", func(n int64) string {
+			if n > 40 {
+				return "die"
+			}
+			return ""
+		}, "transport_errors"},
+		{"503 to half", func(n int64) string {
+			if n%2 == 0 {
+				return "503"
+			}
+			return ""
+		}, "server_errors"},
+		{"healthy", func(int64) string { return "" }, ""},
+	}
+	for _, tt := range tests {
+		for _, format := range []string{"text", "json"} {
+			t.Run(tt.name+"/"+format, func(t *testing.T) {
+				srv := badServer(t, tt.fail)
+				args := []string{"--target", srv.URL, "--secret", string(benchSecret), "--buyers", "100",
+					"--stock", "1000", "--concurrency", "4", "--drain-timeout", "1s"}
+				if format == "json" {
+					args = append(args, "--json")
+				}
+				var out bytes.Buffer
+				err := bench(context.Background(), args, benchNoEnv, &out)
+				if tt.wantCheck == "" && err != nil {
+					t.Fatalf("bench() = %v, want nil\n%s", err, out.String())
+				}
+				if tt.wantCheck != "" && !errors.Is(err, errBenchChecksFailed) {
+					t.Fatalf("bench() = %v, want errBenchChecksFailed\n%s", err, out.String())
+				}
+				result, failed := benchOutcome(t, format, out.Bytes())
+				want := "PASS"
+				if tt.wantCheck != "" {
+					want = "FAIL"
+					if !failed[tt.wantCheck] {
+						t.Errorf("check %s did not fail; failed: %v\n%s", tt.wantCheck, failed, out.String())
+					}
+				} else if len(failed) > 0 {
+					t.Errorf("failed checks %v in a healthy run\n%s", failed, out.String())
+				}
+				if result != want {
+					t.Errorf("result %q, want %q\n%s", result, want, out.String())
+				}
+			})
+		}
+	}
+}
+
+// benchOutcome reads the overall result and the names of failed checks from
+// a text or JSON report.
+func benchOutcome(t *testing.T, format string, out []byte) (result string, failed map[string]bool) {
+	t.Helper()
+	failed = map[string]bool{}
+	if format == "json" {
+		var rep struct {
+			Result string `json:"result"`
+			Checks []struct {
+				Name string `json:"name"`
+				OK   bool   `json:"ok"`
+			} `json:"checks"`
+		}
+		if err := json.Unmarshal(out, &rep); err != nil {
+			t.Fatalf("output is not JSON (%v):\n%s", err, out)
+		}
+		for _, c := range rep.Checks {
+			if !c.OK {
+				failed[c.Name] = true
+			}
+		}
+		return rep.Result, failed
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 2 && f[0] == "FAIL":
+			failed[f[1]] = true
+		case len(f) == 2 && f[0] == "result:":
+			result = f[1]
+		}
+	}
+	return result, failed
 }

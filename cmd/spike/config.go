@@ -140,6 +140,12 @@ type LimitsConfig struct {
 	// StockTimeout bounds each call to the Redis stock counters (reserve,
 	// confirm, release); a reserve cut by it is undone and answered 503.
 	StockTimeout time.Duration `yaml:"stock_timeout"`
+	// PersistYield is how long an order worker may hold a batch while
+	// placements arrive fast and the CPU is saturated (order.Pacer): the
+	// stream absorbs the burst and the workers catch up after. It bounds
+	// the persistence lag during a burst; 0 never holds. It must stay
+	// below the stream's 10s redelivery wait.
+	PersistYield time.Duration `yaml:"persist_yield"`
 }
 
 // NotifyConfig selects where buyer notifications go. Notifications are
@@ -214,7 +220,7 @@ func DefaultConfig() Config {
 		NATS: NATSConfig{Replicas: 1},
 		Limits: LimitsConfig{AdmissionInitial: 1000, AdmissionMin: 256, AdmissionMax: 20000, Instances: 1, AbandonAfter: 90 * time.Second, ShutdownTimeout: time.Minute,
 			StreamMin: depguard.StreamLimitMin, StreamMax: depguard.StreamLimitMax, StreamTolerance: depguard.StreamLimitTolerance, StreamSlack: depguard.StreamLimitSlack,
-			StockTimeout: depguard.StockCallTimeout},
+			StockTimeout: depguard.StockCallTimeout, PersistYield: 4 * time.Second},
 		Notify:   NotifyConfig{Workers: 4, Queue: 4096, Timeout: 2 * time.Second},
 		Payments: PaymentsConfig{Provider: "sandbox", DeadlineSweep: 500 * time.Millisecond, SettleAfter: 10 * time.Second},
 		Auth:     AuthConfig{OIDC: AuthOIDCConfig{UserClaim: "sub", RefreshInterval: time.Hour}},
@@ -498,6 +504,8 @@ func (c *Config) Validate() error {
 		return errors.New("config limits.stream_slack: must not be negative")
 	case c.Limits.StockTimeout < 10*time.Millisecond || c.Limits.StockTimeout >= enqueueTimeout:
 		return fmt.Errorf("config limits.stock_timeout: %v must be at least 10ms and below the %v enqueue timeout", c.Limits.StockTimeout, enqueueTimeout)
+	case c.Limits.PersistYield < 0 || c.Limits.PersistYield > 8*time.Second:
+		return fmt.Errorf("config limits.persist_yield: %v must be between 0 and 8s (below the stream's 10s redelivery wait)", c.Limits.PersistYield)
 	case c.Notify.Provider != "" && c.Notify.Provider != "webhook" && c.Notify.Provider != "log" && c.Notify.Provider != "none":
 		return fmt.Errorf("config notify.provider: %q must be webhook, log or none", c.Notify.Provider)
 	case c.Notify.provider() == "webhook" && c.Notify.WebhookURL == "":

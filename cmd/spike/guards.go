@@ -5,9 +5,11 @@ import (
 	"errors"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/spikehq/spike/internal/adapter/natsbus"
 	"github.com/spikehq/spike/internal/adapter/redislimit"
 	"github.com/spikehq/spike/internal/adapter/redisstock"
 	"github.com/spikehq/spike/internal/depguard"
@@ -106,4 +108,29 @@ func sharedPerUser(r *redisStock, board *switches.Board, instances int) httpapi.
 		}
 	})
 	return l
+}
+
+// newPacer returns the order workers' pacer (order.Pacer): they give way
+// for up to maxLag while placements arrive at 500/s or more and the CPU is
+// saturated. Its waits are exported as metrics.
+func newPacer(maxLag time.Duration, reg prometheus.Registerer) *order.Pacer {
+	var cpu resilience.CPUSaturation
+	p := &order.Pacer{Busy: cpu.Saturated, MaxLag: maxLag, MinRate: 500}
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "spike_order_persist_held_seconds_total",
+		Help: "Time order workers held batches to give way to placements (limits.persist_yield).",
+	}, func() float64 { d, _ := p.Waited(); return d.Seconds() }))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "spike_order_persist_held_batches_total",
+		Help: "Batches order workers held to give way to placements.",
+	}, func() float64 { _, n := p.Waited(); return float64(n) }))
+	return p
+}
+
+// pacedPersist holds each batch while the pacer says so, then persists.
+func pacedPersist(persist natsbus.PersistFunc, p *order.Pacer) natsbus.PersistFunc {
+	return func(ctx context.Context, events []order.Placed) error {
+		p.Wait(ctx, events)
+		return persist(ctx, events)
+	}
 }

@@ -54,6 +54,9 @@ type Service struct {
 	// nothing. Windows never change, so each sale's is asked once.
 	PaymentWindow func(ctx context.Context, saleID string) (time.Duration, error)
 	windows       sync.Map // sale id → time.Duration
+	// Pacer, if set, counts placements, so that the order workers can
+	// give way while placements arrive fast (see Pacer).
+	Pacer *Pacer
 
 	inDoubt chan inventory.Reservation
 }
@@ -84,6 +87,7 @@ func (s *Service) Place(ctx context.Context, r PlaceRequest) (Order, error) {
 	if !spike.ValidIdempotencyKey(r.Key) {
 		return Order{}, spike.Errorf(spike.ErrInvalid, "Idempotency-Key must be 1-128 printable ASCII characters")
 	}
+	s.Pacer.Placed()
 	req := inventory.Request{SaleID: r.SaleID, UserID: r.UserID, Key: r.Key, Quantity: r.Quantity}
 	res, replay, err := s.reserver.Reserve(ctx, req)
 	if errors.Is(err, inventory.ErrInProgress) && res.OrderID != "" {
