@@ -47,7 +47,7 @@ type OIDCConfig struct {
 	FetchTimeout    time.Duration       // bounds one discovery and JWKS fetch; default 5s
 	RefreshInterval time.Duration       // Run refreshes the keys this often; default 1h
 	MinRefreshGap   time.Duration       // an unknown kid fetches at most once per gap; default 10s
-	Breaker         *resilience.Breaker // default: opens after 3 failures of the last 5 fetches, for a minute
+	Breaker         *resilience.Breaker // default: opens for a minute when 60% of the last 5 fetches (3 at least) failed
 	Logger          *slog.Logger
 	Now             func() time.Time
 }
