@@ -206,3 +206,18 @@ func getSwitches(t *testing.T, addr, tok string) int {
 	t.Helper()
 	return getStatus(t, "http://"+addr+"/v1/admin/switches", tok)
 }
+
+// TestJWTSecretsRedacted: the rotation list never shows in the logged
+// configuration.
+func TestJWTSecretsRedacted(t *testing.T) {
+	cfg, err := newFlagSet("serve").load(nil, env(map[string]string{"SPIKE_JWT_SECRETS": goodSecret + ", " + olderSecret}), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.JWTSecrets) != 2 || cfg.JWTSecrets[1] != olderSecret {
+		t.Fatalf("SPIKE_JWT_SECRETS read as %d secrets", len(cfg.JWTSecrets))
+	}
+	if red := cfg.redacted(); strings.Contains(red, "0123456789abcdef") {
+		t.Errorf("a secret shows in the logged config: %s", red)
+	}
+}
