@@ -75,13 +75,42 @@ func NewIDGenerator() *IDGenerator {
 var idEncoding = base32.HexEncoding.WithPadding(base32.NoPadding)
 
 // New returns a new order id.
-func (g *IDGenerator) New() string {
+func (g *IDGenerator) New() string { return FormatID(g.NewRaw()) }
+
+// NewRaw returns a new order id in its 16-byte binary form, for stores that
+// keep millions of them: FormatID(g.NewRaw()) is what New returns.
+func (g *IDGenerator) NewRaw() [16]byte {
 	var raw [16]byte
 	ms := uint64(g.now().UnixMilli())
 	binary.BigEndian.PutUint64(raw[0:8], ms<<16) // keep the low 48 bits of ms in bytes 0..5
 	copy(raw[6:12], g.node[:])
 	binary.BigEndian.PutUint32(raw[12:16], g.seq.Add(1))
+	return raw
+}
+
+// FormatID writes a binary order id as New does: 26 characters of
+// base32hex.
+func FormatID(raw [16]byte) string {
 	var out [26]byte
 	idEncoding.Encode(out[:], raw[:])
 	return string(out[:])
+}
+
+// ParseID reads an order id that FormatID wrote; ok is false for any other
+// string (another length, lower case, non-zero trailing bits), so that
+// FormatID(raw) == s whenever ok.
+func ParseID(s string) (raw [16]byte, ok bool) {
+	if len(s) != 26 {
+		return raw, false
+	}
+	var in, back [26]byte
+	copy(in[:], s)
+	if n, err := idEncoding.Decode(raw[:], in[:]); err != nil || n != 16 {
+		return [16]byte{}, false
+	}
+	idEncoding.Encode(back[:], raw[:])
+	if back != in {
+		return [16]byte{}, false
+	}
+	return raw, true
 }

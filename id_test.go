@@ -218,3 +218,31 @@ func TestIDGeneratorSortsByTime(t *testing.T) {
 		t.Errorf("id %q (t) does not sort before %q (t+1ms, another instance)", a, b)
 	}
 }
+
+// TestParseID: the binary form of an order id round-trips, and ParseID
+// refuses every string FormatID would not write.
+func TestParseID(t *testing.T) {
+	g := spike.NewIDGenerator()
+	for range 100 {
+		raw := g.NewRaw()
+		s := spike.FormatID(raw)
+		got, ok := spike.ParseID(s)
+		if !ok || got != raw {
+			t.Fatalf("ParseID(%q) = %x, %v; want %x", s, got, ok, raw)
+		}
+	}
+	id := g.New()
+	if _, ok := spike.ParseID(id); !ok {
+		t.Errorf("ParseID(New() = %q) failed", id)
+	}
+	for _, s := range []string{
+		"", "o1", id[:25], id + "0", strings.ToLower(id),
+		id[:25] + "1",           // non-zero trailing bits: decodes, but FormatID never writes it
+		id[:10] + "W" + id[11:], // outside base32hex
+		id[:10] + "=" + id[11:],
+	} {
+		if raw, ok := spike.ParseID(s); ok {
+			t.Errorf("ParseID(%q) = %x, ok; want refused", s, raw)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -27,6 +28,7 @@ import (
 	"github.com/spikehq/spike/internal/auth"
 	"github.com/spikehq/spike/internal/depguard"
 	"github.com/spikehq/spike/internal/domain/order"
+	"github.com/spikehq/spike/internal/httpapi"
 )
 
 // Secret is a string that never shows in logs.
@@ -45,7 +47,14 @@ type Config struct {
 	Data      string `yaml:"data"`       // data folder: SQLite, embedded JetStream, the generated JWT secret
 	JWTSecret Secret `yaml:"jwt_secret"` // HS256 secret; if empty, one is kept in Data
 	LogFormat string `yaml:"log_format"` // text or json
-	Pprof     string `yaml:"pprof"`      // if set, net/http/pprof is served here (keep it on loopback)
+	Pprof     string `yaml:"pprof"`      // if set, net/http/pprof is served here (loopback only, unless PprofForce)
+	// PprofForce allows pprof on an address that is not loopback.
+	PprofForce bool `yaml:"pprof_force"`
+	// MetricsAddr, if set, serves /metrics (and pprof, when Pprof is the
+	// same address) on a listener of its own, and not on Addr.
+	MetricsAddr string `yaml:"metrics_addr"`
+
+	HTTP HTTPConfig `yaml:"http"`
 
 	// JWTSecrets replaces jwt_secret for rotation: every one is accepted,
 	// the first signs. Each secret, from any source, is at least 32 bytes.
@@ -58,6 +67,7 @@ type Config struct {
 	Limits   LimitsConfig   `yaml:"limits"`
 	Notify   NotifyConfig   `yaml:"notify"`
 	Payments PaymentsConfig `yaml:"payments"`
+	Events   EventsConfig   `yaml:"events"` // event signing key (transport.go)
 
 	ConfigFile string `yaml:"-"`
 
@@ -81,6 +91,17 @@ type AuthOIDCConfig struct {
 	RefreshInterval time.Duration `yaml:"refresh_interval"` // the keys are fetched again this often (and on an unknown kid)
 }
 
+// HTTPConfig tunes the public listener.
+type HTTPConfig struct {
+	// TrustedProxies are addresses or CIDR prefixes of the load balancers
+	// whose X-Forwarded-For names the client for the per-IP limit; from
+	// any other peer the header is ignored.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// MetricsAdmin requires an admin token for /metrics on Addr (without
+	// metrics_addr).
+	MetricsAdmin bool `yaml:"metrics_admin"`
+}
+
 // NATSConfig selects the stream. Without URLs, NATS runs embedded.
 type NATSConfig struct {
 	URLs       []string `yaml:"urls"`        // external NATS servers; empty: embedded
@@ -91,6 +112,16 @@ type NATSConfig struct {
 	// (group commit). Embedded only: batched events are found by id through
 	// the publishing process's own index. 0: 128 embedded, 1 with urls.
 	PublishBatch int `yaml:"publish_batch"`
+
+	// Credentials and TLS (transport.go, docs/security.md). With urls,
+	// what this instance presents; embedded, what every client of a
+	// listening server must present (the instance's own connection too).
+	User                   string    `yaml:"user"`
+	Password               Secret    `yaml:"password"`
+	Token                  Secret    `yaml:"token"`
+	TLS                    TLSFiles  `yaml:"tls"`                      // external NATS only
+	ListenTLS              ListenTLS `yaml:"listen_tls"`               // embedded only: the server's certificate
+	InsecureListenLoopback bool      `yaml:"insecure_listen_loopback"` // embedded only: listen on loopback without auth and TLS
 }
 
 // MySQLConfig selects MySQL. Without a primary, SQLite in Data is used.
@@ -99,6 +130,12 @@ type MySQLConfig struct {
 	Replicas    []string     `yaml:"replicas"`     // DSNs for reads that may be stale
 	OrderShards []ShardEntry `yaml:"order_shards"` // order databases; buckets are split evenly
 	Migrate     bool         `yaml:"migrate"`      // apply migrations at start (else run spike migrate)
+
+	// Credentials and TLS for every DSN above (transport.go): User and
+	// Password replace the DSNs' own when set.
+	User     string   `yaml:"user"`
+	Password Secret   `yaml:"password"`
+	TLS      TLSFiles `yaml:"tls"`
 }
 
 // ShardEntry is one order database.
@@ -112,6 +149,10 @@ type ShardEntry struct {
 type RedisConfig struct {
 	Addrs    []string `yaml:"addrs"` // one address, or several nodes of a Redis Cluster
 	Password Secret   `yaml:"password"`
+
+	// ACL user (with Password) and TLS (transport.go).
+	Username string   `yaml:"username"`
+	TLS      TLSFiles `yaml:"tls"`
 }
 
 // LimitsConfig bounds the adaptive admission limiter.
@@ -298,7 +339,7 @@ func setFlag(cfg *Config, name, value string) error {
 
 // flagKeys maps flags to config keys.
 var flagKeys = map[string]string{
-	"addr": "addr", "data": "data", "pprof": "pprof",
+	"addr": "addr", "data": "data", "pprof": "pprof", "pprof-force": "pprof_force", "metrics-addr": "metrics_addr",
 	"nats-listen": "nats.listen", "sync-always": "nats.sync_always",
 	"notify": "notify.provider", "notify-webhook-url": "notify.webhook_url",
 }
@@ -476,6 +517,12 @@ func (c *Config) Validate() error {
 		return errors.New("config data: must not be empty")
 	case c.LogFormat != "text" && c.LogFormat != "json":
 		return fmt.Errorf("config log_format: %q must be text or json", c.LogFormat)
+	case c.Pprof != "" && !c.PprofForce && !loopbackAddr(c.Pprof):
+		return fmt.Errorf("config pprof: %q is not a loopback address (pprof shows memory and stacks); use 127.0.0.1:PORT, or pprof_force (--pprof-force) to expose it anyway", c.Pprof)
+	case c.MetricsAddr != "" && c.HTTP.MetricsAdmin:
+		return errors.New("config http.metrics_admin: applies to /metrics on addr; with metrics_addr set it is not served there; drop one")
+	case c.MetricsAddr != "" && c.MetricsAddr == c.Addr && !strings.HasSuffix(c.Addr, ":0"):
+		return errors.New("config metrics_addr: must differ from addr")
 	case c.NATS.Replicas != 1 && c.NATS.Replicas != 3 && c.NATS.Replicas != 5:
 		return fmt.Errorf("config nats.replicas: %d must be 1, 3 or 5", c.NATS.Replicas)
 	case len(c.NATS.URLs) > 0 && (c.NATS.Listen != "" || c.NATS.SyncAlways):
@@ -548,6 +595,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("config nats.urls: %q must start with nats:// or tls://", u)
 		}
 	}
+	if _, err := httpapi.ParseTrustedProxies(c.HTTP.TrustedProxies); err != nil {
+		return fmt.Errorf("config http.trusted_proxies: %v", err)
+	}
 	for _, a := range c.Redis.Addrs {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			return fmt.Errorf("config redis.addrs: %q is not host:port", a)
@@ -558,7 +608,10 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("config mysql.order_shards[%d].primary: required", i)
 		}
 	}
-	return c.validateAuth()
+	if err := c.validateAuth(); err != nil {
+		return err
+	}
+	return c.validateTransport()
 }
 
 var dsnPassword = regexp.MustCompile(`^([^:@/]*):[^@]*@`)
@@ -603,6 +656,9 @@ func (c Config) redacted() string {
 	c.wrapStream = nil
 	b, _ := json.Marshal(struct {
 		Addr, Data, LogFormat, Pprof string
+		PprofForce                   bool
+		MetricsAddr                  string
+		HTTP                         HTTPConfig
 		JWTSecret                    Secret
 		JWTSecrets                   []Secret
 		Auth                         AuthConfig
@@ -612,8 +668,9 @@ func (c Config) redacted() string {
 		Limits                       LimitsConfig
 		Notify                       NotifyConfig
 		Payments                     PaymentsConfig
+		Events                       EventsConfig
 		ConfigFile                   string
-	}{c.Addr, c.Data, c.LogFormat, c.Pprof, c.JWTSecret, c.JWTSecrets, c.Auth, c.NATS, c.MySQL, c.Redis, c.Limits, c.Notify, c.Payments, c.ConfigFile})
+	}{c.Addr, c.Data, c.LogFormat, c.Pprof, c.PprofForce, c.MetricsAddr, c.HTTP, c.JWTSecret, c.JWTSecrets, c.Auth, c.NATS, c.MySQL, c.Redis, c.Limits, c.Notify, c.Payments, c.Events, c.ConfigFile})
 	return string(b)
 }
 
@@ -806,3 +863,18 @@ func (c *Config) logger(w io.Writer) *slog.Logger {
 }
 
 func rate(f float64) bool { return f >= 0 && f <= 1 }
+
+// loopbackAddr reports whether a listen address is on loopback only:
+// localhost or a loopback IP (an empty host listens everywhere; another
+// name may resolve anywhere).
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}

@@ -57,6 +57,7 @@ limits:
 		"SPIKE_REDIS_ADDRS":          "127.0.0.1:7000, 127.0.0.1:7001",
 		"SPIKE_JWT_SECRET":           "s3cret-s3cret-s3cret-s3cret-s3cret",
 		"SPIKE_LIMITS_ADMISSION_MIN": "300",
+		"SPIKE_EVENTS_HMAC_KEY":      "event-key-event-key-event-key-event-key",
 	}), io.Discard)
 	if err != nil {
 		t.Fatal(err)

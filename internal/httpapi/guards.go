@@ -30,7 +30,7 @@ type Guards struct {
 	// through a load balancer still gets one budget.
 	SharedPerUser KeyedLimiter
 
-	perUser atomic.Pointer[resilience.Keyed] // nil: unlimited
+	perUser atomic.Pointer[resilience.KeyedBuckets] // nil: unlimited
 	perSale atomic.Pointer[resilience.Keyed]
 }
 
@@ -63,7 +63,13 @@ func (g *Guards) init() {
 }
 
 func (g *Guards) rebuildLimits() {
-	g.perUser.Store(keyedBuckets(g.Switches.Number(switches.UserRate), int(g.Switches.Number(switches.UserBurst)), 1<<20))
+	// Per buyer: keyed by the user id itself, 16 bytes a buyer and no
+	// allocation for a first-time one (a flash sale is mostly those).
+	if rate := g.Switches.Number(switches.UserRate); rate > 0 {
+		g.perUser.Store(resilience.NewKeyedBuckets(resilience.KeyedBucketsConfig{Rate: rate, Burst: int(g.Switches.Number(switches.UserBurst)), MaxKeys: 1 << 20}))
+	} else {
+		g.perUser.Store(nil)
+	}
 	rate := g.Switches.Number(switches.SaleRate)
 	g.perSale.Store(keyedBuckets(rate, max(1, int(rate/10)), 4096))
 }
@@ -88,8 +94,7 @@ func (g *Guards) allowUser(ctx context.Context, user int64) bool {
 	if k == nil {
 		return true // unlimited: the shared limit follows the same switch
 	}
-	id := strconv.FormatInt(user, 10)
-	if !k.Allow(id) {
+	if !k.Allow(uint64(user)) {
 		return false
 	}
 	if g.SharedPerUser == nil {
@@ -97,7 +102,7 @@ func (g *Guards) allowUser(ctx context.Context, user int64) bool {
 	}
 	// The shared limiter falls back to a local decision when Redis fails;
 	// an error here means the request's own deadline passed.
-	ok, _, err := g.SharedPerUser.AllowN(ctx, id, 1)
+	ok, _, err := g.SharedPerUser.AllowN(ctx, strconv.FormatInt(user, 10), 1)
 	return ok || err != nil
 }
 

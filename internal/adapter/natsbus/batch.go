@@ -11,7 +11,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/spikehq/spike/internal/domain/order"
@@ -128,7 +127,7 @@ func (b *Bus) publishLoop() {
 		for _, r := range batch {
 			b.index.publishing(r.e)
 		}
-		f, err := b.js.PublishMsgAsync(&nats.Msg{Subject: b.cfg.Subject + ".b." + first, Data: data}, jetstream.WithMsgID("b."+first))
+		f, err := b.js.PublishMsgAsync(signedMsg(b.cfg.Keys, purposePlaced, b.cfg.Subject+".b."+first, data), jetstream.WithMsgID("b."+first))
 		waiters := append([]*publishRequest(nil), batch...)
 		if err != nil {
 			// Not sent at all (stalled, closed connection).

@@ -24,7 +24,8 @@ const (
 // ORDERS stream is a work queue for placements only; its workers would
 // never take these. It implements order.EventPublisher.
 type Events struct {
-	js jetstream.JetStream
+	js   jetstream.JetStream
+	keys *Keys
 }
 
 var _ order.EventPublisher = (*Events)(nil)
@@ -58,7 +59,7 @@ func NewEvents(ctx context.Context, b *Bus, cfg EventsConfig) (*Events, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", EventsStreamName, err)
 	}
-	return &Events{js: b.js}, nil
+	return &Events{js: b.js, keys: b.cfg.Keys}, nil
 }
 
 // PublishTransition publishes e, deduplicated by order and status (a
@@ -69,6 +70,6 @@ func (ev *Events) PublishTransition(ctx context.Context, e order.TransitionEvent
 		return err
 	}
 	subject := EventsSubject + "." + string(e.To) + "." + e.OrderID
-	_, err = ev.js.Publish(ctx, subject, data, jetstream.WithMsgID(e.OrderID+"."+string(e.To)))
+	_, err = ev.js.PublishMsg(ctx, signedMsg(ev.keys, purposeTransition, subject, data), jetstream.WithMsgID(e.OrderID+"."+string(e.To)))
 	return err
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/spikehq/spike/internal/domain/inventory"
 	"github.com/spikehq/spike/internal/domain/order"
 )
 
@@ -60,6 +61,17 @@ type Config struct {
 	// OrphanSweep is how often a worker looks for events the consumer will
 	// never deliver (see sweepOrphans). If zero, 10s is used.
 	OrphanSweep time.Duration
+
+	// Proof of origin (see sign.go and screen.go). Keys sign every event
+	// published and verify every event read; nil: unsigned and unchecked
+	// (tests only). Holds, if set, is asked whether each event matches a
+	// reservation before it is persisted. Rejected, if set, is called once
+	// per event refused, with its reason. Refused events are parked on
+	// ParkedStream (if empty, Stream+"_PARKED").
+	Keys         *Keys
+	Holds        inventory.HoldChecker
+	Rejected     func(reason string)
+	ParkedStream string
 }
 
 // Bus publishes and consumes order events. It implements order.Stream.
@@ -109,6 +121,9 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Bus
 	if cfg.Linger == 0 {
 		cfg.Linger = 50 * time.Millisecond
 	}
+	if cfg.ParkedStream == "" {
+		cfg.ParkedStream = cfg.Stream + "_PARKED"
+	}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(16384),
 		jetstream.WithPublishAsyncTimeout(30*time.Second))
@@ -139,6 +154,9 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Bus
 		return nil, fmt.Errorf("create consumer %s: %w", cfg.Consumer, err)
 	}
 	b := &Bus{js: js, stream: stream, cfg: cfg, log: log, closed: make(chan struct{}), publisherDone: make(chan struct{})}
+	if err := b.createParked(ctx); err != nil {
+		return nil, err
+	}
 	b.index.init()
 	// Events stored in batches by an earlier run are found by id only
 	// through the index: fill it before anything is published or consumed.
@@ -181,7 +199,7 @@ func (b *Bus) Enqueue(ctx context.Context, e order.Placed) error {
 		return b.enqueueBatched(ctx, e)
 	}
 	data := appendPlaced(make([]byte, 0, 256), &e)
-	f, err := b.js.PublishMsgAsync(&nats.Msg{Subject: b.cfg.Subject + "." + e.OrderID, Data: data}, jetstream.WithMsgID(e.OrderID))
+	f, err := b.js.PublishMsgAsync(signedMsg(b.cfg.Keys, purposePlaced, b.cfg.Subject+"."+e.OrderID, data), jetstream.WithMsgID(e.OrderID))
 	if err != nil {
 		// Not sent at all (stalled, closed connection).
 		return fmt.Errorf("publish %s: %w: %w", e.OrderID, err, order.ErrNotEnqueued)
@@ -228,6 +246,10 @@ func (b *Bus) Unpersisted(ctx context.Context) ([]order.Placed, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read stream at %d: %w", seq, err)
 		}
+		seq = m.Sequence + 1
+		if err := b.authentic(m.Header, m.Data); err != nil {
+			continue // never counted; the worker refuses it
+		}
 		n := len(out)
 		if out, err = decodeEvents(m.Data, out); err != nil {
 			b.log.Error("malformed event on the stream", "seq", m.Sequence)
@@ -241,7 +263,6 @@ func (b *Bus) Unpersisted(ctx context.Context) ([]order.Placed, error) {
 			}
 		}
 		out = out[:n]
-		seq = m.Sequence + 1
 	}
 	return out, nil
 }
@@ -268,12 +289,15 @@ func (b *Bus) Overdue(ctx context.Context, before time.Time, limit int) ([]order
 		if !m.Time.Before(before) {
 			break
 		}
+		seq = m.Sequence + 1
+		if b.authentic(m.Header, m.Data) != nil {
+			continue // the worker refuses it
+		}
 		if out, err = decodeEvents(m.Data, out); err != nil {
 			b.log.Error("malformed event on the stream", "seq", m.Sequence)
 		}
-		seq = m.Sequence + 1
 	}
-	return out, nil
+	return b.onlyHeld(ctx, out)
 }
 
 // Placed returns the event of an order still on the stream: acknowledged
@@ -294,6 +318,9 @@ func (b *Bus) Placed(ctx context.Context, orderID string) (order.Placed, bool, e
 	if err != nil {
 		return order.Placed{}, false, err
 	}
+	if b.authentic(m.Header, m.Data) != nil {
+		return order.Placed{}, false, nil // not an order: the worker refuses it
+	}
 	var e order.Placed
 	if err := json.Unmarshal(m.Data, &e); err != nil {
 		return order.Placed{}, false, fmt.Errorf("decode event %s: %w", orderID, err)
@@ -311,6 +338,7 @@ type PersistFunc func(ctx context.Context, events []order.Placed) error
 // returns after ctx is done, the batch in hand is persisted and its
 // goroutines (the puller, the orphan sweeper) have stopped.
 func (b *Bus) RunWorker(ctx context.Context, persist PersistFunc) error {
+	persist = b.screened(persist) // events matching no reservation are refused
 	msgs := make(chan jetstream.Msg, b.cfg.BatchSize)
 	// The puller and the orphan sweeper are this call's: it returns only
 	// after both have, so once RunWorker returns nothing of the worker's
@@ -323,6 +351,9 @@ func (b *Bus) RunWorker(ctx context.Context, persist PersistFunc) error {
 	events := make([]order.Placed, 0, b.cfg.BatchSize)
 	// add decodes m into the batch; a message may carry many events.
 	add := func(m jetstream.Msg) {
+		if !b.admit(ctx, m) {
+			return // badly signed: refused
+		}
 		n := len(events)
 		var err error
 		if events, err = decodeEvents(m.Data(), events); err != nil {
@@ -536,6 +567,14 @@ func (b *Bus) sweepOrphans(ctx context.Context, persist PersistFunc) (int, error
 		}
 		if m.Sequence > floor {
 			break
+		}
+		if err := b.authentic(m.Header, m.Data); err != nil {
+			if err := b.refuse(cctx, m.Subject, m.Header, m.Data, reasonOf(err), ""); err != nil {
+				return 0, err
+			}
+			seqs = append(seqs, m.Sequence)
+			seq = m.Sequence + 1
+			continue
 		}
 		n := len(events)
 		if events, err = decodeEvents(m.Data, events); err != nil {

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/spikehq/spike/internal/switches"
@@ -22,6 +24,7 @@ type Switches struct {
 	kv    jetstream.KeyValue
 	board *switches.Board
 	log   *slog.Logger
+	keys  *Keys // signs and verifies stored values; nil: plain values
 }
 
 // NewSwitches opens (creating if needed) the switch bucket.
@@ -35,7 +38,7 @@ func NewSwitches(ctx context.Context, b *Bus, board *switches.Board, log *slog.L
 	if err != nil {
 		return nil, fmt.Errorf("open switch bucket: %w", err)
 	}
-	sw := &Switches{kv: kv, board: board, log: log}
+	sw := &Switches{kv: kv, board: board, log: log, keys: b.cfg.Keys}
 	return sw, sw.load(ctx)
 }
 
@@ -54,7 +57,7 @@ func (s *Switches) load(ctx context.Context) error {
 		if err != nil {
 			continue // deleted meanwhile
 		}
-		if err := s.board.Apply(k, string(e.Value())); err != nil {
+		if err := s.apply(k, e.Value()); err != nil {
 			s.log.Warn("ignoring switch value", "err", err)
 		}
 	}
@@ -82,10 +85,10 @@ func (s *Switches) Run(ctx context.Context) error {
 			}
 			switch e.Operation() {
 			case jetstream.KeyValuePut:
-				if err := s.board.Apply(e.Key(), string(e.Value())); err != nil {
+				if err := s.apply(e.Key(), e.Value()); err != nil {
 					s.log.Warn("ignoring switch value", "err", err)
 				} else {
-					s.log.Info("switch", "name", e.Key(), "value", string(e.Value()))
+					s.log.Info("switch", "name", e.Key())
 				}
 			default:
 				s.board.Reset(e.Key())
@@ -100,8 +103,40 @@ func (s *Switches) Set(ctx context.Context, name, value string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.kv.Put(ctx, name, []byte(canon)); err != nil {
+	if _, err := s.kv.Put(ctx, name, signSwitch(s.keys, name, canon)); err != nil {
 		return fmt.Errorf("store switch %s: %w", name, err)
 	}
 	return s.board.Apply(name, canon)
+}
+
+// A stored switch value, with keys, is "spike-sig <signature>\n<value>":
+// the KV bucket keeps no headers. The signature covers the switch's name
+// too, so a value cannot be moved to another switch.
+const switchSigPrefix = "spike-sig "
+
+func signSwitch(k *Keys, name, value string) []byte {
+	if k == nil {
+		return []byte(value)
+	}
+	return []byte(switchSigPrefix + k.signature(purposeSwitch, switchSigned(name, value)) + "\n" + value)
+}
+
+func switchSigned(name, value string) []byte { return []byte(name + "\x00" + value) }
+
+// apply verifies a stored value and applies it; an unsigned or badly
+// signed value (written by something other than an instance) is refused.
+func (s *Switches) apply(name string, stored []byte) error {
+	value := string(stored)
+	if s.keys != nil {
+		head, rest, ok := strings.Cut(value, "\n")
+		sig, signed := strings.CutPrefix(head, switchSigPrefix)
+		if !ok || !signed {
+			return fmt.Errorf("switch %s: unsigned value refused", name)
+		}
+		if err := s.keys.verify(purposeSwitch, switchSigned(name, rest), nats.Header{SigHeader: []string{sig}}); err != nil {
+			return fmt.Errorf("switch %s: %w", name, err)
+		}
+		value = rest
+	}
+	return s.board.Apply(name, value)
 }

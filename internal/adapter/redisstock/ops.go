@@ -360,8 +360,9 @@ func (c *Counters) write(ctx context.Context, s *saleState, token string, epoch 
 }
 
 // Run receives other instances' news (sold out, restocked, rebuilt under a
-// new epoch), resubscribing after connection losses, and does the queued
-// background work (undos, confirm retries), until ctx is done. Then it
+// new epoch), resubscribing after connection losses, sends the deferred
+// confirms (ConfirmLater) and does the queued background work (undos,
+// confirm retries), until ctx is done. Then it
 // makes one last attempt at the work still queued, for at most
 // DrainTimeout, and returns. Without Run the counters stay correct, only
 // slower to learn (a reserve learns the same news from its own reply), but
@@ -375,6 +376,7 @@ func (c *Counters) Run(ctx context.Context) error {
 	for range c.opts.RetryWorkers {
 		wg.Go(func() { c.work(ctx, drain) })
 	}
+	wg.Go(func() { c.runConfirmer(ctx, drain) })
 	c.subscribe(ctx)
 	wg.Wait()
 	return nil
@@ -441,4 +443,60 @@ func (c *Counters) End(ctx context.Context, saleID string, at time.Time) error {
 		return c.fence(s)
 	}
 	return nil
+}
+
+var _ inventory.HoldChecker = (*Counters)(nil)
+
+// Holds implements inventory.HoldChecker: one HMGET per reservation of the
+// buyer's key and the sale's epoch, sent together. A sale whose keys hash
+// is missing is HoldUnknown (and, like a fenced reserve, calls OnFenced so
+// that it is rebuilt); a sale unknown to Redis and to Config.Lookup is
+// NotHeld.
+func (c *Counters) Holds(ctx context.Context, res []inventory.Reservation) ([]inventory.HoldStatus, error) {
+	out := make([]inventory.HoldStatus, len(res))
+	states := make([]*saleState, len(res))
+	cmds := make(rueidis.Commands, 0, len(res))
+	asked := make([]int, 0, len(res))
+	for i, r := range res {
+		s, err := c.lookup(ctx, r.SaleID)
+		if errors.Is(err, sale.ErrSaleNotFound) {
+			out[i] = inventory.NotHeld
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		states[i] = s
+		cmds = append(cmds, c.client.B().Hmget().Key(s.k.keys).Field(field(r.UserID, r.Key), "_e").Build())
+		asked = append(asked, i)
+	}
+	if len(cmds) == 0 {
+		return out, nil
+	}
+	c.trips.Add(1)
+	for j, reply := range c.client.DoMulti(ctx, cmds...) {
+		i := asked[j]
+		vals, err := reply.ToArray()
+		if err != nil || len(vals) != 2 {
+			return nil, fail(fmt.Errorf("holds: %v (%d values)", err, len(vals)))
+		}
+		if vals[1].IsNil() {
+			out[i] = inventory.HoldUnknown
+			if s := states[i]; c.opts.OnFenced != nil {
+				c.opts.OnFenced(s.cp.ID)
+			}
+			continue
+		}
+		out[i] = inventory.NotHeld
+		v, err := vals[0].ToString()
+		if err != nil {
+			continue // no such key
+		}
+		h, err := parseHold(v)
+		r, cp := res[i], states[i].cp
+		if err == nil && h.orderID == r.OrderID && h.quantity == r.Quantity && cp.SKU == r.SKU && cp.PriceCents == r.PriceCents {
+			out[i] = inventory.Held
+		}
+	}
+	return out, nil
 }

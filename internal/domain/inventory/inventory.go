@@ -164,30 +164,14 @@ var (
 
 var _ Stock = (*Counters)(nil)
 
-// holdKey identifies a buyer's request within one sale.
-type holdKey struct {
-	user int64
-	key  string
-}
-
-// hold is what a sale remembers of one idempotency key; kept small, since
-// a big sale holds one per buyer.
-type hold struct {
-	orderID   string
-	quantity  int64
-	placedAt  int64 // Unix microseconds
-	confirmed bool  // durably enqueued: a replay may be answered
-	returned  bool  // its units were given back (Return): it holds none
-}
-
 type saleStock struct {
 	s       sale.Sale
 	soldOut atomic.Bool // remaining == 0: reject without taking the lock
 
 	mu        sync.RWMutex
 	remaining int64
-	users     map[int64]int64 // units held per buyer
-	keys      map[holdKey]*hold
+	users     map[int64]int64     // units held per buyer
+	holds     *holdTable          // one record per idempotency key; the seeds of its hash never change
 	returned  map[string]struct{} // order ids given back; nil until the first
 }
 
@@ -232,7 +216,7 @@ func (c *Counters) Restore(_ context.Context, s sale.Sale, holdings []Holding) e
 		s:         s,
 		remaining: s.Stock,
 		users:     make(map[int64]int64, len(holdings)),
-		keys:      make(map[holdKey]*hold, len(holdings)),
+		holds:     newHoldTable(len(holdings)),
 	}
 	seen := make(map[string]bool, len(holdings))
 	for _, h := range holdings {
@@ -240,7 +224,12 @@ func (c *Counters) Restore(_ context.Context, s sale.Sale, holdings []Holding) e
 			continue
 		}
 		seen[h.OrderID] = true
-		st.keys[holdKey{h.UserID, h.Key}] = &hold{orderID: h.OrderID, quantity: h.Quantity, placedAt: h.PlacedAt.UnixMicro(), confirmed: true, returned: h.Returned}
+		flags := uint32(flagConfirmed)
+		if h.Returned {
+			flags |= flagReturned
+		}
+		raw, ok := spike.ParseID(h.OrderID)
+		st.holds.put(h.UserID, st.holds.hash(h.Key), raw, ok, h.OrderID, h.Quantity, h.PlacedAt.UnixMicro(), flags)
 		if h.Returned {
 			if st.returned == nil {
 				st.returned = make(map[string]struct{})
@@ -298,7 +287,7 @@ func (c *Counters) Reserve(_ context.Context, r Request) (res Reservation, repla
 	if st == nil {
 		return Reservation{}, false, sale.ErrSaleNotFound
 	}
-	k := holdKey{r.UserID, r.Key}
+	k := st.holds.hash(r.Key)
 	if st.soldOut.Load() {
 		// Sold out: only a replay can succeed, and that needs a read lock only.
 		// The quantity is checked first, as on the locked path (s is immutable).
@@ -306,74 +295,82 @@ func (c *Counters) Reserve(_ context.Context, r Request) (res Reservation, repla
 			return Reservation{}, false, st.invalidQuantity()
 		}
 		st.mu.RLock()
-		h := st.keys[k]
-		var hc hold
-		if h != nil {
-			hc = *h
-		}
+		e, ok := st.holds.get(r.UserID, k)
 		st.mu.RUnlock()
-		if h == nil {
+		if !ok {
 			return Reservation{}, false, ErrSoldOut
 		}
-		return st.replay(r, hc)
+		return st.replay(r, e)
 	}
 
 	st.mu.Lock()
-	defer st.mu.Unlock()
-	if h := st.keys[k]; h != nil {
-		return st.replay(r, *h)
+	e, found, err := st.take(c, r, k)
+	st.mu.Unlock()
+	switch {
+	case found:
+		return st.replay(r, e)
+	case err != nil:
+		return Reservation{}, false, err
+	}
+	return st.reservation(r, e), false, nil
+}
+
+// take takes the units of a new reservation, or finds the key's; st.mu is
+// held.
+func (st *saleStock) take(c *Counters, r Request, k keyHash) (e entry, found bool, err error) {
+	if e, ok := st.holds.get(r.UserID, k); ok {
+		return e, true, nil
 	}
 	if r.Quantity < 1 || r.Quantity > st.s.PerUserLimit {
-		return Reservation{}, false, st.invalidQuantity()
+		return entry{}, false, st.invalidQuantity()
 	}
 	now := c.now()
 	if !st.s.ActiveAt(now) {
-		return Reservation{}, false, ErrNotActive
+		return entry{}, false, ErrNotActive
 	}
 	held := st.users[r.UserID]
 	if held+r.Quantity > st.s.PerUserLimit {
-		return Reservation{}, false, ErrLimit
+		return entry{}, false, ErrLimit
 	}
 	if st.remaining < r.Quantity {
-		return Reservation{}, false, ErrSoldOut
+		return entry{}, false, ErrSoldOut
 	}
 	st.remaining -= r.Quantity
 	if st.remaining == 0 {
 		st.soldOut.Store(true)
 	}
 	st.users[r.UserID] = held + r.Quantity
-	placed := now.UTC().Truncate(time.Microsecond)
-	h := &hold{orderID: c.ids.New(), quantity: r.Quantity, placedAt: placed.UnixMicro()}
-	st.keys[k] = h
-	return st.reservation(r, *h), false, nil
+	e = entry{order: c.ids.NewRaw(), quantity: r.Quantity, placedAt: now.UTC().Truncate(time.Microsecond).UnixMicro()}
+	st.holds.insert(r.UserID, k, e.order, true, "", e.quantity, e.placedAt, 0)
+	return e, false, nil
 }
 
 func (st *saleStock) invalidQuantity() error {
 	return spike.Errorf(spike.ErrInvalid, "quantity must be between 1 and the per-user limit (%d)", st.s.PerUserLimit)
 }
 
-func (st *saleStock) replay(r Request, h hold) (Reservation, bool, error) {
+func (st *saleStock) replay(r Request, e entry) (Reservation, bool, error) {
 	switch {
-	case h.quantity != r.Quantity:
+	case e.quantity != r.Quantity:
 		return Reservation{}, false, ErrKeyReused
-	case !h.confirmed:
+	case !e.confirmed:
 		// The reservation goes with the error, so the caller can check
 		// whether its event is stored after all.
-		return st.reservation(r, h), false, ErrInProgress
+		return st.reservation(r, e), false, ErrInProgress
 	}
-	return st.reservation(r, h), true, nil
+	return st.reservation(r, e), true, nil
 }
 
-func (st *saleStock) reservation(r Request, h hold) Reservation {
+func (st *saleStock) reservation(r Request, e entry) Reservation {
 	return Reservation{
-		OrderID:    h.orderID,
+		OrderID:    e.orderID(),
 		SaleID:     st.s.ID,
 		SKU:        st.s.SKU,
 		UserID:     r.UserID,
 		Key:        r.Key,
-		Quantity:   h.quantity,
+		Quantity:   e.quantity,
 		PriceCents: st.s.PriceCents,
-		PlacedAt:   time.UnixMicro(h.placedAt).UTC(),
+		PlacedAt:   time.UnixMicro(e.placedAt).UTC(),
 	}
 }
 
@@ -383,9 +380,10 @@ func (c *Counters) Confirm(_ context.Context, res Reservation) error {
 	if st == nil {
 		return nil
 	}
+	k := st.holds.hash(res.Key)
 	st.mu.Lock()
-	if h := st.keys[holdKey{res.UserID, res.Key}]; h != nil && h.orderID == res.OrderID {
-		h.confirmed = true
+	if rec, _, ok := st.holds.find(res.UserID, k); ok && st.holds.sameOrder(rec, res.OrderID) {
+		st.holds.setFlags(rec, flagConfirmed)
 	}
 	st.mu.Unlock()
 	return nil
@@ -397,15 +395,16 @@ func (c *Counters) Release(_ context.Context, res Reservation) error {
 	if st == nil {
 		return nil
 	}
-	k := holdKey{res.UserID, res.Key}
+	k := st.holds.hash(res.Key)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	h := st.keys[k]
-	if h == nil || h.orderID != res.OrderID || h.returned {
+	rec, slot, ok := st.holds.find(res.UserID, k)
+	if !ok || !st.holds.sameOrder(rec, res.OrderID) || st.holds.flagsOf(rec)&flagReturned != 0 {
 		return nil
 	}
-	delete(st.keys, k)
-	st.give(res.UserID, h.quantity)
+	n := st.holds.quantity(rec)
+	st.holds.remove(rec, slot)
+	st.give(res.UserID, n)
 	return nil
 }
 
@@ -427,6 +426,7 @@ func (c *Counters) Return(_ context.Context, r Return) (bool, error) {
 	if st == nil {
 		return false, ErrNotOpen
 	}
+	k := st.holds.hash(r.Key)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if _, done := st.returned[r.OrderID]; done {
@@ -435,15 +435,15 @@ func (c *Counters) Return(_ context.Context, r Return) (bool, error) {
 	if !st.s.EndsAt.IsZero() && !c.now().Before(st.s.EndsAt) {
 		return false, ErrSaleEnded
 	}
-	h := st.keys[holdKey{r.UserID, r.Key}]
-	if h == nil || h.orderID != r.OrderID || h.quantity != r.Quantity {
+	rec, _, ok := st.holds.find(r.UserID, k)
+	if !ok || !st.holds.sameOrder(rec, r.OrderID) || st.holds.quantity(rec) != r.Quantity {
 		return false, ErrNotHeld
 	}
-	h.returned, h.confirmed = true, true // recorded: its key replays it
+	st.holds.setFlags(rec, flagReturned|flagConfirmed) // recorded: its key replays it
 	if st.returned == nil {
 		st.returned = make(map[string]struct{})
 	}
 	st.returned[r.OrderID] = struct{}{}
-	st.give(r.UserID, h.quantity)
+	st.give(r.UserID, r.Quantity)
 	return true, nil
 }

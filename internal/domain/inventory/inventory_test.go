@@ -74,3 +74,29 @@ func TestWindowBoundaries(t *testing.T) {
 		}
 	}
 }
+
+// TestHugeQuantity: a quantity beyond what a hold record keeps (possible
+// only for a sale opened without sale.Validate's limit) replays exactly.
+func TestHugeQuantity(t *testing.T) {
+	c := inventory.New(spike.NewIDGenerator())
+	s := sale.Sale{ID: "huge", SKU: "sku-1", Stock: 1 << 40, PerUserLimit: 1 << 40, StartsAt: time.Now().Add(-time.Hour)}
+	if err := c.Open(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	r := inventory.Request{SaleID: s.ID, UserID: 1, Key: "k", Quantity: 1<<33 + 5}
+	res, _, err := c.Reserve(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Confirm(ctx, res)
+	again, replay, err := c.Reserve(ctx, r)
+	if err != nil || !replay || again != res {
+		t.Fatalf("replay = %+v, %v, %v; want %+v", again, replay, err, res)
+	}
+	if ok, err := c.Return(ctx, inventory.Return{SaleID: s.ID, OrderID: res.OrderID, UserID: 1, Key: "k", Quantity: r.Quantity}); !ok || err != nil {
+		t.Fatalf("Return() = %v, %v", ok, err)
+	}
+	if left, _, _ := c.Remaining(ctx, s.ID); left != 1<<40 {
+		t.Errorf("Remaining() = %d after the return, want %d", left, int64(1<<40))
+	}
+}

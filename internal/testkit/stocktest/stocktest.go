@@ -54,6 +54,7 @@ func Run(t *testing.T, newStock NewStock) {
 		{"ReturnAfterRestore", testReturnAfterRestore},
 		{"ReserveConcurrent", testReserveConcurrent},
 		{"ReturnConcurrent", testReturnConcurrent},
+		{"Holds", testHolds},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
