@@ -26,6 +26,7 @@ import (
 	"github.com/spikehq/spike/internal/adapter/natsbus"
 	"github.com/spikehq/spike/internal/adapter/rediscache"
 	"github.com/spikehq/spike/internal/adapter/sqlitestore"
+	"github.com/spikehq/spike/internal/dashboard"
 	"github.com/spikehq/spike/internal/depguard"
 	"github.com/spikehq/spike/internal/domain/catalog"
 	"github.com/spikehq/spike/internal/domain/inventory"
@@ -145,11 +146,15 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return nil, err
 	}
-	secret, err := cfg.secret()
+	secrets, err := cfg.secrets()
 	if err != nil {
 		return nil, fmt.Errorf("jwt secret: %w", err)
 	}
-	a = &app{data: cfg.Data, secret: secret, log: log, httpErr: make(chan error, 1)}
+	verifier, err := cfg.verifier(secrets, log)
+	if err != nil {
+		return nil, err
+	}
+	a = &app{data: cfg.Data, secret: secrets[0], log: log, httpErr: make(chan error, 1)}
 	// The named result a is nil by the time a failed start's defer runs
 	// (return nil, err): close what was built through its own reference.
 	built := a
@@ -346,6 +351,9 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	a.goWork(func() error { return inv.Subscribe(workCtx, a.products.Invalidate) })
 	a.goWork(func() error { return a.orders.RunPendingSweeper(workCtx, time.Second) })
 	a.goWork(func() error { return sw.Run(workCtx) })
+	if verifier.OIDC != nil {
+		a.goWork(func() error { return verifier.OIDC.Run(workCtx) }) // the identity provider's keys
+	}
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "spike_orders_pending", Help: "Orders acknowledged by this instance and not yet persisted.",
 	}, func() float64 { return float64(a.orders.PendingCount()) }))
@@ -366,7 +374,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		Checkout:  after.checkout,
 		Auditor: &ledger.Auditor{Sales: a.store, Orders: a.store, Events: a.bus, Counters: counters, Pending: a.orders,
 			Lifecycle: &ledger.LifecycleAudit{Products: a.store, Payments: a.store}, OnAudit: audits.observe},
-		Auth:           httpapi.NewAuthenticator(secret),
+		Auth:           httpapi.NewAuthenticatorFor(verifier),
 		Probes:         a.probes(cfg),
 		TrustedProxies: trusted,
 		Metrics:        metricsMode(cfg),
@@ -382,6 +390,8 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 			SharedPerUser: sharedPerUser(a.redis, board, cfg.Limits.Instances),
 		},
 		SwitchStore: sw,
+		Dashboard: dashboard.NewSampler(dashboard.Source{Gatherer: reg, Sales: a.store, Counters: saleCounters,
+			Backlog: a.bus.Backlog, Switches: board.Snapshot}),
 	})
 
 	// Requests get a context of the app's, cancelled if shutdown gives up

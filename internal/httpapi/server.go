@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spikehq/spike"
+	"github.com/spikehq/spike/internal/dashboard"
 	"github.com/spikehq/spike/internal/domain/catalog"
 	"github.com/spikehq/spike/internal/domain/order"
 	"github.com/spikehq/spike/internal/domain/payment"
@@ -73,6 +74,9 @@ type Config struct {
 	// the order reads' guard, the caches' loads), without a timer per
 	// request on the hot path. Zero means DefaultAdminBudget.
 	AdminBudget time.Duration
+	// Dashboard feeds the live sale dashboard at /dashboard; nil: it is
+	// not served.
+	Dashboard *dashboard.Sampler
 }
 
 // MetricsMode says how the API's handler serves /metrics.
@@ -150,6 +154,9 @@ func (s *Server) routes() {
 	s.handle("PUT /v1/admin/switches/{name}", "put_switch", s.admin(s.putSwitch))
 	s.lifecycleRoutes()
 	s.handle("GET /openapi.json", "openapi", s.serveOpenAPI)
+	if s.Dashboard != nil {
+		s.dashboardRoutes()
+	}
 	s.metricsRoute()
 	// Anything else gets the API's error shape, not the mux's plain text.
 	s.mux.HandleFunc(catchAll, s.noRoute)
@@ -262,7 +269,21 @@ func readBody(r *http.Request, buf *bytes.Buffer) ([]byte, error) {
 		}
 		return nil, spike.Errorf(spike.ErrInvalid, "could not read the request body")
 	}
-	return bytes.TrimSpace(buf.Bytes()), nil
+	return trimJSONSpace(buf.Bytes()), nil
+}
+
+// trimJSONSpace trims the whitespace JSON allows around a value (space,
+// tab, CR, LF) and nothing else: bytes.TrimSpace also drops \v, \f and
+// Unicode spaces, which made "{}\v" an accepted body (FuzzDecodeBodies).
+func trimJSONSpace(b []byte) []byte {
+	isSpace := func(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+	for len(b) > 0 && isSpace(b[0]) {
+		b = b[1:]
+	}
+	for len(b) > 0 && isSpace(b[len(b)-1]) {
+		b = b[:len(b)-1]
+	}
+	return b
 }
 
 func decodeBytes(body []byte, v any, allowEmpty bool) error {
@@ -285,7 +306,7 @@ func decodeBytes(body []byte, v any, allowEmpty bool) error {
 		}
 		return decodeError(err, allowEmpty)
 	}
-	if len(bytes.TrimSpace(body[dec.InputOffset():])) > 0 {
+	if len(trimJSONSpace(body[dec.InputOffset():])) > 0 {
 		return spike.Errorf(spike.ErrInvalid, "malformed JSON: data after the object")
 	}
 	if k, dup := duplicateKey(body); dup {
