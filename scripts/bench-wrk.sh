@@ -177,7 +177,7 @@ echo "method: wrk -t$threads -c$conns, ${secs} s per run, $rounds rounds; distin
 # handler's run and flatter every ratio of the round.
 drain() {
   for _ in $(seq 600); do
-    [ "$(curl -fs $url/metrics | awk '/^spike_orders_pending/ {print $2}')" = 0 ] && break
+    [ "$(curl -fs $url/metrics | awk '$1 == "spike_orders_pending" {print $2}')" = 0 ] && break
     sleep 0.1
   done
   sleep 1
@@ -256,7 +256,7 @@ else
 fi
 
 drain
-echo "stream backlog after the runs: $(curl -fs $url/metrics | awk '/^spike_orders_pending/ {print $2}') pending orders"
+echo "stream backlog after the runs: $(curl -fs $url/metrics | awk '$1 == "spike_orders_pending" {print $2}') pending orders"
 if ! "$dir/spike" audit --addr 127.0.0.1:$port >"$dir/audit" 2>&1; then
   result=FAIL
 fi
