@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/spikehq/spike/internal/depguard"
@@ -60,10 +61,12 @@ type Config struct {
 	Notify   NotifyConfig   `yaml:"notify"`
 	Payments PaymentsConfig `yaml:"payments"`
 	Events   EventsConfig   `yaml:"events"` // event signing key (transport.go)
+	Otel     OtelConfig     `yaml:"otel"`   // traces (tracing.go)
 
 	ConfigFile string `yaml:"-"`
 
 	wrapStream func(order.Stream) order.Stream // tests: inject faults in front of the stream
+	tracer     trace.TracerProvider            // tests: trace into this provider (an in-memory exporter's)
 }
 
 // HTTPConfig tunes the public listener.
@@ -239,6 +242,7 @@ func DefaultConfig() Config {
 			StockTimeout: depguard.StockCallTimeout, PersistYield: 4 * time.Second},
 		Notify:   NotifyConfig{Workers: 4, Queue: 4096, Timeout: 2 * time.Second},
 		Payments: PaymentsConfig{Provider: "sandbox", DeadlineSweep: 500 * time.Millisecond, SettleAfter: 10 * time.Second},
+		Otel:     defaultOtel,
 	}
 }
 
@@ -582,6 +586,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("config mysql.order_shards[%d].primary: required", i)
 		}
 	}
+	if err := c.Otel.validate(); err != nil {
+		return err
+	}
 	return c.validateTransport()
 }
 
@@ -621,7 +628,8 @@ func (c Config) redacted() string {
 			*sec = "REDACTED"
 		}
 	}
-	c.wrapStream = nil
+	c.wrapStream, c.tracer = nil, nil
+	c.Otel.Endpoint = redactURL(c.Otel.Endpoint)
 	b, _ := json.Marshal(struct {
 		Addr, Data, LogFormat, Pprof string
 		PprofForce                   bool
@@ -635,8 +643,9 @@ func (c Config) redacted() string {
 		Notify                       NotifyConfig
 		Payments                     PaymentsConfig
 		Events                       EventsConfig
+		Otel                         OtelConfig
 		ConfigFile                   string
-	}{c.Addr, c.Data, c.LogFormat, c.Pprof, c.PprofForce, c.MetricsAddr, c.HTTP, c.JWTSecret, c.NATS, c.MySQL, c.Redis, c.Limits, c.Notify, c.Payments, c.Events, c.ConfigFile})
+	}{c.Addr, c.Data, c.LogFormat, c.Pprof, c.PprofForce, c.MetricsAddr, c.HTTP, c.JWTSecret, c.NATS, c.MySQL, c.Redis, c.Limits, c.Notify, c.Payments, c.Events, c.Otel, c.ConfigFile})
 	return string(b)
 }
 
@@ -708,9 +717,9 @@ func (c *Config) secret() ([]byte, error) {
 
 func (c *Config) logger(w io.Writer) *slog.Logger {
 	if c.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, nil))
+		return slog.New(httpapi.TraceLogHandler(slog.NewJSONHandler(w, nil)))
 	}
-	return slog.New(slog.NewTextHandler(w, nil))
+	return slog.New(httpapi.TraceLogHandler(slog.NewTextHandler(w, nil)))
 }
 
 func rate(f float64) bool { return f >= 0 && f <= 1 }
