@@ -41,11 +41,16 @@ const (
 	attrOrders     = attribute.Key("spike.orders")
 )
 
-// startSpan starts a span named name when tracing is on; otherwise it
-// returns ctx and a nil span.
+// startSpan starts a span named name when tracing is on and the caller's
+// trace, if any, is sampled; otherwise it returns ctx and a nil span.
 func startSpan(ctx context.Context, name string, dep Dependency) (context.Context, trace.Span) {
 	t := tracer.Load()
 	if t == nil {
+		return ctx, nil
+	}
+	// Spike samples by the parent (sdktrace.ParentBased): the child of a
+	// span not sampled would not be either, so it is not made at all.
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() && !sc.IsSampled() {
 		return ctx, nil
 	}
 	ctx, span := (*t).Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient))

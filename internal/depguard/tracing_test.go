@@ -107,3 +107,32 @@ func TestNoTracer(t *testing.T) {
 		t.Fatalf("%d spans, want the caller's only", len(spans))
 	}
 }
+
+// BenchmarkDoTracing: the cost of a guarded call's span with tracing off,
+// and on with the call's trace not sampled (99 % of them at 1 %).
+func BenchmarkDoTracing(b *testing.B) {
+	g := depguard.New(depguard.Payments, depguard.Config{})
+	call := func(context.Context) error { return nil }
+	b.Run("off", func(b *testing.B) {
+		for b.Loop() {
+			_ = g.Do(context.Background(), call)
+		}
+	})
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
+	b.Run("unsampled_root", func(b *testing.B) {
+		depguard.Trace(tp)
+		defer depguard.Trace(nil)
+		for b.Loop() {
+			_ = g.Do(context.Background(), call)
+		}
+	})
+	b.Run("unsampled_request", func(b *testing.B) {
+		ctx, span := tp.Tracer("test").Start(context.Background(), "request")
+		defer span.End()
+		depguard.Trace(tp)
+		defer depguard.Trace(nil)
+		for b.Loop() {
+			_ = g.Do(ctx, call)
+		}
+	})
+}
