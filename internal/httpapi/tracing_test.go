@@ -122,3 +122,28 @@ func attr(s tracetest.SpanStub, key string) string {
 	}
 	return ""
 }
+
+// BenchmarkTracedRequest: what the server span costs a cheap request
+// (GET /healthz) with tracing off and on at 1 % sampling.
+func BenchmarkTracedRequest(b *testing.B) {
+	for _, tc := range []struct {
+		name  string
+		ratio float64
+	}{{"off", -1}, {"ratio_0.01", 0.01}} {
+		b.Run(tc.name, func(b *testing.B) {
+			cfg := httpapi.Config{Auth: httpapi.NewAuthenticator(testSecret), Registry: prometheus.NewRegistry()}
+			if tc.ratio >= 0 {
+				tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(tc.ratio))),
+					sdktrace.WithSpanProcessor(sdktrace.NewBatchSpanProcessor(tracetest.NewNoopExporter())))
+				defer tp.Shutdown(context.Background())
+				cfg.Tracer = tp.Tracer(httpapi.TracerName)
+			}
+			srv := httpapi.New(cfg)
+			req := httptest.NewRequest("GET", "/healthz", nil)
+			b.ReportAllocs()
+			for b.Loop() {
+				srv.ServeHTTP(httptest.NewRecorder(), req)
+			}
+		})
+	}
+}
