@@ -27,6 +27,7 @@ import (
 	"github.com/spikehq/spike/internal/adapter/natsbus"
 	"github.com/spikehq/spike/internal/adapter/rediscache"
 	"github.com/spikehq/spike/internal/adapter/sqlitestore"
+	"github.com/spikehq/spike/internal/dashboard"
 	"github.com/spikehq/spike/internal/depguard"
 	"github.com/spikehq/spike/internal/domain/catalog"
 	"github.com/spikehq/spike/internal/domain/inventory"
@@ -52,9 +53,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	fs.Bool("sync-always", false, "fsync every stream write: survives power loss, slower (env SPIKE_NATS_SYNC_ALWAYS)")
 	fs.String("notify", "", "notification provider: webhook, log or none (env SPIKE_NOTIFY_PROVIDER)")
 	fs.String("notify-webhook-url", "", "POST buyer notifications here, signed with notify.webhook_secret (env SPIKE_NOTIFY_WEBHOOK_URL)")
+	checkOnly := fs.Bool("check-config", false, "load and validate the configuration, print \"config ok\" and exit, connecting to nothing")
 	cfg, err := fs.load(args, getenv, stderr)
 	if err != nil {
 		return err
+	}
+	if *checkOnly {
+		return checkConfig(cfg, stdout)
 	}
 	log := cfg.logger(stderr)
 	log.Info("configuration", "effective", cfg.redacted(), "version", versionString())
@@ -104,6 +109,7 @@ type app struct {
 	secret   []byte
 	log      *slog.Logger
 	http     *http.Server
+	api      *httpapi.Server // what http serves, for the OpenAPI route test
 	httpErr  chan error
 	store    stores
 	redis    *redisStock    // nil: in-process counters
@@ -146,11 +152,15 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return nil, err
 	}
-	secret, err := cfg.secret()
+	secrets, err := cfg.secrets()
 	if err != nil {
 		return nil, fmt.Errorf("jwt secret: %w", err)
 	}
-	a = &app{data: cfg.Data, secret: secret, log: log, httpErr: make(chan error, 1)}
+	verifier, err := cfg.verifier(secrets, log)
+	if err != nil {
+		return nil, err
+	}
+	a = &app{data: cfg.Data, secret: secrets[0], log: log, httpErr: make(chan error, 1)}
 	// The named result a is nil by the time a failed start's defer runs
 	// (return nil, err): close what was built through its own reference.
 	built := a
@@ -350,9 +360,15 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	a.goWork(func() error { return inv.Subscribe(workCtx, a.products.Invalidate) })
 	a.goWork(func() error { return a.orders.RunPendingSweeper(workCtx, time.Second) })
 	a.goWork(func() error { return sw.Run(workCtx) })
+	if verifier.OIDC != nil {
+		a.goWork(func() error { return verifier.OIDC.Run(workCtx) }) // the identity provider's keys
+	}
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "spike_orders_pending", Help: "Orders acknowledged by this instance and not yet persisted.",
 	}, func() float64 { return float64(a.orders.PendingCount()) }))
+	// Scrape-time metrics for the alert rules (opsmetrics.go).
+	registerOpsMetrics(reg, a)
+	audits := newAuditMetrics(reg)
 
 	trusted, err := httpapi.ParseTrustedProxies(cfg.HTTP.TrustedProxies)
 	if err != nil {
@@ -366,8 +382,8 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		Payments:  after.payments,
 		Checkout:  after.checkout,
 		Auditor: &ledger.Auditor{Sales: a.store, Orders: a.store, Events: a.bus, Counters: counters, Pending: a.orders,
-			Lifecycle: &ledger.LifecycleAudit{Products: a.store, Payments: a.store}},
-		Auth:           httpapi.NewAuthenticator(secret),
+			Lifecycle: &ledger.LifecycleAudit{Products: a.store, Payments: a.store}, OnAudit: audits.observe},
+		Auth:           httpapi.NewAuthenticatorFor(verifier),
 		Probes:         a.probes(cfg),
 		TrustedProxies: trusted,
 		Metrics:        metricsMode(cfg),
@@ -383,11 +399,14 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 			SharedPerUser: sharedPerUser(a.redis, board, cfg.Limits.Instances),
 		},
 		SwitchStore: sw,
-		Tracer:      a.apiTracer(),
+		Dashboard: dashboard.NewSampler(dashboard.Source{Gatherer: reg, Sales: a.store, Counters: saleCounters,
+			Backlog: a.bus.Backlog, Switches: board.Snapshot}),
+		Tracer: a.apiTracer(),
 	})
 
 	// Requests get a context of the app's, cancelled if shutdown gives up
 	// waiting for them (see shutdown), and close waits for every handler.
+	a.api = api
 	reqCtx, stopReqs := context.WithCancel(context.WithoutCancel(ctx))
 	a.stopReqs = stopReqs
 	a.http = &http.Server{

@@ -201,7 +201,7 @@ func ParseTrustedProxies(list []string) ([]netip.Prefix, error) {
 }
 
 // anonymousRoutes are the routes served without a token, limited per IP.
-var anonymousRoutes = map[string]bool{"get_product": true, "get_sale": true, "readyz": true, "metrics": true}
+var anonymousRoutes = map[string]bool{"get_product": true, "get_sale": true, "readyz": true, "metrics": true, "dashboard_page": true}
 
 // limitAnonymous puts route's handler behind the per-IP limit if the
 // route is anonymous.

@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/spikehq/spike"
+	"github.com/spikehq/spike/internal/dashboard"
 	"github.com/spikehq/spike/internal/domain/catalog"
 	"github.com/spikehq/spike/internal/domain/order"
 	"github.com/spikehq/spike/internal/domain/payment"
@@ -74,6 +75,9 @@ type Config struct {
 	// the order reads' guard, the caches' loads), without a timer per
 	// request on the hot path. Zero means DefaultAdminBudget.
 	AdminBudget time.Duration
+	// Dashboard feeds the live sale dashboard at /dashboard; nil: it is
+	// not served.
+	Dashboard *dashboard.Sampler
 	// Tracer makes each request a server span (tracing.go); nil traces
 	// nothing.
 	Tracer trace.Tracer
@@ -99,7 +103,7 @@ type Server struct {
 	Config
 	adminBudget time.Duration
 	log         *slog.Logger
-	mux         *http.ServeMux
+	mux         *routeMux
 	metrics     *metrics
 	guard       *guardMetrics
 	limits      *routeLimits
@@ -108,7 +112,7 @@ type Server struct {
 
 // New returns a Server.
 func New(cfg Config) *Server {
-	s := &Server{Config: cfg, log: cfg.Logger, mux: http.NewServeMux(), adminBudget: cfg.AdminBudget}
+	s := &Server{Config: cfg, log: cfg.Logger, mux: newRouteMux(), adminBudget: cfg.AdminBudget}
 	if s.adminBudget <= 0 {
 		s.adminBudget = DefaultAdminBudget
 	}
@@ -153,11 +157,13 @@ func (s *Server) routes() {
 	s.handle("GET /v1/admin/switches", "get_switches", s.admin(s.getSwitches))
 	s.handle("PUT /v1/admin/switches/{name}", "put_switch", s.admin(s.putSwitch))
 	s.lifecycleRoutes()
+	s.handle("GET /openapi.json", "openapi", s.serveOpenAPI)
+	if s.Dashboard != nil {
+		s.dashboardRoutes()
+	}
 	s.metricsRoute()
 	// Anything else gets the API's error shape, not the mux's plain text.
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		s.writeError(w, r, spike.Errorf(spike.ErrNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
-	})
+	s.mux.HandleFunc(catchAll, s.noRoute)
 }
 
 // handlerFunc is a handler that returns its error for writeError.
@@ -267,7 +273,21 @@ func readBody(r *http.Request, buf *bytes.Buffer) ([]byte, error) {
 		}
 		return nil, spike.Errorf(spike.ErrInvalid, "could not read the request body")
 	}
-	return bytes.TrimSpace(buf.Bytes()), nil
+	return trimJSONSpace(buf.Bytes()), nil
+}
+
+// trimJSONSpace trims the whitespace JSON allows around a value (space,
+// tab, CR, LF) and nothing else: bytes.TrimSpace also drops \v, \f and
+// Unicode spaces, which made "{}\v" an accepted body (FuzzDecodeBodies).
+func trimJSONSpace(b []byte) []byte {
+	isSpace := func(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+	for len(b) > 0 && isSpace(b[0]) {
+		b = b[1:]
+	}
+	for len(b) > 0 && isSpace(b[len(b)-1]) {
+		b = b[:len(b)-1]
+	}
+	return b
 }
 
 func decodeBytes(body []byte, v any, allowEmpty bool) error {
@@ -290,7 +310,7 @@ func decodeBytes(body []byte, v any, allowEmpty bool) error {
 		}
 		return decodeError(err, allowEmpty)
 	}
-	if len(bytes.TrimSpace(body[dec.InputOffset():])) > 0 {
+	if len(trimJSONSpace(body[dec.InputOffset():])) > 0 {
 		return spike.Errorf(spike.ErrInvalid, "malformed JSON: data after the object")
 	}
 	if k, dup := duplicateKey(body); dup {
