@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/spikehq/spike/internal/domain/inventory"
+	"github.com/spikehq/spike/internal/domain/notify"
 	"github.com/spikehq/spike/internal/domain/order"
 	"github.com/spikehq/spike/resilience"
 )
@@ -128,4 +129,30 @@ func (t tracedReserver) Release(ctx context.Context, res inventory.Reservation) 
 	err := t.next.Release(ctx, res)
 	endSpan(span, err, false)
 	return err
+}
+
+// TraceNotifications returns p with a span named notifications around
+// each send when tracing is on, else p itself: the notifier guards its
+// sends with a breaker of its own, not a [Guard].
+func TraceNotifications(p notify.Provider) notify.Provider {
+	if tracer.Load() == nil {
+		return p
+	}
+	return tracedNotifications{next: p}
+}
+
+type tracedNotifications struct{ next notify.Provider }
+
+func (t tracedNotifications) Send(ctx context.Context, n notify.Notification) error {
+	ctx, span := startSpan(ctx, string(Notifications), Notifications)
+	err := t.next.Send(ctx, n)
+	endSpan(span, err, false)
+	return err
+}
+
+// CloseIdleConnections passes the notifier's call on to the provider.
+func (t tracedNotifications) CloseIdleConnections() {
+	if c, ok := t.next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }

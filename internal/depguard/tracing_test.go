@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/spikehq/spike/internal/depguard"
+	"github.com/spikehq/spike/internal/domain/notify"
 	"github.com/spikehq/spike/internal/domain/order"
 	"github.com/spikehq/spike/resilience"
 )
@@ -135,4 +136,26 @@ func BenchmarkDoTracing(b *testing.B) {
 			_ = g.Do(ctx, call)
 		}
 	})
+}
+
+// sentNotifications is a notification provider that accepts everything.
+type sentNotifications struct{ n int }
+
+func (s *sentNotifications) Send(context.Context, notify.Notification) error { s.n++; return nil }
+
+// TestNotificationSpans: with tracing on, each send is a notifications
+// span; off, the provider is returned as it is.
+func TestNotificationSpans(t *testing.T) {
+	p := &sentNotifications{}
+	if depguard.TraceNotifications(p) != notify.Provider(p) {
+		t.Fatal("without tracing the provider was wrapped")
+	}
+	exp := traced(t)
+	if err := depguard.TraceNotifications(p).Send(context.Background(), notify.Notification{}); err != nil {
+		t.Fatal(err)
+	}
+	spans := exp.GetSpans()
+	if p.n != 1 || len(spans) != 1 || spans[0].Name != "notifications" || attr(spans[0], "spike.outcome") != "ok" {
+		t.Fatalf("sent %d, spans %+v; want one notifications span", p.n, spans)
+	}
 }
