@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/spikehq/spike/internal/auth"
@@ -68,10 +69,12 @@ type Config struct {
 	Notify   NotifyConfig   `yaml:"notify"`
 	Payments PaymentsConfig `yaml:"payments"`
 	Events   EventsConfig   `yaml:"events"` // event signing key (transport.go)
+	Otel     OtelConfig     `yaml:"otel"`   // traces (tracing.go)
 
 	ConfigFile string `yaml:"-"`
 
 	wrapStream func(order.Stream) order.Stream // tests: inject faults in front of the stream
+	tracer     trace.TracerProvider            // tests: trace into this provider (an in-memory exporter's)
 }
 
 // AuthConfig adds tokens of an OpenID Connect identity provider to Spike's
@@ -265,6 +268,7 @@ func DefaultConfig() Config {
 		Notify:   NotifyConfig{Workers: 4, Queue: 4096, Timeout: 2 * time.Second},
 		Payments: PaymentsConfig{Provider: "sandbox", DeadlineSweep: 500 * time.Millisecond, SettleAfter: 10 * time.Second},
 		Auth:     AuthConfig{OIDC: AuthOIDCConfig{UserClaim: "sub", RefreshInterval: time.Hour}},
+		Otel:     defaultOtel,
 	}
 }
 
@@ -608,6 +612,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("config mysql.order_shards[%d].primary: required", i)
 		}
 	}
+	if err := c.Otel.validate(); err != nil {
+		return err
+	}
 	if err := c.validateAuth(); err != nil {
 		return err
 	}
@@ -653,7 +660,8 @@ func (c Config) redacted() string {
 			*sec = "REDACTED"
 		}
 	}
-	c.wrapStream = nil
+	c.wrapStream, c.tracer = nil, nil
+	c.Otel.Endpoint = redactURL(c.Otel.Endpoint)
 	b, _ := json.Marshal(struct {
 		Addr, Data, LogFormat, Pprof string
 		PprofForce                   bool
@@ -669,8 +677,9 @@ func (c Config) redacted() string {
 		Notify                       NotifyConfig
 		Payments                     PaymentsConfig
 		Events                       EventsConfig
+		Otel                         OtelConfig
 		ConfigFile                   string
-	}{c.Addr, c.Data, c.LogFormat, c.Pprof, c.PprofForce, c.MetricsAddr, c.HTTP, c.JWTSecret, c.JWTSecrets, c.Auth, c.NATS, c.MySQL, c.Redis, c.Limits, c.Notify, c.Payments, c.Events, c.ConfigFile})
+	}{c.Addr, c.Data, c.LogFormat, c.Pprof, c.PprofForce, c.MetricsAddr, c.HTTP, c.JWTSecret, c.JWTSecrets, c.Auth, c.NATS, c.MySQL, c.Redis, c.Limits, c.Notify, c.Payments, c.Events, c.Otel, c.ConfigFile})
 	return string(b)
 }
 
@@ -857,9 +866,9 @@ func checkPrivate(path string) error {
 
 func (c *Config) logger(w io.Writer) *slog.Logger {
 	if c.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, nil))
+		return slog.New(httpapi.TraceLogHandler(slog.NewJSONHandler(w, nil)))
 	}
-	return slog.New(slog.NewTextHandler(w, nil))
+	return slog.New(httpapi.TraceLogHandler(slog.NewTextHandler(w, nil)))
 }
 
 func rate(f float64) bool { return f >= 0 && f <= 1 }

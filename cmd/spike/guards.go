@@ -36,7 +36,7 @@ func newOrderGuards(counters order.Reserver, clustered bool, stream order.Stream
 	var cpu resilience.CPUSaturation
 	streamLimits := depguard.StreamLimits(limits.StreamMin, limits.StreamMax, limits.StreamTolerance, limits.StreamSlack)
 	g := orderGuards{
-		reserver: counters,
+		reserver: depguard.TraceReserver(counters), // spans of the in-process counters (the guard's own otherwise)
 		orders:   depguard.NewOrderStore(store, depguard.OrderStoreConfig{Metrics: m}),
 		stream: depguard.NewStream(stream, depguard.New(depguard.OrderStream, depguard.Config{
 			Settings:  &streamLimits,

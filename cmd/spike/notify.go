@@ -33,7 +33,7 @@ func newNotifier(cfg NotifyConfig, board *switches.Board, reg prometheus.Registe
 	if queue == 0 {
 		queue = -1 // notify.queue 0: send only when a worker is idle (notify.Config's 0 is its default)
 	}
-	n := notify.New(p, notify.Config{
+	n := notify.New(depguard.TraceNotifications(p), notify.Config{
 		Workers: cfg.Workers,
 		Queue:   queue,
 		Timeout: cfg.Timeout,

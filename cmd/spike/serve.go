@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/spikehq/spike"
 	"github.com/spikehq/spike/internal/adapter/mysqlstore"
@@ -127,6 +128,11 @@ type app struct {
 	board       *switches.Board
 	unlockData  func() // releases the data folder's lock; nil: not taken
 
+	// Traces (tracing.go): the provider, nil when tracing is off, and
+	// the exporter's flush-and-stop, nil when a test brought the provider.
+	tracer      trace.TracerProvider
+	stopTracing func()
+
 	// Every goroutine the app starts is one of these groups', and close
 	// waits for each group before closing what its members use.
 	serving    sync.WaitGroup     // the HTTP (and pprof) servers' Serve loops
@@ -164,6 +170,9 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		}
 	}()
 	warnLoosePermissions(cfg.Data, log)
+	if err = a.startTracing(cfg); err != nil {
+		return nil, err
+	}
 	// A data folder holding a database or a JetStream store is one process's.
 	if cfg.MySQL.Primary == "" || len(cfg.NATS.URLs) == 0 {
 		if a.unlockData, err = lockData(cfg.Data); err != nil {
@@ -392,6 +401,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		SwitchStore: sw,
 		Dashboard: dashboard.NewSampler(dashboard.Source{Gatherer: reg, Sales: a.store, Counters: saleCounters,
 			Backlog: a.bus.Backlog, Switches: board.Snapshot}),
+		Tracer: a.apiTracer(),
 	})
 
 	// Requests get a context of the app's, cancelled if shutdown gives up
@@ -657,6 +667,7 @@ func (a *app) close() {
 	if a.unlockData != nil {
 		a.unlockData()
 	}
+	a.closeTracing()
 }
 
 // startEmbedded lets `spike bench --embedded` run a server in-process.

@@ -346,7 +346,24 @@ func (g *Guard) InFlight() int {
 // the dependency. Otherwise Do returns fn's error; when fn failed because
 // the time budget ran out (and not the caller's own context), the error
 // also matches resilience.ErrTimeout.
+//
+// With tracing on (see [Trace]) the call is a span named after the
+// dependency, with its outcome.
 func (g *Guard) Do(ctx context.Context, fn func(context.Context) error) error {
+	return g.do(ctx, string(g.dep), fn)
+}
+
+// do is Do in a span named name (when tracing is on).
+func (g *Guard) do(ctx context.Context, name string, fn func(context.Context) error) (err error) {
+	ctx, span := startSpan(ctx, name, g.dep)
+	if span != nil {
+		defer func() { endSpan(span, err, err != nil && g.isAnswer != nil && g.isAnswer(err)) }()
+	}
+	return g.guard(ctx, fn)
+}
+
+// guard is Do without its span.
+func (g *Guard) guard(ctx context.Context, fn func(context.Context) error) error {
 	if g.slots != nil {
 		if err := g.slots.Acquire(ctx); err != nil {
 			g.full.Add(1)
@@ -403,7 +420,11 @@ func (g *Guard) Do(ctx context.Context, fn func(context.Context) error) error {
 // bulkhead slot, recorded by the breaker only while it is closed (trials
 // of a half-open breaker are left to Do): for calls that complete work
 // already begun, such as releasing a reservation.
-func (g *Guard) finish(ctx context.Context, call func(context.Context) error) error {
+func (g *Guard) finish(ctx context.Context, name string, call func(context.Context) error) (err error) {
+	ctx, span := startSpan(ctx, name, g.dep)
+	if span != nil {
+		defer func() { endSpan(span, err, false) }()
+	}
 	if g.timeout > 0 || g.margin > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = resilience.Budget(ctx, g.timeout, g.margin)
@@ -412,8 +433,8 @@ func (g *Guard) finish(ctx context.Context, call func(context.Context) error) er
 	if g.breaker.State() != resilience.Closed {
 		return call(ctx)
 	}
-	permit, err := g.breaker.Acquire()
-	if err != nil {
+	permit, aerr := g.breaker.Acquire()
+	if aerr != nil {
 		return call(ctx)
 	}
 	err = call(ctx)

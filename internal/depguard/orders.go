@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/spikehq/spike"
 	"github.com/spikehq/spike/internal/domain/order"
 	"github.com/spikehq/spike/resilience"
@@ -83,7 +85,12 @@ func (s *OrderStore) ListOrders(ctx context.Context, userID int64, after order.C
 
 // InsertOrders implements order.Store.
 func (s *OrderStore) InsertOrders(ctx context.Context, orders []order.Order) error {
-	err := s.writes.Do(ctx, func(ctx context.Context) error { return s.Store.InsertOrders(ctx, orders) })
+	err := s.writes.do(ctx, "order_writes.insert", func(ctx context.Context) error {
+		if span := trace.SpanFromContext(ctx); span.IsRecording() {
+			span.SetAttributes(attrOrders.Int(len(orders)))
+		}
+		return s.Store.InsertOrders(ctx, orders)
+	})
 	if errors.Is(err, resilience.ErrBreakerOpen) {
 		return ErrOrderWritesOpen
 	}

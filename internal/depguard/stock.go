@@ -113,7 +113,7 @@ func (s *Stock) Guard() *Guard { return s.guard }
 
 // Reserve implements order.Reserver.
 func (s *Stock) Reserve(ctx context.Context, r inventory.Request) (res inventory.Reservation, replay bool, err error) {
-	err = s.guard.Do(ctx, func(ctx context.Context) (err error) {
+	err = s.guard.do(ctx, "redis_stock.reserve", func(ctx context.Context) (err error) {
 		res, replay, err = s.next.Reserve(ctx, r)
 		return err
 	})
@@ -128,7 +128,7 @@ func (s *Stock) Reserve(ctx context.Context, r inventory.Request) (res inventory
 
 // Confirm implements order.Reserver.
 func (s *Stock) Confirm(ctx context.Context, res inventory.Reservation) error {
-	return s.guard.finish(ctx, func(ctx context.Context) error { return s.next.Confirm(ctx, res) })
+	return s.guard.finish(ctx, "redis_stock.confirm", func(ctx context.Context) error { return s.next.Confirm(ctx, res) })
 }
 
 // ConfirmLater implements order.LaterConfirmer: it hands res to the
@@ -136,7 +136,11 @@ func (s *Stock) Confirm(ctx context.Context, res inventory.Reservation) error {
 // the guard, batched; a failure only delays replays), else confirms now.
 func (s *Stock) ConfirmLater(ctx context.Context, res inventory.Reservation) {
 	if lc, ok := s.next.(order.LaterConfirmer); ok {
+		// The span covers the hand-off only: the confirm itself is
+		// batched with others', outside any request.
+		ctx, span := startSpan(ctx, "redis_stock.confirm_later", s.guard.dep)
 		lc.ConfirmLater(ctx, res)
+		endSpan(span, nil, false)
 		return
 	}
 	_ = s.Confirm(ctx, res)
@@ -145,7 +149,7 @@ func (s *Stock) ConfirmLater(ctx context.Context, res inventory.Reservation) {
 // Release implements order.Reserver. A release that fails is queued for
 // retries by Run, and the failure is returned as before.
 func (s *Stock) Release(ctx context.Context, res inventory.Reservation) error {
-	err := s.guard.finish(ctx, func(ctx context.Context) error { return s.next.Release(ctx, res) })
+	err := s.guard.finish(ctx, "redis_stock.release", func(ctx context.Context) error { return s.next.Release(ctx, res) })
 	if s.isFailure(err) {
 		r := &releaseRetry{res: res, backoff: s.retryFirst, next: time.Now().Add(s.retryFirst), until: time.Now().Add(s.retryFor)}
 		select {
@@ -223,7 +227,7 @@ func (s *Stock) retryDue(ctx context.Context, pending []*releaseRetry) []*releas
 			defer func() { <-sem }()
 			actx, cancel := context.WithDeadline(ctx, r.until)
 			defer cancel()
-			err := s.guard.finish(actx, func(ctx context.Context) error { return s.next.Release(ctx, r.res) })
+			err := s.guard.finish(actx, "redis_stock.release", func(ctx context.Context) error { return s.next.Release(ctx, r.res) })
 			if !s.isFailure(err) {
 				if err == nil {
 					s.log.Info("release reservation: done on retry", "order_id", r.res.OrderID)

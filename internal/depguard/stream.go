@@ -54,7 +54,7 @@ func (s *Stream) Guard() *Guard { return s.guard }
 // Enqueue implements order.Stream. A call refused by the breaker, the
 // limit or the bulkhead returns ErrStreamBreakerOpen or ErrStreamBusy.
 func (s *Stream) Enqueue(ctx context.Context, e order.Placed) error {
-	err := s.guard.Do(ctx, func(ctx context.Context) error { return s.next.Enqueue(ctx, e) })
+	err := s.guard.do(ctx, "order_stream.enqueue", func(ctx context.Context) error { return s.next.Enqueue(ctx, e) })
 	switch {
 	case err == nil:
 		return nil

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/spikehq/spike"
 	"github.com/spikehq/spike/internal/dashboard"
@@ -77,6 +78,9 @@ type Config struct {
 	// Dashboard feeds the live sale dashboard at /dashboard; nil: it is
 	// not served.
 	Dashboard *dashboard.Sampler
+	// Tracer makes each request a server span (tracing.go); nil traces
+	// nothing.
+	Tracer trace.Tracer
 }
 
 // MetricsMode says how the API's handler serves /metrics.
@@ -169,7 +173,7 @@ func (s *Server) handle(pattern, route string, h handlerFunc) {
 	m := s.metrics.route(route)
 	priority := routePriority(route)
 	h = s.limitAnonymous(route, h)
-	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+	s.mux.HandleFunc(pattern, s.traced(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rw := statusWriter{ResponseWriter: w, status: http.StatusOK}
 		// Shed first: a rejection must cost a small part of a placement.
@@ -190,7 +194,7 @@ func (s *Server) handle(pattern, route string, h handlerFunc) {
 			}
 		}
 		m.observe(rw.status, time.Since(start))
-	})
+	}))
 }
 
 // ServeHTTP implements http.Handler.
