@@ -28,7 +28,7 @@ var errBenchChecksFailed = errors.New("bench: checks failed")
 // a check or the audit failed.
 func bench(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stdout)
+	fs.SetOutput(io.Discard) // --help and errors are returned to run
 	var (
 		cfg      loadgen.Config
 		secret   = fs.String("secret", "", "JWT `secret` the server verifies tokens with (default $SPIKE_JWT_SECRET, else DIR/jwt.secret of --data)")
@@ -59,9 +59,9 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 	fs.Uint64Var(&cfg.Seed, "seed", 0, "seed for Zipf draws and shuffles (0 = time-based)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return nil
+			return helpFor(fs)
 		}
-		return err
+		return fmt.Errorf("bench: %w", err)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("bench: unexpected arguments %q", fs.Args())
