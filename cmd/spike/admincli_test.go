@@ -195,16 +195,19 @@ func TestMigrateEmbeddedSaysSo(t *testing.T) {
 
 func TestSameFlagsHint(t *testing.T) {
 	cfg := DefaultConfig()
-	if h := sameFlagsHint(cfg); h != "" {
+	if h := sameFlagsHint(cfg, cfg.Addr); h != "" {
 		t.Errorf("defaults: hint %q", h)
 	}
 	cfg.Data = "/srv/spike"
-	if h := sameFlagsHint(cfg); !strings.Contains(h, "--data /srv/spike") {
+	if h := sameFlagsHint(cfg, cfg.Addr); !strings.Contains(h, "--data /srv/spike") {
 		t.Errorf("--data: hint %q", h)
 	}
 	cfg.ConfigFile = "/etc/spike.yaml"
-	if h := sameFlagsHint(cfg); !strings.Contains(h, "--config /etc/spike.yaml") || strings.Contains(h, "--data") {
-		t.Errorf("clustered: hint %q, want --config and not --data", h)
+	if h := sameFlagsHint(cfg, cfg.Addr); !strings.Contains(h, "--config /etc/spike.yaml") || strings.Contains(h, "--data") || strings.Contains(h, "--addr") {
+		t.Errorf("clustered: hint %q, want --config and neither --data nor --addr", h)
+	}
+	if h := sameFlagsHint(cfg, "127.0.0.1:9999"); !strings.Contains(h, "--addr 127.0.0.1:9999") {
+		t.Errorf("listening on another port than configured: hint %q", h)
 	}
 }
 

@@ -115,7 +115,17 @@ func configKey(f reflect.StructField) string {
 	if k, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); k != "" && k != "-" {
 		return k
 	}
-	return strings.ToLower(f.Name[:1]) + f.Name[1:]
+	var b strings.Builder // ConfigFile → config_file
+	for i, r := range f.Name {
+		if 'A' <= r && r <= 'Z' {
+			if i > 0 {
+				b.WriteByte('_')
+			}
+			r += 'a' - 'A'
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 func jsonName(f reflect.StructField) string {

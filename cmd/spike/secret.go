@@ -28,8 +28,9 @@ func (c *Config) existingSecret() ([]byte, error) {
 }
 
 // sameFlagsHint is serve's reminder of what the other commands need to
-// find this server's secret and address; "" when the defaults do.
-func sameFlagsHint(cfg Config) string {
+// find this server's secret and address (addr, the one it listens on);
+// "" when the defaults do.
+func sameFlagsHint(cfg Config, addr string) string {
 	var flags []string
 	switch {
 	case cfg.ConfigFile != "":
@@ -37,8 +38,8 @@ func sameFlagsHint(cfg Config) string {
 	case cfg.Data != DefaultConfig().Data:
 		flags = append(flags, "--data "+cfg.Data)
 	}
-	if cfg.ConfigFile == "" && cfg.Addr != DefaultConfig().Addr {
-		flags = append(flags, "--addr "+cfg.Addr)
+	if cfg.ConfigFile == "" && addr != DefaultConfig().Addr || cfg.ConfigFile != "" && addr != cfg.Addr {
+		flags = append(flags, "--addr "+addr)
 	}
 	if len(flags) == 0 {
 		return ""

@@ -76,7 +76,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	fmt.Fprintf(stdout, "spike: serving on http://%s (%s; data in %s)\n", a.addr, mode, cfg.Data)
 	fmt.Fprintf(stdout, "spike: get a token with: spike token --user 42   (an admin token: spike token --user 1 --admin)\n")
-	if hint := sameFlagsHint(cfg); hint != "" {
+	if hint := sameFlagsHint(cfg, a.addr); hint != "" {
 		fmt.Fprintln(stdout, hint)
 	}
 
