@@ -159,8 +159,8 @@ func TestBenchFlagErrors(t *testing.T) {
 	}
 	var help bytes.Buffer
 	env := func(string) string { return "top-secret-value" }
-	if err := bench(context.Background(), []string{"-h"}, env, &help); err != nil {
-		t.Errorf("bench(-h) = %v, want nil", err)
+	if err := run(context.Background(), []string{"bench", "-h"}, env, &help, io.Discard); err != nil {
+		t.Errorf("spike bench -h = %v, want nil", err)
 	}
 	if !strings.Contains(help.String(), "-scenario") || strings.Contains(help.String(), "top-secret-value") {
 		t.Errorf("help output wrong or leaks the secret:\n%s", help.String())
