@@ -20,6 +20,8 @@ import (
 	"time"
 
 	_ "github.com/go-sql-driver/mysql"
+
+	"github.com/spikehq/spike/internal/testkit/faultproxy"
 )
 
 // binaries the harness runs, and the Debian package each comes from.
@@ -256,6 +258,7 @@ type cluster struct {
 	spikeBin string
 	config   string
 	spikes   []*spikeProc
+	links    []map[link]*faultproxy.Proxy // per instance, with clusterOptions.links
 
 	lbAddr  string // HAProxy over every instance
 	lb1Addr string // HAProxy over the first instance only (throughput baseline)
@@ -268,6 +271,30 @@ type spikeProc struct {
 }
 
 func startCluster(t *testing.T, bins map[string]string, instances int) *cluster {
+	t.Helper()
+	return startClusterWith(t, bins, clusterOptions{instances: instances})
+}
+
+// clusterOptions shape a cluster beyond its number of instances.
+type clusterOptions struct {
+	instances int
+	// links puts a faultproxy between each instance and each of Redis,
+	// MariaDB and NATS (cluster.links), so one instance's link can be slowed.
+	links bool
+	// env, if set, adds environment variables to instance i.
+	env func(i int) []string
+}
+
+// link names a dependency an instance reaches through a faultproxy.
+type link string
+
+const (
+	linkRedis link = "redis"
+	linkMySQL link = "mysql"
+	linkNATS  link = "nats"
+)
+
+func startClusterWith(t *testing.T, bins map[string]string, opt clusterOptions) *cluster {
 	t.Helper()
 	c := &cluster{dir: t.TempDir(), bins: bins}
 	raw := make([]byte, 32)
@@ -305,8 +332,55 @@ func startCluster(t *testing.T, bins map[string]string, instances int) *cluster 
 	c.lbAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	c.lb1Addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	c.config = filepath.Join(c.dir, "spike.yaml")
-	dsn := func(db string) string { return fmt.Sprintf("root@tcp(127.0.0.1:%d)/%s", c.mysqlPort, db) }
-	cfg := fmt.Sprintf(`# written by e2e/cluster_test.go
+	direct := map[link]string{linkRedis: c.redisAddr, linkMySQL: fmt.Sprintf("127.0.0.1:%d", c.mysqlPort), linkNATS: fmt.Sprintf("127.0.0.1:%d", c.natsPort)}
+	c.writeConfig(t, c.config, direct)
+	for i := range opt.instances {
+		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		data := filepath.Join(c.dir, fmt.Sprintf("spike%d", i))
+		config := c.config
+		if opt.links {
+			c.links = append(c.links, c.proxyLinks(t, direct))
+			config = filepath.Join(c.dir, fmt.Sprintf("spike%d.yaml", i))
+			addrs := map[link]string{}
+			for l, p := range c.links[i] {
+				addrs[l] = p.Addr()
+			}
+			c.writeConfig(t, config, addrs)
+		}
+		env := []string{"SPIKE_ADDR=" + addr, "SPIKE_DATA=" + data}
+		if opt.env != nil {
+			env = append(env, opt.env(i)...)
+		}
+		sp := &spikeProc{addr: addr, proc: newProc(t, c.dir, fmt.Sprintf("%d", i), env, c.spikeBin, "serve", "--config", config)}
+		c.spikes = append(c.spikes, sp)
+		// One at a time: the first applies the migrations.
+		c.startSpike(t, i)
+	}
+	c.startHAProxy(t)
+	return c
+}
+
+// proxyLinks starts a faultproxy in front of each dependency.
+func (c *cluster) proxyLinks(t *testing.T, direct map[link]string) map[link]*faultproxy.Proxy {
+	t.Helper()
+	out := map[link]*faultproxy.Proxy{}
+	for l, target := range direct {
+		p, err := faultproxy.Start(target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		out[l] = p
+	}
+	return out
+}
+
+// writeConfig writes an instance's config file reaching the dependencies
+// at addrs.
+func (c *cluster) writeConfig(t *testing.T, path string, addrs map[link]string) {
+	t.Helper()
+	dsn := func(db string) string { return fmt.Sprintf("root@tcp(%s)/%s", addrs[linkMySQL], db) }
+	cfg := fmt.Sprintf(`# written by e2e/harness_test.go
 jwt_secret: %q
 events:
   hmac_key: %q
@@ -335,21 +409,10 @@ payments:
     # Real providers deliver webhooks twice and out of order.
     duplicate_rate: 0.3
     reorder_rate: 0.3
-`, c.secret, "e2e-event-key-"+string(c.secret), fmt.Sprintf("nats://127.0.0.1:%d", c.natsPort), dsn("spike"), dsn("spike_orders_0"), dsn("spike_orders_1"), c.redisAddr, "http://"+c.lbAddr)
-	if err := os.WriteFile(c.config, []byte(cfg), 0o600); err != nil {
+`, c.secret, "e2e-event-key-"+string(c.secret), "nats://"+addrs[linkNATS], dsn("spike"), dsn("spike_orders_0"), dsn("spike_orders_1"), addrs[linkRedis], "http://"+c.lbAddr)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for i := range instances {
-		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		data := filepath.Join(c.dir, fmt.Sprintf("spike%d", i))
-		sp := &spikeProc{addr: addr, proc: newProc(t, c.dir, fmt.Sprintf("%d", i), []string{"SPIKE_ADDR=" + addr, "SPIKE_DATA=" + data},
-			c.spikeBin, "serve", "--config", c.config)}
-		c.spikes = append(c.spikes, sp)
-		// One at a time: the first applies the migrations.
-		c.startSpike(t, i)
-	}
-	c.startHAProxy(t)
-	return c
 }
 
 func (c *cluster) startRedis(t *testing.T) {

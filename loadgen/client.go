@@ -157,8 +157,9 @@ func (c *Client) Do(ctx context.Context, method, path, auth, idemKey string, bod
 }
 
 // JSON sends a request with v encoded as the body (nil: no body) and
-// decodes a 2xx body into out (if out is non-nil). A non-2xx answer returns
-// an error naming the status and outcome.
+// decodes a 2xx body into out (if out is non-nil). A 429 is sent again
+// after a second, for up to a minute; another non-2xx answer returns an
+// error naming the status and outcome.
 func (c *Client) JSON(ctx context.Context, method, path, auth string, v, out any) (Response, error) {
 	var body []byte
 	if v != nil {
@@ -168,6 +169,16 @@ func (c *Client) JSON(ctx context.Context, method, path, auth string, v, out any
 		}
 	}
 	r, err := c.Do(ctx, method, path, auth, "", body)
+	// A 429 did nothing: wait for the limit (setup creates products by the
+	// thousand with one admin token) for up to a minute.
+	for tries := 0; err == nil && r.Status == 429 && tries < 60; tries++ {
+		select {
+		case <-ctx.Done():
+			return r, fmt.Errorf("%s %s: %w", method, path, ctx.Err())
+		case <-time.After(time.Second):
+		}
+		r, err = c.Do(ctx, method, path, auth, "", body)
+	}
 	if err != nil {
 		return r, fmt.Errorf("%s %s: %w", method, path, err)
 	}

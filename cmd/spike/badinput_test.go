@@ -29,6 +29,7 @@ var apiCodes = map[int][]string{
 	401: {"unauthenticated"},
 	403: {"forbidden"},
 	404: {"not_found"},
+	405: {"method_not_allowed"}, // what Spike adds (docs/api.md)
 	409: {"conflict", "insufficient_stock", "sold_out", "limit_exceeded", "sale_not_active"},
 	413: {"too_large"},
 	429: {"rate_limited"},
@@ -271,7 +272,7 @@ func TestBadInput(t *testing.T) {
 
 		// Routing.
 		{"unknown endpoint", "GET", "/v1/nope", "", nil, nil, 404, "not_found"},
-		{"unknown method", "DELETE", "/v1/products/bi-sku", admin, nil, nil, 404, "not_found"},
+		{"unknown method", "DELETE", "/v1/products/bi-sku", admin, nil, nil, 405, "method_not_allowed"},
 	}
 
 	// Bad tokens on a buyer endpoint, the hot path and an admin endpoint.

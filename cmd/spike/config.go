@@ -11,19 +11,24 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/spikehq/spike/internal/auth"
 	"github.com/spikehq/spike/internal/depguard"
 	"github.com/spikehq/spike/internal/domain/order"
+	"github.com/spikehq/spike/internal/httpapi"
 )
 
 // Secret is a string that never shows in logs.
@@ -42,7 +47,19 @@ type Config struct {
 	Data      string `yaml:"data"`       // data folder: SQLite, embedded JetStream, the generated JWT secret
 	JWTSecret Secret `yaml:"jwt_secret"` // HS256 secret; if empty, one is kept in Data
 	LogFormat string `yaml:"log_format"` // text or json
-	Pprof     string `yaml:"pprof"`      // if set, net/http/pprof is served here (keep it on loopback)
+	Pprof     string `yaml:"pprof"`      // if set, net/http/pprof is served here (loopback only, unless PprofForce)
+	// PprofForce allows pprof on an address that is not loopback.
+	PprofForce bool `yaml:"pprof_force"`
+	// MetricsAddr, if set, serves /metrics (and pprof, when Pprof is the
+	// same address) on a listener of its own, and not on Addr.
+	MetricsAddr string `yaml:"metrics_addr"`
+
+	HTTP HTTPConfig `yaml:"http"`
+
+	// JWTSecrets replaces jwt_secret for rotation: every one is accepted,
+	// the first signs. Each secret, from any source, is at least 32 bytes.
+	JWTSecrets []Secret   `yaml:"jwt_secrets"`
+	Auth       AuthConfig `yaml:"auth"` // tokens of an OpenID Connect identity provider
 
 	NATS     NATSConfig     `yaml:"nats"`
 	MySQL    MySQLConfig    `yaml:"mysql"`
@@ -55,6 +72,34 @@ type Config struct {
 	ConfigFile string `yaml:"-"`
 
 	wrapStream func(order.Stream) order.Stream // tests: inject faults in front of the stream
+}
+
+// AuthConfig adds tokens of an OpenID Connect identity provider to Spike's
+// own HS256 tokens.
+type AuthConfig struct {
+	OIDC AuthOIDCConfig `yaml:"oidc"`
+}
+
+// AuthOIDCConfig is the identity provider; without an issuer, none.
+type AuthOIDCConfig struct {
+	Issuer          string        `yaml:"issuer"`           // tokens' iss; discovery at issuer/.well-known/openid-configuration
+	JWKSURL         string        `yaml:"jwks_url"`         // empty: discovered
+	Audience        string        `yaml:"audience"`         // required: must be among the tokens' aud
+	UserClaim       string        `yaml:"user_claim"`       // holds the positive int64 user id; a dotted path reaches nested claims
+	AdminClaim      string        `yaml:"admin_claim"`      // a token is admin when this claim equals admin_value
+	AdminValue      string        `yaml:"admin_value"`      // or is an array containing it
+	RefreshInterval time.Duration `yaml:"refresh_interval"` // the keys are fetched again this often (and on an unknown kid)
+}
+
+// HTTPConfig tunes the public listener.
+type HTTPConfig struct {
+	// TrustedProxies are addresses or CIDR prefixes of the load balancers
+	// whose X-Forwarded-For names the client for the per-IP limit; from
+	// any other peer the header is ignored.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// MetricsAdmin requires an admin token for /metrics on Addr (without
+	// metrics_addr).
+	MetricsAdmin bool `yaml:"metrics_admin"`
 }
 
 // NATSConfig selects the stream. Without URLs, NATS runs embedded.
@@ -219,6 +264,7 @@ func DefaultConfig() Config {
 			StockTimeout: depguard.StockCallTimeout, PersistYield: 4 * time.Second},
 		Notify:   NotifyConfig{Workers: 4, Queue: 4096, Timeout: 2 * time.Second},
 		Payments: PaymentsConfig{Provider: "sandbox", DeadlineSweep: 500 * time.Millisecond, SettleAfter: 10 * time.Second},
+		Auth:     AuthConfig{OIDC: AuthOIDCConfig{UserClaim: "sub", RefreshInterval: time.Hour}},
 	}
 }
 
@@ -291,7 +337,7 @@ func setFlag(cfg *Config, name, value string) error {
 
 // flagKeys maps flags to config keys.
 var flagKeys = map[string]string{
-	"addr": "addr", "data": "data", "pprof": "pprof",
+	"addr": "addr", "data": "data", "pprof": "pprof", "pprof-force": "pprof_force", "metrics-addr": "metrics_addr",
 	"nats-listen": "nats.listen", "sync-always": "nats.sync_always",
 	"notify": "notify.provider", "notify-webhook-url": "notify.webhook_url",
 }
@@ -438,13 +484,13 @@ func setValue(v reflect.Value, s, source string) error {
 		}
 		v.SetInt(int64(n))
 	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String:
-		var parts []string
+		parts := reflect.Zero(v.Type()) // []string, or []Secret
 		for _, p := range strings.Split(s, ",") {
 			if p = strings.TrimSpace(p); p != "" {
-				parts = append(parts, p)
+				parts = reflect.Append(parts, reflect.ValueOf(p).Convert(v.Type().Elem()))
 			}
 		}
-		v.Set(reflect.ValueOf(parts))
+		v.Set(parts)
 	case v.Type() == reflect.TypeOf([]ShardEntry(nil)):
 		// SPIKE_MYSQL_ORDER_SHARDS: comma-separated primary DSNs.
 		var shards []ShardEntry
@@ -469,6 +515,12 @@ func (c *Config) Validate() error {
 		return errors.New("config data: must not be empty")
 	case c.LogFormat != "text" && c.LogFormat != "json":
 		return fmt.Errorf("config log_format: %q must be text or json", c.LogFormat)
+	case c.Pprof != "" && !c.PprofForce && !loopbackAddr(c.Pprof):
+		return fmt.Errorf("config pprof: %q is not a loopback address (pprof shows memory and stacks); use 127.0.0.1:PORT, or pprof_force (--pprof-force) to expose it anyway", c.Pprof)
+	case c.MetricsAddr != "" && c.HTTP.MetricsAdmin:
+		return errors.New("config http.metrics_admin: applies to /metrics on addr; with metrics_addr set it is not served there; drop one")
+	case c.MetricsAddr != "" && c.MetricsAddr == c.Addr && !strings.HasSuffix(c.Addr, ":0"):
+		return errors.New("config metrics_addr: must differ from addr")
 	case c.NATS.Replicas != 1 && c.NATS.Replicas != 3 && c.NATS.Replicas != 5:
 		return fmt.Errorf("config nats.replicas: %d must be 1, 3 or 5", c.NATS.Replicas)
 	case len(c.NATS.URLs) > 0 && (c.NATS.Listen != "" || c.NATS.SyncAlways):
@@ -541,6 +593,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("config nats.urls: %q must start with nats:// or tls://", u)
 		}
 	}
+	if _, err := httpapi.ParseTrustedProxies(c.HTTP.TrustedProxies); err != nil {
+		return fmt.Errorf("config http.trusted_proxies: %v", err)
+	}
 	for _, a := range c.Redis.Addrs {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			return fmt.Errorf("config redis.addrs: %q is not host:port", a)
@@ -550,6 +605,9 @@ func (c *Config) Validate() error {
 		if s.Primary == "" {
 			return fmt.Errorf("config mysql.order_shards[%d].primary: required", i)
 		}
+	}
+	if err := c.validateAuth(); err != nil {
+		return err
 	}
 	return c.validateTransport()
 }
@@ -561,6 +619,9 @@ func (c Config) redacted() string {
 	red := func(dsn string) string { return dsnPassword.ReplaceAllString(dsn, "$1:REDACTED@") }
 	if c.JWTSecret != "" {
 		c.JWTSecret = "REDACTED"
+	}
+	if c.JWTSecrets != nil {
+		c.JWTSecrets = slices.Repeat([]Secret{"REDACTED"}, len(c.JWTSecrets))
 	}
 	if c.Redis.Password != "" {
 		c.Redis.Password = "REDACTED"
@@ -593,7 +654,12 @@ func (c Config) redacted() string {
 	c.wrapStream = nil
 	b, _ := json.Marshal(struct {
 		Addr, Data, LogFormat, Pprof string
+		PprofForce                   bool
+		MetricsAddr                  string
+		HTTP                         HTTPConfig
 		JWTSecret                    Secret
+		JWTSecrets                   []Secret
+		Auth                         AuthConfig
 		NATS                         NATSConfig
 		MySQL                        MySQLConfig
 		Redis                        RedisConfig
@@ -602,7 +668,7 @@ func (c Config) redacted() string {
 		Payments                     PaymentsConfig
 		Events                       EventsConfig
 		ConfigFile                   string
-	}{c.Addr, c.Data, c.LogFormat, c.Pprof, c.JWTSecret, c.NATS, c.MySQL, c.Redis, c.Limits, c.Notify, c.Payments, c.Events, c.ConfigFile})
+	}{c.Addr, c.Data, c.LogFormat, c.Pprof, c.PprofForce, c.MetricsAddr, c.HTTP, c.JWTSecret, c.JWTSecrets, c.Auth, c.NATS, c.MySQL, c.Redis, c.Limits, c.Notify, c.Payments, c.Events, c.ConfigFile})
 	return string(b)
 }
 
@@ -624,18 +690,117 @@ func redactURL(s string) string {
 
 const secretFile = "jwt.secret"
 
-// secret returns the JWT secret: the configured one, or the one kept in the
-// data folder, created on first use so that tokens survive restarts.
+// secret returns the HS256 secret tokens are signed with.
 func (c *Config) secret() ([]byte, error) {
-	if c.JWTSecret != "" {
-		return []byte(c.JWTSecret), nil
+	s, err := c.secrets()
+	if err != nil {
+		return nil, err
 	}
+	return s[0], nil
+}
+
+// secrets returns the accepted HS256 secrets, the signing one first:
+// jwt_secrets, or jwt_secret, or the one kept in the data folder (created
+// on first use so that tokens survive restarts). Each is at least
+// auth.MinSecretLen bytes, whatever its source.
+func (c *Config) secrets() ([][]byte, error) {
+	if err := c.checkSecrets(); err != nil {
+		return nil, err
+	}
+	switch {
+	case len(c.JWTSecrets) > 0:
+		out := make([][]byte, len(c.JWTSecrets))
+		for i, s := range c.JWTSecrets {
+			out[i] = []byte(s)
+		}
+		return out, nil
+	case c.JWTSecret != "":
+		return [][]byte{[]byte(c.JWTSecret)}, nil
+	}
+	s, err := c.fileSecret()
+	if err != nil {
+		return nil, err
+	}
+	return [][]byte{s}, nil
+}
+
+// checkSecrets refuses configured secrets too short to resist an offline
+// search from one captured token, naming the key and its variable.
+func (c *Config) checkSecrets() error {
+	if c.JWTSecret != "" && len(c.JWTSecrets) > 0 {
+		return errors.New("config jwt_secret and jwt_secrets: set one of them (jwt_secrets lists every accepted secret, the first signs)")
+	}
+	short := func(key, env string, s Secret) error {
+		return fmt.Errorf("config %s (%s): the secret is %d bytes, at least %d are needed (e.g. openssl rand -hex 32)", key, env, len(s), auth.MinSecretLen)
+	}
+	if c.JWTSecret != "" && len(c.JWTSecret) < auth.MinSecretLen {
+		return short("jwt_secret", "SPIKE_JWT_SECRET", c.JWTSecret)
+	}
+	for i, s := range c.JWTSecrets {
+		if len(s) < auth.MinSecretLen {
+			return short(fmt.Sprintf("jwt_secrets[%d]", i), "SPIKE_JWT_SECRETS", s)
+		}
+	}
+	return nil
+}
+
+// validateAuth checks the secrets and the identity provider's keys.
+func (c *Config) validateAuth() error {
+	if err := c.checkSecrets(); err != nil {
+		return err
+	}
+	o := c.Auth.OIDC
+	if o.Issuer == "" {
+		if o.JWKSURL != "" || o.Audience != "" || o.AdminClaim != "" || o.AdminValue != "" {
+			return errors.New("config auth.oidc.issuer: required with the other auth.oidc keys")
+		}
+		return nil
+	}
+	switch {
+	case o.UserClaim == "":
+		return errors.New("config auth.oidc.user_claim: must not be empty")
+	case o.RefreshInterval < time.Minute:
+		return fmt.Errorf("config auth.oidc.refresh_interval: %v must be at least 1m", o.RefreshInterval)
+	}
+	if _, err := auth.NewOIDC(o.verifierConfig(nil)); err != nil {
+		return fmt.Errorf("config auth.oidc.%w", err)
+	}
+	return nil
+}
+
+func (o AuthOIDCConfig) verifierConfig(log *slog.Logger) auth.OIDCConfig {
+	return auth.OIDCConfig{Issuer: o.Issuer, JWKSURL: o.JWKSURL, Audience: o.Audience, UserClaim: o.UserClaim,
+		AdminClaim: o.AdminClaim, AdminValue: o.AdminValue, RefreshInterval: o.RefreshInterval, Logger: log}
+}
+
+// verifier returns what spike serve checks tokens with: the secrets, and
+// the identity provider when one is configured.
+func (c *Config) verifier(secrets [][]byte, log *slog.Logger) (*auth.Verifier, error) {
+	hs, err := auth.NewHS256(secrets...)
+	if err != nil {
+		return nil, fmt.Errorf("jwt secret: %w", err)
+	}
+	v := &auth.Verifier{HS256: hs}
+	if c.Auth.OIDC.Issuer != "" {
+		if v.OIDC, err = auth.NewOIDC(c.Auth.OIDC.verifierConfig(log.With("component", "oidc"))); err != nil {
+			return nil, fmt.Errorf("config auth.oidc.%w", err)
+		}
+	}
+	return v, nil
+}
+
+// fileSecret returns the secret kept in the data folder, creating it on
+// first use. A file others may read is refused: it signs admin tokens.
+func (c *Config) fileSecret() ([]byte, error) {
 	path := filepath.Join(c.Data, secretFile)
 	b, err := os.ReadFile(path)
 	if err == nil {
+		if err := checkPrivate(path); err != nil {
+			return nil, err
+		}
 		s := strings.TrimSpace(string(b))
-		if len(s) < 32 {
-			return nil, fmt.Errorf("%s: secret is shorter than 32 characters", path)
+		if len(s) < auth.MinSecretLen {
+			return nil, fmt.Errorf("%s: the secret is %d bytes, at least %d are needed (e.g. openssl rand -hex 32 > %s)", path, len(s), auth.MinSecretLen, path)
 		}
 		return []byte(s), nil
 	}
@@ -669,7 +834,23 @@ func (c *Config) secret() ([]byte, error) {
 	if err := os.Link(tmp.Name(), path); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, err
 	}
-	return c.secret()
+	return c.fileSecret()
+}
+
+// checkPrivate refuses a secret file that group or others may read or
+// write (not checked on Windows, whose permissions are not mode bits).
+func checkPrivate(path string) error {
+	if runtime.GOOS == "windows" {
+		return nil
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("%s: group or others may read or write it (mode %04o); it signs admin tokens: chmod 600 %s", path, perm, path)
+	}
+	return nil
 }
 
 func (c *Config) logger(w io.Writer) *slog.Logger {
@@ -680,3 +861,18 @@ func (c *Config) logger(w io.Writer) *slog.Logger {
 }
 
 func rate(f float64) bool { return f >= 0 && f <= 1 }
+
+// loopbackAddr reports whether a listen address is on loopback only:
+// localhost or a loopback IP (an empty host listens everywhere; another
+// name may resolve anywhere).
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -47,7 +48,11 @@ func (a *app) newAfterThe202(ctx context.Context, cfg Config, publicURL string, 
 	x.returns = ledger.NewReturns(counters, a.store, a.products, sales, ledger.ReturnsConfig{
 		SettleAfter: cfg.Payments.SettleAfter, Logger: log.With("component", "returns"),
 	})
-	lc := order.LifecycleConfig{Events: events, StockFreed: x.returns.Kick, Overdue: a.bus, Logger: log.With("component", "lifecycle")}
+	now, err := skewedClock(os.Getenv(clockSkewEnv), log)
+	if err != nil {
+		return nil, err
+	}
+	lc := order.LifecycleConfig{Events: events, StockFreed: x.returns.Kick, Overdue: a.bus, Now: now, Logger: log.With("component", "lifecycle")}
 	if a.notifier != nil {
 		n := a.notifier
 		lc.Notify = func(o order.Order, e order.TransitionEvent) {
@@ -74,10 +79,13 @@ func (a *app) newAfterThe202(ctx context.Context, cfg Config, publicURL string, 
 		DuplicateRate: cfg.Payments.Sandbox.DuplicateRate,
 		ReorderRate:   cfg.Payments.Sandbox.ReorderRate,
 		Workers:       16, // a real provider delivers webhooks in parallel
+		Now:           now,
 		Logger:        log.With("component", "sandboxpay"),
 	})
 	providers[sandboxpay.Name] = x.sandbox
-	x.checkout["/sandbox/checkout/"] = x.sandbox.Handler()
+	// By method, so that another method is a 405 with Allow (api/openapi.yaml).
+	x.checkout["GET /sandbox/checkout/{ref}"] = x.sandbox.Handler()
+	x.checkout["POST /sandbox/checkout/{ref}"] = x.sandbox.Handler()
 	if cfg.Payments.Stripe.APIKey != "" {
 		sp, err := stripepay.New(stripepay.Config{APIKey: string(cfg.Payments.Stripe.APIKey),
 			WebhookSecret: string(cfg.Payments.Stripe.WebhookSecret), BackendURL: cfg.Payments.Stripe.BackendURL})
@@ -93,9 +101,33 @@ func (a *app) newAfterThe202(ctx context.Context, cfg Config, publicURL string, 
 		DefaultProvider: cfg.Payments.Provider,
 		Call:            x.breaker.Do,
 		IDs:             ids,
+		Now:             now,
 		Logger:          log.With("component", "payments"),
 	})
 	return x, nil
+}
+
+// clockSkewEnv names a test-only hook: a duration (e.g. "2s", "-1.5s")
+// added to the clock of the order's life on this instance (transitions,
+// the deadline sweep, payments and the sandbox's webhooks), with which
+// e2e's chaos test skews one instance's clock. Placement times come from
+// the stock counters and are not skewed.
+const clockSkewEnv = "SPIKE_TEST_CLOCK_SKEW"
+
+// skewedClock returns time.Now shifted by skew ("" or "0": time.Now).
+func skewedClock(skew string, log *slog.Logger) (func() time.Time, error) {
+	if skew == "" {
+		return time.Now, nil
+	}
+	d, err := time.ParseDuration(skew)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %q is not a duration like 2s", clockSkewEnv, skew)
+	}
+	if d == 0 {
+		return time.Now, nil
+	}
+	log.Warn("test hook: the clock of the order's life is skewed", "env", clockSkewEnv, "skew", d)
+	return func() time.Time { return time.Now().Add(d) }, nil
 }
 
 // run starts the Run loops of the order's life on the app's work group.

@@ -13,7 +13,7 @@ import (
 // Unlike Config.secret it never creates one: only serve may, and a secret
 // made up here would sign tokens the server answers with 401.
 func (c *Config) existingSecret() ([]byte, error) {
-	if c.JWTSecret != "" {
+	if c.JWTSecret != "" || len(c.JWTSecrets) > 0 {
 		return c.secret()
 	}
 	path := filepath.Join(c.Data, secretFile)
@@ -22,7 +22,7 @@ func (c *Config) existingSecret() ([]byte, error) {
 		if aerr != nil {
 			abs = path
 		}
-		return nil, fmt.Errorf("no JWT secret: looked in %s and $SPIKE_JWT_SECRET; set SPIKE_JWT_SECRET or --data (the folder spike serve uses)", abs)
+		return nil, fmt.Errorf("no JWT secret: looked in %s and $SPIKE_JWT_SECRET(S); set SPIKE_JWT_SECRET or --data (the folder spike serve uses)", abs)
 	}
 	return c.secret()
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/spikehq/spike/internal/adapter/natsbus"
 	"github.com/spikehq/spike/internal/adapter/rediscache"
 	"github.com/spikehq/spike/internal/adapter/sqlitestore"
+	"github.com/spikehq/spike/internal/dashboard"
 	"github.com/spikehq/spike/internal/depguard"
 	"github.com/spikehq/spike/internal/domain/catalog"
 	"github.com/spikehq/spike/internal/domain/inventory"
@@ -45,7 +46,9 @@ import (
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("serve")
 	fs.String("nats-listen", "", "also expose the embedded NATS server on this address (env SPIKE_NATS_LISTEN)")
-	fs.String("pprof", "", "serve net/http/pprof on this address, e.g. 127.0.0.1:6060 (env SPIKE_PPROF)")
+	fs.String("pprof", "", "serve net/http/pprof on this loopback address, e.g. 127.0.0.1:6060 (env SPIKE_PPROF)")
+	fs.Bool("pprof-force", false, "allow --pprof on an address that is not loopback (env SPIKE_PPROF_FORCE)")
+	fs.String("metrics-addr", "", "serve /metrics here instead of on --addr, and pprof too when --pprof is the same address (env SPIKE_METRICS_ADDR)")
 	fs.Bool("sync-always", false, "fsync every stream write: survives power loss, slower (env SPIKE_NATS_SYNC_ALWAYS)")
 	fs.String("notify", "", "notification provider: webhook, log or none (env SPIKE_NOTIFY_PROVIDER)")
 	fs.String("notify-webhook-url", "", "POST buyer notifications here, signed with notify.webhook_secret (env SPIKE_NOTIFY_WEBHOOK_URL)")
@@ -102,6 +105,7 @@ type app struct {
 	secret   []byte
 	log      *slog.Logger
 	http     *http.Server
+	api      *httpapi.Server // what http serves, for the OpenAPI route test
 	httpErr  chan error
 	store    stores
 	redis    *redisStock    // nil: in-process counters
@@ -114,8 +118,11 @@ type app struct {
 	notifier *notify.Notifier // nil: notify.provider none
 	// notifyDrain bounds how long stopping waits for queued notifications.
 	notifyDrain time.Duration
-	pprof       *http.Server // nil: no --pprof
-	unlockData  func()       // releases the data folder's lock; nil: not taken
+	pprof       *http.Server // nil: no --pprof, or pprof is on the metrics listener
+	metrics     *http.Server // nil: no metrics_addr (metrics are on the API's listener)
+	metricsAddr string       // the metrics listener's address
+	board       *switches.Board
+	unlockData  func() // releases the data folder's lock; nil: not taken
 
 	// Every goroutine the app starts is one of these groups', and close
 	// waits for each group before closing what its members use.
@@ -136,11 +143,15 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return nil, err
 	}
-	secret, err := cfg.secret()
+	secrets, err := cfg.secrets()
 	if err != nil {
 		return nil, fmt.Errorf("jwt secret: %w", err)
 	}
-	a = &app{data: cfg.Data, secret: secret, log: log, httpErr: make(chan error, 1)}
+	verifier, err := cfg.verifier(secrets, log)
+	if err != nil {
+		return nil, err
+	}
+	a = &app{data: cfg.Data, secret: secrets[0], log: log, httpErr: make(chan error, 1)}
 	// The named result a is nil by the time a failed start's defer runs
 	// (return nil, err): close what was built through its own reference.
 	built := a
@@ -149,6 +160,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 			built.close()
 		}
 	}()
+	warnLoosePermissions(cfg.Data, log)
 	// A data folder holding a database or a JetStream store is one process's.
 	if cfg.MySQL.Primary == "" || len(cfg.NATS.URLs) == 0 {
 		if a.unlockData, err = lockData(cfg.Data); err != nil {
@@ -157,6 +169,9 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	}
 
 	if a.store, err = openStores(ctx, cfg, cfg.MySQL.Migrate); err != nil {
+		return nil, err
+	}
+	if err := checkStore(ctx, a.store, cfg, log); err != nil {
 		return nil, err
 	}
 	if err := a.connectNATS(cfg); err != nil {
@@ -180,6 +195,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), rejected.vec)
 
 	board := switches.New(switches.Defs)
+	a.board = board
 	sw, err := natsbus.NewSwitches(ctx, a.bus, board, log.With("component", "switches"))
 	if err != nil {
 		return nil, err
@@ -271,6 +287,17 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 			ln.Close()
 		}
 	}()
+	var metricsLn net.Listener
+	if cfg.MetricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			return nil, fmt.Errorf("metrics_addr: %w", err)
+		}
+		defer func() {
+			if err != nil && a.metrics == nil {
+				metricsLn.Close()
+			}
+		}()
+	}
 
 	// The background work outlives ctx (serve's signal context): it stops
 	// when close says so, after the requests have.
@@ -310,6 +337,11 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	if r, ok := saleRecords.(*salecache.Records); ok {
 		a.goWork(func() error { return saleInv.Subscribe(workCtx, r.Invalidate) })
 	}
+	if a.nats == nil {
+		// Clustered: every instance hears which orders any worker persisted.
+		persist = natsbus.AnnouncePersisted(a.nc, "", persist, log.With("component", "natsbus"))
+		a.goWork(func() error { return natsbus.FollowPersisted(workCtx, a.nc, "", a.orders.Persisted) })
+	}
 	a.goWork(func() error { return a.bus.RunWorker(workCtx, pacedPersist(persist, a.orders.Pacer)) })
 	a.goWork(func() error { return a.orders.Run(workCtx) })
 	a.goWork(func() error { return a.products.Run(workCtx) })
@@ -317,10 +349,17 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	a.goWork(func() error { return a.orders.RunPendingSweeper(workCtx, time.Second) })
 	a.goWork(func() error { return sw.Run(workCtx) })
 	a.goWork(func() error { return (&rejectionWatch{reg: reg, log: log}).run(workCtx, rejectionWarnEvery) })
+	if verifier.OIDC != nil {
+		a.goWork(func() error { return verifier.OIDC.Run(workCtx) }) // the identity provider's keys
+	}
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "spike_orders_pending", Help: "Orders acknowledged by this instance and not yet persisted.",
 	}, func() float64 { return float64(a.orders.PendingCount()) }))
 
+	trusted, err := httpapi.ParseTrustedProxies(cfg.HTTP.TrustedProxies)
+	if err != nil {
+		return nil, err // Validate checked it
+	}
 	api := httpapi.New(httpapi.Config{
 		Catalog:   catalogSvc,
 		Sales:     salesSvc,
@@ -330,13 +369,12 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		Checkout:  after.checkout,
 		Auditor: &ledger.Auditor{Sales: a.store, Orders: a.store, Events: a.bus, Counters: counters, Pending: a.orders,
 			Lifecycle: &ledger.LifecycleAudit{Products: a.store, Payments: a.store}},
-		Auth: httpapi.NewAuthenticator(secret),
-		Probes: []httpapi.Probe{
-			{Name: "database", Check: a.store.Ping},
-			{Name: "nats", Check: func(ctx context.Context) error { _, err := a.bus.Backlog(ctx); return err }},
-		},
-		Registry: reg,
-		Logger:   log.With("component", "httpapi"),
+		Auth:           httpapi.NewAuthenticatorFor(verifier),
+		Probes:         a.probes(cfg),
+		TrustedProxies: trusted,
+		Metrics:        metricsMode(cfg),
+		Registry:       reg,
+		Logger:         log.With("component", "httpapi"),
 		Guards: &httpapi.Guards{
 			Admission: resilience.NewAdaptive(resilience.AdaptiveConfig{
 				// Generous bounds: the limit adapts between them by latency, and
@@ -347,10 +385,13 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 			SharedPerUser: sharedPerUser(a.redis, board, cfg.Limits.Instances),
 		},
 		SwitchStore: sw,
+		Dashboard: dashboard.NewSampler(dashboard.Source{Gatherer: reg, Sales: a.store, Counters: saleCounters,
+			Backlog: a.bus.Backlog, Switches: board.Snapshot}),
 	})
 
 	// Requests get a context of the app's, cancelled if shutdown gives up
 	// waiting for them (see shutdown), and close waits for every handler.
+	a.api = api
 	reqCtx, stopReqs := context.WithCancel(context.WithoutCancel(ctx))
 	a.stopReqs = stopReqs
 	a.http = &http.Server{
@@ -368,7 +409,10 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 			a.httpErr <- err
 		}
 	})
-	if cfg.Pprof != "" {
+	if metricsLn != nil {
+		a.serveMetrics(metricsLn, api.MetricsHandler(), cfg.Pprof == cfg.MetricsAddr)
+	}
+	if cfg.Pprof != "" && cfg.Pprof != cfg.MetricsAddr {
 		a.startPprof(cfg.Pprof)
 	}
 	return a, nil
@@ -445,7 +489,11 @@ type stores interface {
 // (which migrates itself). migrate applies MySQL migrations first.
 func openStores(ctx context.Context, cfg Config, migrate bool) (stores, error) {
 	if cfg.MySQL.Primary == "" {
-		st, err := sqlitestore.Open(ctx, filepath.Join(cfg.Data, "spike.db"))
+		path := filepath.Join(cfg.Data, sqliteFile)
+		if err := createPrivate(path); err != nil {
+			return nil, fmt.Errorf("open sqlite: %w", err)
+		}
+		st, err := sqlitestore.Open(ctx, path)
 		if err != nil {
 			return nil, fmt.Errorf("open sqlite: %w", err)
 		}
@@ -522,9 +570,9 @@ func (a *app) goWork(f func() error) {
 // goroutine the app started has stopped.
 func (a *app) shutdown(ctx context.Context) error {
 	err := a.http.Shutdown(ctx)
-	if a.pprof != nil {
-		if perr := a.pprof.Shutdown(ctx); perr != nil {
-			a.pprof.Close()
+	for _, srv := range []*http.Server{a.pprof, a.metrics} {
+		if srv != nil && srv.Shutdown(ctx) != nil {
+			srv.Close()
 		}
 	}
 	a.stopServing()
@@ -548,6 +596,9 @@ func (a *app) stopServing() {
 	}
 	if a.pprof != nil {
 		a.pprof.Close()
+	}
+	if a.metrics != nil {
+		a.metrics.Close()
 	}
 	if a.stopReqs != nil {
 		a.stopReqs()
@@ -612,6 +663,11 @@ func init() {
 		a, err := start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {
 			return "", nil, nil, err
+		}
+		// The bench is one client address with a few tokens: the per-caller
+		// limits would measure themselves, not the server.
+		for _, name := range []string{switches.IPRate, switches.BuyerRate, switches.AdminRate} {
+			a.board.Apply(name, "0")
 		}
 		stop := func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

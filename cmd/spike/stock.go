@@ -57,6 +57,10 @@ func redisClient(cfg RedisConfig) (rueidis.Client, error) {
 		ConnWriteTimeout: 2 * time.Second,
 		// Client-side caching is not used: sold-out news travels by pub/sub.
 		DisableCache: true,
+		// After each write the pipeline waits up to this long for more
+		// commands: under load many placements' scripts share one write
+		// (fewer system calls on both sides), at a cost of microseconds.
+		MaxFlushDelay: 20 * time.Microsecond,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("connect to redis %v: %w", cfg.Addrs, err)

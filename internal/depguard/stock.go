@@ -131,6 +131,17 @@ func (s *Stock) Confirm(ctx context.Context, res inventory.Reservation) error {
 	return s.guard.finish(ctx, func(ctx context.Context) error { return s.next.Confirm(ctx, res) })
 }
 
+// ConfirmLater implements order.LaterConfirmer: it hands res to the
+// counters' own deferred confirms when they have them (those run outside
+// the guard, batched; a failure only delays replays), else confirms now.
+func (s *Stock) ConfirmLater(ctx context.Context, res inventory.Reservation) {
+	if lc, ok := s.next.(order.LaterConfirmer); ok {
+		lc.ConfirmLater(ctx, res)
+		return
+	}
+	_ = s.Confirm(ctx, res)
+}
+
 // Release implements order.Reserver. A release that fails is queued for
 // retries by Run, and the failure is returned as before.
 func (s *Stock) Release(ctx context.Context, res inventory.Reservation) error {

@@ -116,7 +116,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	h := w.Header()
 	h["Content-Type"] = jsonContentType
 	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
-		h["Retry-After"] = retryAfterOne
+		if _, set := h["Retry-After"]; !set { // a limit may have set its own
+			h["Retry-After"] = retryAfterOne
+		}
 	}
 	w.WriteHeader(status)
 	w.Write(errorBody(err, code, msg))

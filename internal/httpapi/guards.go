@@ -170,7 +170,7 @@ func (m *guardMetrics) reject(guard string) { m.byGuard[guard].Inc() }
 // probes before buyers.
 func routePriority(route string) resilience.Priority {
 	switch route {
-	case "healthz", "readyz", "metrics", "audit", "create_product", "update_product", "create_sale", "get_switches", "put_switch":
+	case "healthz", "readyz", "metrics", "audit", "create_product", "update_product", "create_sale", "get_switches", "put_switch", "dashboard_page", "dashboard_feed":
 		return resilience.Critical
 	}
 	return resilience.Normal

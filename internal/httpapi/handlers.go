@@ -423,28 +423,3 @@ func (s *Server) putSwitch(w http.ResponseWriter, r *http.Request, _ Identity) e
 	}
 	return switches.ErrUnknown
 }
-
-func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
-	type result struct {
-		Name  string `json:"name"`
-		OK    bool   `json:"ok"`
-		Error string `json:"error,omitempty"`
-	}
-	ready := true
-	var results []result
-	for _, p := range s.Probes {
-		err := p.Check(r.Context())
-		res := result{Name: p.Name, OK: err == nil}
-		if err != nil {
-			ready = false
-			res.Error = err.Error()
-		}
-		results = append(results, res)
-	}
-	status := http.StatusOK
-	if !ready {
-		status = http.StatusServiceUnavailable
-		w.Header()["Retry-After"] = retryAfterOne
-	}
-	return writeJSON(w, status, map[string]any{"ready": ready, "dependencies": results})
-}

@@ -11,19 +11,21 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/spikehq/spike"
+	"github.com/spikehq/spike/internal/dashboard"
 	"github.com/spikehq/spike/internal/domain/catalog"
 	"github.com/spikehq/spike/internal/domain/order"
 	"github.com/spikehq/spike/internal/domain/payment"
 	"github.com/spikehq/spike/internal/domain/sale"
 	"github.com/spikehq/spike/internal/ledger"
+	"github.com/spikehq/spike/internal/switches"
 )
 
 // MaxBodyBytes is the largest request body accepted.
@@ -59,6 +61,12 @@ type Config struct {
 	// SwitchStore persists switch changes made through the admin API (the
 	// config centre); nil means the switch endpoints are read-only.
 	SwitchStore SwitchStore
+	// TrustedProxies are the peers whose X-Forwarded-For names the client
+	// for the per-IP limit (ParseTrustedProxies); from anyone else the
+	// header is ignored.
+	TrustedProxies []netip.Prefix
+	// Metrics says how /metrics is served here.
+	Metrics MetricsMode
 	// AdminBudget bounds an admin request (catalogue and sale writes,
 	// audits, switches): the top of the timeout funnel for calls that have
 	// no guard of their own; past it they fail with 503. Buyers' routes are
@@ -66,7 +74,20 @@ type Config struct {
 	// the order reads' guard, the caches' loads), without a timer per
 	// request on the hot path. Zero means DefaultAdminBudget.
 	AdminBudget time.Duration
+	// Dashboard feeds the live sale dashboard at /dashboard; nil: it is
+	// not served.
+	Dashboard *dashboard.Sampler
 }
+
+// MetricsMode says how the API's handler serves /metrics.
+type MetricsMode int
+
+// Metrics modes.
+const (
+	MetricsPublic MetricsMode = iota // anonymous, limited per IP
+	MetricsAdmin                     // an admin token is required
+	MetricsOff                       // not served here (see Server.MetricsHandler)
+)
 
 // SwitchStore stores a switch in the config centre and applies it.
 type SwitchStore interface {
@@ -78,14 +99,16 @@ type Server struct {
 	Config
 	adminBudget time.Duration
 	log         *slog.Logger
-	mux         *http.ServeMux
+	mux         *routeMux
 	metrics     *metrics
 	guard       *guardMetrics
+	limits      *routeLimits
+	readiness   readiness
 }
 
 // New returns a Server.
 func New(cfg Config) *Server {
-	s := &Server{Config: cfg, log: cfg.Logger, mux: http.NewServeMux(), adminBudget: cfg.AdminBudget}
+	s := &Server{Config: cfg, log: cfg.Logger, mux: newRouteMux(), adminBudget: cfg.AdminBudget}
 	if s.adminBudget <= 0 {
 		s.adminBudget = DefaultAdminBudget
 	}
@@ -101,6 +124,14 @@ func New(cfg Config) *Server {
 		s.Guards.init()
 	}
 	s.guard = newGuardMetrics(cfg.Registry, s.Guards)
+	for _, name := range limitGuards {
+		s.guard.byGuard[name] = s.guard.rejected.WithLabelValues(name)
+	}
+	var board *switches.Board
+	if s.Guards != nil {
+		board = s.Guards.Switches
+	}
+	s.limits = newRouteLimits(board, cfg.TrustedProxies, s.guard.reject)
 	s.routes()
 	return s
 }
@@ -122,11 +153,13 @@ func (s *Server) routes() {
 	s.handle("GET /v1/admin/switches", "get_switches", s.admin(s.getSwitches))
 	s.handle("PUT /v1/admin/switches/{name}", "put_switch", s.admin(s.putSwitch))
 	s.lifecycleRoutes()
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
+	s.handle("GET /openapi.json", "openapi", s.serveOpenAPI)
+	if s.Dashboard != nil {
+		s.dashboardRoutes()
+	}
+	s.metricsRoute()
 	// Anything else gets the API's error shape, not the mux's plain text.
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		s.writeError(w, r, spike.Errorf(spike.ErrNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
-	})
+	s.mux.HandleFunc(catchAll, s.noRoute)
 }
 
 // handlerFunc is a handler that returns its error for writeError.
@@ -135,6 +168,7 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 func (s *Server) handle(pattern, route string, h handlerFunc) {
 	m := s.metrics.route(route)
 	priority := routePriority(route)
+	h = s.limitAnonymous(route, h)
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rw := statusWriter{ResponseWriter: w, status: http.StatusOK}
@@ -168,6 +202,14 @@ func (s *Server) buyer(h identityHandler) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		id, err := s.Auth.Authenticate(r)
 		if err != nil {
+			// Refused tokens count as anonymous requests: guessing costs
+			// the guesser's address its budget.
+			if lerr := s.limits.allowIP(w, r); lerr != nil {
+				return lerr
+			}
+			return err
+		}
+		if err := s.limits.allowCaller(w, id); err != nil {
 			return err
 		}
 		return h(w, r, id)
@@ -227,7 +269,21 @@ func readBody(r *http.Request, buf *bytes.Buffer) ([]byte, error) {
 		}
 		return nil, spike.Errorf(spike.ErrInvalid, "could not read the request body")
 	}
-	return bytes.TrimSpace(buf.Bytes()), nil
+	return trimJSONSpace(buf.Bytes()), nil
+}
+
+// trimJSONSpace trims the whitespace JSON allows around a value (space,
+// tab, CR, LF) and nothing else: bytes.TrimSpace also drops \v, \f and
+// Unicode spaces, which made "{}\v" an accepted body (FuzzDecodeBodies).
+func trimJSONSpace(b []byte) []byte {
+	isSpace := func(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+	for len(b) > 0 && isSpace(b[0]) {
+		b = b[1:]
+	}
+	for len(b) > 0 && isSpace(b[len(b)-1]) {
+		b = b[:len(b)-1]
+	}
+	return b
 }
 
 func decodeBytes(body []byte, v any, allowEmpty bool) error {
@@ -250,7 +306,7 @@ func decodeBytes(body []byte, v any, allowEmpty bool) error {
 		}
 		return decodeError(err, allowEmpty)
 	}
-	if len(bytes.TrimSpace(body[dec.InputOffset():])) > 0 {
+	if len(trimJSONSpace(body[dec.InputOffset():])) > 0 {
 		return spike.Errorf(spike.ErrInvalid, "malformed JSON: data after the object")
 	}
 	if k, dup := duplicateKey(body); dup {

@@ -46,6 +46,14 @@ const (
 	UserRate       = "ratelimit.user_rps"   // placements per second per buyer; 0: unlimited
 	UserBurst      = "ratelimit.user_burst" // burst per buyer
 	SaleRate       = "ratelimit.sale_rps"   // placements per second per sale, per instance; 0: unlimited
+
+	// Limits of the other routes (httpapi's route limits), per instance.
+	IPRate     = "ratelimit.ip_rps"      // anonymous requests per second per client IP; 0: unlimited
+	IPBurst    = "ratelimit.ip_burst"    // burst per client IP
+	BuyerRate  = "ratelimit.buyer_rps"   // a buyer's requests other than placements, per second; 0: unlimited
+	BuyerBurst = "ratelimit.buyer_burst" // burst per buyer
+	AdminRate  = "ratelimit.admin_rps"   // an admin's requests per second; 0: unlimited
+	AdminBurst = "ratelimit.admin_burst" // burst per admin
 )
 
 // Breaker overrides: a switch per guarded dependency (BreakerSwitch), for
@@ -74,6 +82,12 @@ var Defs = append([]Def{
 	{Name: UserRate, Kind: Number, Default: "20", Help: "placements per second per buyer, per instance (0: unlimited)"},
 	{Name: UserBurst, Kind: Number, Default: "40", Help: "burst of placements per buyer", Min: 1},
 	{Name: SaleRate, Kind: Number, Default: "0", Help: "placements per second per sale, per instance (0: unlimited)"},
+	{Name: IPRate, Kind: Number, Default: "100", Help: "anonymous requests (product and sale reads, readyz, metrics, refused tokens) per second per client IP (IPv6: per /64), per instance (0: unlimited)"},
+	{Name: IPBurst, Kind: Number, Default: "200", Help: "burst of anonymous requests per client IP", Min: 1},
+	{Name: BuyerRate, Kind: Number, Default: "20", Help: "a buyer's requests other than placements (order, listing, payment reads; cancel; pay) per second, per instance (0: unlimited)"},
+	{Name: BuyerBurst, Kind: Number, Default: "40", Help: "burst of a buyer's requests other than placements", Min: 1},
+	{Name: AdminRate, Kind: Number, Default: "100", Help: "an admin token's requests per second, per instance (0: unlimited)"},
+	{Name: AdminBurst, Kind: Number, Default: "500", Help: "burst of an admin token's requests", Min: 1},
 }, breakerDefs()...)
 
 func breakerDefs() []Def {

@@ -39,7 +39,7 @@ func scatter[T any](ctx context.Context, s *Store, fn func(ctx context.Context, 
 		g.Go(func() error {
 			var err error
 			if parts[i], err = fn(ctx, n); err != nil {
-				errs[i] = fmt.Errorf("%s: %w", n.name, err)
+				errs[i] = lost(fmt.Errorf("%s: %w", n.name, err))
 			}
 			return nil
 		})
@@ -89,7 +89,7 @@ func (s *Store) Transition(ctx context.Context, id string, from []order.Status, 
 		if errors.Is(err, order.ErrOrderNotFound) {
 			return order.Order{}, false, err
 		}
-		return order.Order{}, false, fmt.Errorf("transition order %s: %w", id, err)
+		return order.Order{}, false, lost(fmt.Errorf("transition order %s: %w", id, err))
 	}
 	var o order.Order
 	var applied bool
@@ -98,7 +98,7 @@ func (s *Store) Transition(ctx context.Context, id string, from []order.Status, 
 		return err
 	})
 	if err != nil && !errors.Is(err, order.ErrOrderNotFound) {
-		err = fmt.Errorf("transition order %s on %s: %w", id, n.name, err)
+		err = lost(fmt.Errorf("transition order %s on %s: %w", id, n.name, err))
 	}
 	return o, applied, err
 }
@@ -191,7 +191,7 @@ func (s *Store) ExpireDue(ctx context.Context, now time.Time, limit int) ([]orde
 			return err
 		})
 		if err != nil {
-			return out, fmt.Errorf("expire orders on %s: %w", n.name, err)
+			return out, lost(fmt.Errorf("expire orders on %s: %w", n.name, err))
 		}
 		out = append(out, got...)
 	}
@@ -255,7 +255,7 @@ func (s *Store) StockToReturn(ctx context.Context, limit int) ([]order.Order, er
 		return collectOrders(rows, err)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("stock to return: %w", err)
+		return nil, lost(fmt.Errorf("stock to return: %w", err))
 	}
 	slices.SortFunc(out, func(a, b order.Order) int {
 		if c := a.UpdatedAt.Compare(b.UpdatedAt); c != 0 {
@@ -276,7 +276,7 @@ func (s *Store) MarkStockReturned(ctx context.Context, id, to string) error {
 		_, err = n.primary.ExecContext(ctx, `UPDATE orders SET stock_returned_to = CASE WHEN stock_returned THEN stock_returned_to ELSE ? END, stock_returned = TRUE WHERE order_id = ?`, to, id)
 	}
 	if err != nil {
-		return fmt.Errorf("mark stock returned %s: %w", id, err)
+		return lost(fmt.Errorf("mark stock returned %s: %w", id, err))
 	}
 	return nil
 }
@@ -305,7 +305,7 @@ func (s *Store) History(ctx context.Context, id string) ([]order.HistoryEntry, e
 		return out, rows.Err()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("order history %s: %w", id, err)
+		return nil, lost(fmt.Errorf("order history %s: %w", id, err))
 	}
 	return out, nil
 }

@@ -144,6 +144,10 @@ func Open(cfg Config) (*Store, error) {
 		if mc.Timeout == 0 {
 			mc.Timeout = 5 * time.Second
 		}
+		// Arguments interpolated by the driver: a statement is one round
+		// trip instead of three (prepare, execute, close), and a batch
+		// insert of a new row count is not prepared for a single use.
+		mc.InterpolateParams = true
 		key := mc.FormatDSN()
 		if db, ok := opened[key]; ok {
 			return db, key, nil

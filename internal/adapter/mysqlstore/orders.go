@@ -46,7 +46,7 @@ func (s *Store) InsertOrders(ctx context.Context, orders []order.Order) error {
 		g.Go(func() error {
 			err := retryDeadlock(gctx, func() error { return insertOrders(gctx, n.primary, group) })
 			if err != nil {
-				return fmt.Errorf("insert orders on %s: %w", n.name, err)
+				return lost(fmt.Errorf("insert orders on %s: %w", n.name, err))
 			}
 			users := make([]int64, len(group))
 			for i := range group {
@@ -161,7 +161,7 @@ func (s *Store) Order(ctx context.Context, id string) (order.Order, error) {
 				case err == nil:
 					found[i] = &o
 				case !errors.Is(err, sql.ErrNoRows):
-					errs[i] = fmt.Errorf("%s: %w", n.name, err)
+					errs[i] = lost(fmt.Errorf("%s: %w", n.name, err))
 				}
 				return nil
 			})
@@ -185,7 +185,7 @@ func (s *Store) Order(ctx context.Context, id string) (order.Order, error) {
 		return o, nil
 	case err != nil:
 		// The order may be on a shard that did not answer.
-		return order.Order{}, fmt.Errorf("read order %s: %w", id, err)
+		return order.Order{}, lost(fmt.Errorf("read order %s: %w", id, err))
 	}
 	return order.Order{}, order.ErrOrderNotFound
 }
@@ -226,7 +226,7 @@ func (s *Store) ListOrders(ctx context.Context, userID int64, after order.Cursor
 	}
 	out, err := collectOrders(rows, err)
 	if err != nil {
-		return nil, fmt.Errorf("list orders of user %d: %w", userID, err)
+		return nil, lost(fmt.Errorf("list orders of user %d: %w", userID, err))
 	}
 	return out, nil
 }
@@ -241,13 +241,13 @@ func (s *Store) SaleOrders(ctx context.Context, saleID string) ([]order.Order, e
 		g.Go(func() error {
 			rows, err := n.primary.QueryContext(gctx, `SELECT `+orderColumns+` FROM orders WHERE sale_id = ?`, saleID)
 			if parts[i], err = collectOrders(rows, err); err != nil {
-				return fmt.Errorf("%s: %w", n.name, err)
+				return lost(fmt.Errorf("%s: %w", n.name, err))
 			}
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return nil, fmt.Errorf("list orders of sale %s: %w", saleID, err)
+		return nil, lost(fmt.Errorf("list orders of sale %s: %w", saleID, err))
 	}
 	var out []order.Order
 	for _, p := range parts {

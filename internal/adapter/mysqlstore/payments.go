@@ -78,10 +78,10 @@ func (s *Store) CreatePayment(ctx context.Context, p payment.Payment) (payment.P
 		p.ID, p.OrderID, p.UserID, p.Provider, p.AmountCents, string(p.Status), p.IdempotencyKey, nullRef(p.ProviderRef),
 		p.CheckoutURL, p.RefundedCents, p.RefundRef, micros(p.RefundedAt), p.CreatedAt.UnixMicro(), p.UpdatedAt.UnixMicro())
 	if err != nil {
-		return payment.Payment{}, false, fmt.Errorf("create payment on %s: %w", n.name, err)
+		return payment.Payment{}, false, lost(fmt.Errorf("create payment on %s: %w", n.name, err))
 	}
 	if k, err := res.RowsAffected(); err != nil {
-		return payment.Payment{}, false, fmt.Errorf("create payment on %s: %w", n.name, err)
+		return payment.Payment{}, false, lost(fmt.Errorf("create payment on %s: %w", n.name, err))
 	} else if k == 1 {
 		return p, true, nil
 	}
@@ -91,7 +91,7 @@ func (s *Store) CreatePayment(ctx context.Context, p payment.Payment) (payment.P
 	case errors.Is(err, sql.ErrNoRows):
 		return payment.Payment{}, false, errPaymentConflict
 	case err != nil:
-		return payment.Payment{}, false, fmt.Errorf("create payment on %s: %w", n.name, err)
+		return payment.Payment{}, false, lost(fmt.Errorf("create payment on %s: %w", n.name, err))
 	}
 	return stored, false, nil
 }
@@ -120,7 +120,7 @@ func (s *Store) onePayment(ctx context.Context, where string, args ...any) (paym
 	found, err := s.payments(ctx, where, args...)
 	switch {
 	case err != nil:
-		return payment.Payment{}, fmt.Errorf("read payment: %w", err)
+		return payment.Payment{}, lost(fmt.Errorf("read payment: %w", err))
 	case len(found) == 0:
 		return payment.Payment{}, payment.ErrPaymentNotFound
 	}
@@ -144,7 +144,7 @@ func (s *Store) PaymentByRef(ctx context.Context, provider, ref string) (payment
 func (s *Store) OrderPayments(ctx context.Context, orderID string) ([]payment.Payment, error) {
 	out, err := s.payments(ctx, `order_id = ?`, orderID)
 	if err != nil {
-		return nil, fmt.Errorf("payments of order %s: %w", orderID, err)
+		return nil, lost(fmt.Errorf("payments of order %s: %w", orderID, err))
 	}
 	slices.SortFunc(out, func(a, b payment.Payment) int {
 		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
@@ -163,7 +163,7 @@ func (s *Store) Payments(ctx context.Context, after string, limit int) ([]paymen
 	}
 	out, err := s.payments(ctx, `payment_id > ? ORDER BY payment_id LIMIT ?`, after, limit)
 	if err != nil {
-		return nil, fmt.Errorf("list payments: %w", err)
+		return nil, lost(fmt.Errorf("list payments: %w", err))
 	}
 	slices.SortFunc(out, func(a, b payment.Payment) int { return strings.Compare(a.ID, b.ID) })
 	return out[:min(limit, len(out))], nil
@@ -193,7 +193,7 @@ func (s *Store) UpdatePayment(ctx context.Context, p payment.Payment, from []pay
 	case isMySQLError(err, errDupEntry):
 		return payment.Payment{}, false, errPaymentConflict
 	case err != nil && !errors.Is(err, payment.ErrPaymentNotFound):
-		return payment.Payment{}, false, fmt.Errorf("update payment %s on %s: %w", p.ID, n.name, err)
+		return payment.Payment{}, false, lost(fmt.Errorf("update payment %s on %s: %w", p.ID, n.name, err))
 	}
 	return stored, applied, err
 }

@@ -3,6 +3,8 @@ package redisstock
 import (
 	"context"
 	"time"
+
+	"github.com/spikehq/spike/internal/domain/inventory"
 )
 
 // SoldOut reports whether c's local sold-out flag of the sale is set.
@@ -30,4 +32,9 @@ func Epoch(c *Counters, saleID string) int64 {
 		return 0
 	}
 	return v.(*saleState).epoch.Load()
+}
+
+// ConfirmMany confirms batch as Run's confirmer does: one script call per sale.
+func ConfirmMany(c *Counters, ctx context.Context, batch []inventory.Reservation) {
+	c.confirmMany(ctx, batch)
 }

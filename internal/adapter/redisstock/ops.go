@@ -360,8 +360,9 @@ func (c *Counters) write(ctx context.Context, s *saleState, token string, epoch 
 }
 
 // Run receives other instances' news (sold out, restocked, rebuilt under a
-// new epoch), resubscribing after connection losses, and does the queued
-// background work (undos, confirm retries), until ctx is done. Then it
+// new epoch), resubscribing after connection losses, sends the deferred
+// confirms (ConfirmLater) and does the queued background work (undos,
+// confirm retries), until ctx is done. Then it
 // makes one last attempt at the work still queued, for at most
 // DrainTimeout, and returns. Without Run the counters stay correct, only
 // slower to learn (a reserve learns the same news from its own reply), but
@@ -375,6 +376,7 @@ func (c *Counters) Run(ctx context.Context) error {
 	for range c.opts.RetryWorkers {
 		wg.Go(func() { c.work(ctx, drain) })
 	}
+	wg.Go(func() { c.runConfirmer(ctx, drain) })
 	c.subscribe(ctx)
 	wg.Wait()
 	return nil

@@ -35,6 +35,19 @@ func (s *stream) Enqueue(_ context.Context, e order.Placed) error {
 	return nil
 }
 
+// Placed implements order.PendingLookup: a replay that finds its
+// reservation not yet confirmed (confirms are deferred) looks for the event.
+func (s *stream) Placed(_ context.Context, id string) (order.Placed, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.events {
+		if e.OrderID == id {
+			return e, true, nil
+		}
+	}
+	return order.Placed{}, false, nil
+}
+
 // TestOrderServicePlace runs order.Service.Place on the Redis counters:
 // reserve → enqueue → confirm, replays, and release when the enqueue fails.
 func TestOrderServicePlace(t *testing.T) {
@@ -48,6 +61,7 @@ func TestOrderServicePlace(t *testing.T) {
 	}
 	st := &stream{}
 	svc := order.NewService(c, st, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	svc.Lookup = st
 
 	o, err := svc.Place(ctx, order.PlaceRequest{UserID: 1, SaleID: cp.ID, Key: "a", Quantity: 1})
 	if err != nil {

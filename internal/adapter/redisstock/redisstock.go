@@ -104,6 +104,10 @@ type Counters struct {
 	trips   atomic.Uint64
 	jobs    chan job
 	dropped atomic.Uint64
+
+	// Deferred confirms (confirm.go), sent by Run's confirmer.
+	confirms   chan inventory.Reservation
+	confirming atomic.Bool
 }
 
 // saleState is what an instance knows of one sale.
@@ -166,7 +170,8 @@ func New(client rueidis.Client, ids *spike.IDGenerator, opts Config) *Counters {
 	if opts.DrainTimeout == 0 {
 		opts.DrainTimeout = 5 * time.Second
 	}
-	return &Counters{client: client, ids: ids, opts: opts, jobs: make(chan job, opts.RetryQueue)}
+	return &Counters{client: client, ids: ids, opts: opts, jobs: make(chan job, opts.RetryQueue),
+		confirms: make(chan inventory.Reservation, 8*confirmBatch)}
 }
 
 // RoundTrips returns how many commands (each one request and one reply,

@@ -36,33 +36,41 @@ if redis.call('EXISTS', KEYS[2]) == 0
 end
 `
 
-// reserveScript is the whole reserve step.
+// reserveScript is the whole reserve step. It makes the fence check of
+// health with the reads it needs anyway (8 commands for a placement where
+// health plus separate reads took 13): Redis runs every placement's script
+// on its one thread, so each command counts.
 // KEYS: meta stock users keys
 // ARGV: epoch user field qty orderid channel saleid
-var reserveScript = rueidis.NewLuaScript(health + `
+var reserveScript = rueidis.NewLuaScript(`
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'limit', 'starts', 'ends')
+local e = m[1]
+if not e then return {'F', '0'} end
+local stock = redis.call('GET', KEYS[2])
+local u = redis.call('HMGET', KEYS[3], '_e', ARGV[2])
+local k = redis.call('HMGET', KEYS[4], '_e', ARGV[3], '_sv')
+if not stock or u[1] ~= e or k[1] ~= e then return {'F', e} end
 if e ~= ARGV[1] then return {'E', e} end
-local h = redis.call('HGET', KEYS[4], ARGV[3])
-if h then return {'R', h} end
-local m = redis.call('HMGET', KEYS[1], 'limit', 'starts', 'ends')
+if k[2] then return {'R', k[2]} end
 local qty = tonumber(ARGV[4])
-local limit = tonumber(m[1])
-if qty < 1 or qty > limit then return {'I', m[1]} end
-local stock = tonumber(redis.call('GET', KEYS[2]))
+local limit = tonumber(m[2])
+if qty < 1 or qty > limit then return {'I', m[2]} end
+stock = tonumber(stock)
 -- Sold out answers before the window and the limit, as the sold-out fast
 -- path of every instance does.
-if stock <= 0 then return {'S', tostring(stock), redis.call('HGET', KEYS[4], '_sv')} end
+if stock <= 0 then return {'S', tostring(stock), k[3]} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ends = tonumber(m[3])
-if now < tonumber(m[2]) or (ends > 0 and now >= ends) then return {'N'} end
-local held = tonumber(redis.call('HGET', KEYS[3], ARGV[2]) or '0')
+local ends = tonumber(m[4])
+if now < tonumber(m[3]) or (ends > 0 and now >= ends) then return {'N'} end
+local held = tonumber(u[2] or '0')
 if held + qty > limit then return {'L'} end
-if stock < qty then return {'S', tostring(stock), redis.call('HGET', KEYS[4], '_sv')} end
+if stock < qty then return {'S', tostring(stock), k[3]} end
 stock = redis.call('DECRBY', KEYS[2], qty)
 redis.call('HINCRBY', KEYS[3], ARGV[2], qty)
 local placed = t[1] .. string.format('%06d', tonumber(t[2]))
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[5] .. '|' .. ARGV[4] .. '|' .. placed .. '|0')
-local sv = redis.call('HGET', KEYS[4], '_sv')
+local sv = k[3]
 if stock <= 0 then
   sv = tostring(redis.call('HINCRBY', KEYS[4], '_sv', 1))
   redis.call('PUBLISH', ARGV[6], ARGV[7] .. ' ' .. e .. ' ' .. sv)

@@ -78,32 +78,38 @@ func (g *Gateway) decide(w http.ResponseWriter, r *http.Request, ref string) {
 			Outcome string `json:"outcome"`
 		}
 		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "body must be JSON {\"outcome\": \"succeeded\"|\"failed\"}"})
+			writeError(w, http.StatusBadRequest, "invalid", `body must be JSON {"outcome": "succeeded"|"failed"}`)
 			return
 		}
 		outcome = body.Outcome
 	}
 	st := payment.Status(strings.TrimSpace(outcome))
 	if st != payment.Succeeded && st != payment.Failed {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "outcome must be \"succeeded\" or \"failed\""})
+		writeError(w, http.StatusBadRequest, "invalid", `outcome must be "succeeded" or "failed"`)
 		return
 	}
 	now, err := g.Decide(ref, st)
 	switch {
 	case errors.Is(err, errUnknownRef):
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "unknown payment"})
+		writeError(w, http.StatusNotFound, "not_found", "unknown payment")
 	case errors.Is(err, errDecided):
-		writeJSON(w, http.StatusConflict, map[string]string{"error": "payment is already " + string(now), "status": string(now)})
+		writeError(w, http.StatusConflict, "conflict", "payment is already "+string(now))
 	case errors.Is(err, errBusy):
 		w.Header().Set("Retry-After", "1")
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "sandbox gateway busy"})
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "sandbox gateway busy")
 	case err != nil:
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		writeError(w, http.StatusBadRequest, "invalid", err.Error())
 	case form:
 		http.Redirect(w, r, r.URL.Path, http.StatusSeeOther)
 	default:
 		writeJSON(w, http.StatusOK, map[string]string{"ref": ref, "status": string(now)})
 	}
+}
+
+// writeError answers in Spike's API error shape (docs/api.md): the page
+// is served on Spike's own router.
+func writeError(w http.ResponseWriter, status int, code, message string) {
+	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": message}})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

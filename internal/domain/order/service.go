@@ -23,6 +23,15 @@ type Reserver interface {
 	Release(ctx context.Context, res inventory.Reservation) error
 }
 
+// LaterConfirmer is a Reserver that can confirm in the background
+// (batched with other confirms, as redisstock does): Place answers once the
+// stream acknowledged the event, without waiting for the confirm. Until it
+// lands a replay of the key finds the reservation unconfirmed and answers
+// from the stream (see Place), so nothing a client sees changes.
+type LaterConfirmer interface {
+	ConfirmLater(ctx context.Context, res inventory.Reservation)
+}
+
 // PendingLookup finds an acknowledged order that is not yet persisted, by
 // id, wherever it was placed; the stream is one.
 type PendingLookup interface {
@@ -123,7 +132,7 @@ func (s *Service) Place(ctx context.Context, r PlaceRequest) (Order, error) {
 	err = s.enqueue(ctx, ev)
 	switch {
 	case err == nil:
-		s.confirm(ctx, res)
+		s.confirmAfterAck(ctx, res)
 		return o, nil
 	case errors.Is(err, ErrNotEnqueued):
 		s.pending.remove(o)
@@ -163,6 +172,16 @@ func (s *Service) confirm(ctx context.Context, res inventory.Reservation) {
 	if err := s.reserver.Confirm(ctx, res); err != nil {
 		s.log.Warn("confirm reservation", "order_id", res.OrderID, "err", err)
 	}
+}
+
+// confirmAfterAck confirms a reservation whose event the stream has just
+// acknowledged: in the background when the reserver can.
+func (s *Service) confirmAfterAck(ctx context.Context, res inventory.Reservation) {
+	if lc, ok := s.reserver.(LaterConfirmer); ok {
+		lc.ConfirmLater(ctx, res)
+		return
+	}
+	s.confirm(ctx, res)
 }
 
 // stored reports whether an order's event is durable: on the stream or
@@ -401,6 +420,12 @@ func (s *Service) List(ctx context.Context, userID int64, after Cursor, limit in
 	}
 	all = all[:limit]
 	return all, CursorAfter(&all[limit-1]), nil
+}
+
+// Persisted drops an order from the pending index: another instance's
+// worker persisted it (clustered instances announce what they persist).
+func (s *Service) Persisted(userID int64, orderID string) {
+	s.pending.remove(Order{ID: orderID, UserID: userID})
 }
 
 // PendingCount returns how many acknowledged orders this instance has not

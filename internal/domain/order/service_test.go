@@ -172,3 +172,61 @@ func TestInDoubtBacklogFullStartsNoGoroutine(t *testing.T) {
 		t.Errorf("%d goroutines after filling the in-doubt queue, %d before", after, before)
 	}
 }
+
+// laterReserver confirms only through ConfirmLater, which records the
+// reservations handed to it.
+type laterReserver struct {
+	fakeReserver
+	later []inventory.Reservation
+}
+
+func (r *laterReserver) Confirm(context.Context, inventory.Reservation) error {
+	panic("a placement acknowledged by the stream must confirm through ConfirmLater")
+}
+
+func (r *laterReserver) ConfirmLater(_ context.Context, res inventory.Reservation) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.later = append(r.later, res)
+}
+
+// TestPlaceConfirmsLater: with a LaterConfirmer, an acknowledged placement
+// hands its reservation to ConfirmLater and returns at once; a placement
+// the stream refused confirms nothing.
+func TestPlaceConfirmsLater(t *testing.T) {
+	r, s := &laterReserver{}, &lossyStream{}
+	svc := order.NewService(r, s, emptyStore{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	o, err := svc.Place(context.Background(), order.PlaceRequest{UserID: 7, SaleID: "s", Key: "k1", Quantity: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.later) != 1 || r.later[0].OrderID != o.ID {
+		t.Fatalf("ConfirmLater got %+v, want the placed order %s", r.later, o.ID)
+	}
+	s.lossy.Store(true)
+	if err := place(svc, "k2"); !errors.Is(err, order.ErrInDoubt) {
+		t.Fatalf("Place with a lossy stream: %v, want ErrInDoubt", err)
+	}
+	if len(r.later) != 1 {
+		t.Errorf("a placement in doubt was confirmed: %+v", r.later)
+	}
+}
+
+// TestPersistedElsewhere: an order announced as persisted by another
+// instance's worker leaves this instance's pending index; another buyer's
+// id with the same order id changes nothing.
+func TestPersistedElsewhere(t *testing.T) {
+	svc, _, _ := newTestService()
+	o, err := svc.Place(context.Background(), order.PlaceRequest{UserID: 7, SaleID: "s", Key: "k1", Quantity: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Persisted(8, o.ID)
+	if n := svc.PendingCount(); n != 1 {
+		t.Fatalf("PendingCount() = %d after another buyer's announcement, want 1", n)
+	}
+	svc.Persisted(7, o.ID)
+	if n := svc.PendingCount(); n != 0 {
+		t.Errorf("PendingCount() = %d after the announcement, want 0", n)
+	}
+}

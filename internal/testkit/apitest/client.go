@@ -34,18 +34,28 @@ type Client struct {
 	secret []byte
 	mu     sync.Mutex
 	tokens map[int64]string // user → token; admins under -user
+	spec   *specTransport   // checks every answer against api/openapi.yaml
 }
 
 // NewClient returns a client of the server at addr (host:port) whose
-// tokens are signed with secret.
+// tokens are signed with secret. Every answer it receives, through Do or
+// raw requests on HTTP, is checked against api/openapi.yaml; the test fails
+// at its end if any departs from it.
 func NewClient(t testing.TB, addr string, secret []byte) *Client {
 	// Idle connections are closed before HAProxy's 30 s keep-alive timeout
 	// (e2e), so that no request goes out on a connection being closed.
 	tr := &http.Transport{MaxIdleConns: 2000, MaxIdleConnsPerHost: 2000, IdleConnTimeout: 20 * time.Second}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &Client{Base: "http://" + addr, HTTP: &http.Client{Transport: tr, Timeout: 30 * time.Second},
-		t: t, secret: secret, tokens: map[int64]string{}}
+	spec := checkedTransport(t, tr)
+	return &Client{Base: "http://" + addr, HTTP: &http.Client{Transport: spec, Timeout: 30 * time.Second},
+		t: t, secret: secret, tokens: map[int64]string{}, spec: spec}
 }
+
+// BehindProxy says that the server is reached through a load balancer
+// (e2e's HAProxy): the balancer's own answers when no instance answers
+// (502, 503 and 504 that are not JSON) are not Spike's, and are not
+// checked against api/openapi.yaml.
+func (c *Client) BehindProxy() { c.spec.proxied.Store(true) }
 
 // Token returns a token for user (an admin's if admin), valid for an hour.
 func (c *Client) Token(user int64, admin bool) string {
@@ -130,14 +140,18 @@ func (c *Client) Do(ctx context.Context, method, path, token string, body any, h
 }
 
 // Must sends a request and fails the test unless the status is want
-// (after retries, with RetryTransient).
+// (after retries: of 429 always, of transient failures with
+// RetryTransient).
 func (c *Client) Must(method, path, token string, body any, want int) Response {
 	c.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		r, err := c.Do(context.Background(), method, path, token, body, nil)
 		transient := err != nil || r.Status != want && (r.Status == 502 || r.Status == 503 || r.Status == 504)
-		if !c.RetryTransient || !transient || time.Now().After(deadline) {
+		// A 429 (a rate limit: nothing was done) is retried as a client
+		// would, unless it is what the test wants.
+		limited := err == nil && r.Status == 429 && want != 429
+		if !limited && (!c.RetryTransient || !transient) || time.Now().After(deadline) {
 			if err != nil {
 				c.t.Fatalf("%s %s: %v", method, path, err)
 			}

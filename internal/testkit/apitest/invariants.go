@@ -201,7 +201,8 @@ func (c *Client) ReadOrder(id string, user int64) (OrderView, Response, error) {
 		if err == nil && r.Status == 200 {
 			json.Unmarshal(r.Body, &o)
 		}
-		retry := err != nil || r.Status >= 500 || r.Status == 200 && o.Status == "pending"
+		// 429: the buyer's read limit (ratelimit.buyer_rps), as a client would.
+		retry := err != nil || r.Status >= 500 || r.Status == 429 || r.Status == 200 && o.Status == "pending"
 		if !retry || time.Now().After(deadline) {
 			return o, r, err
 		}
@@ -222,7 +223,12 @@ func (c *Client) ListAll(user int64, limit int) []string {
 			Orders     []OrderView `json:"orders"`
 			NextCursor string      `json:"next_cursor"`
 		}
-		c.Must("GET", "/v1/orders?limit="+strconv.Itoa(limit)+"&cursor="+url.QueryEscape(cursor), tok, nil, 200).Decode(c.t, &page)
+		path := "/v1/orders?limit=" + strconv.Itoa(limit) + "&cursor=" + url.QueryEscape(cursor)
+		r, err := c.DoRetry(context.Background(), "GET", path, tok, nil, nil) // 429: the buyer's read limit
+		if err != nil || r.Status != 200 {
+			c.t.Fatalf("GET %s: %v %d %s", path, err, r.Status, r.Body)
+		}
+		r.Decode(c.t, &page)
 		for _, o := range page.Orders {
 			if seen[o.OrderID] {
 				c.t.Errorf("listing of user %d: order %s twice", user, o.OrderID)
