@@ -17,7 +17,7 @@ import (
 	"github.com/spikehq/spike/loadgen/loadgentest"
 )
 
-var benchSecret = []byte("bench-test-secret")
+var benchSecret = []byte("bench-test-secret-0123456789abcdef0123") // ≥ 32 bytes, as servers require
 
 func benchNoEnv(string) string { return "" }
 
@@ -80,7 +80,8 @@ func TestBenchSecretSources(t *testing.T) {
 		{"data dir", []string{"--data", dir}, benchNoEnv, ""},
 		{"flag beats env", []string{"--secret", "wrong"}, env, "unauthenticated"},
 		{"none", nil, benchNoEnv, "no JWT secret"},
-		{"missing file", []string{"--data", t.TempDir()}, benchNoEnv, "read secret"},
+		{"missing file", []string{"--data", t.TempDir()}, benchNoEnv, "no JWT secret: looked in"},
+		{"config file", []string{"--config", writeConfig(t, "data: "+dir+"\n")}, benchNoEnv, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
