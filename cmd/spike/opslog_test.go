@@ -2,9 +2,14 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -137,5 +142,40 @@ func TestMigrateCounts(t *testing.T) {
 	}
 	if out := mustCLI(t, env, "migrate"); out != "migrate: already up to date\n" {
 		t.Errorf("second migrate printed %q", out)
+	}
+}
+
+// auditServer answers GET /v1/admin/audit with I5 failing for the first
+// drainingFor calls, and failing (a check other than I5) when broken.
+func auditServer(t *testing.T, drainingFor int64, broken bool) string {
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := calls.Add(1)
+		i5 := n > drainingFor
+		i1 := !broken
+		fmt.Fprintf(w, `{"ok":%v,"checks":[{"name":"I1 no oversell","ok":%v,"detail":"d"},{"name":%q,"ok":%v,"detail":"3 events on the stream"}]}`,
+			i1 && i5, i1, stuckWorkCheck, i5)
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// TestAuditWaitsWhileDraining: spike audit says "draining" and waits while
+// only I5 fails, up to --wait; any other failure is reported at once.
+func TestAuditWaitsWhileDraining(t *testing.T) {
+	env := func(addr string) map[string]string {
+		return map[string]string{"SPIKE_ADDR": addr, "SPIKE_JWT_SECRET": tokenTestSecret}
+	}
+	out, err := cli(t, env(auditServer(t, 2, false)), "audit", "--wait", "5m")
+	if err != nil || !strings.Contains(out, "audit: draining: 3 events on the stream") || !strings.Contains(out, "all invariants hold") {
+		t.Errorf("drains, then holds: err %v\n%s", err, out)
+	}
+	out, err = cli(t, env(auditServer(t, 1<<40, false)), "audit", "--wait", "1s")
+	if !errors.Is(err, errSilent) || !strings.Contains(out, "FAILED: still draining after --wait") {
+		t.Errorf("never drains: err %v\n%s", err, out)
+	}
+	out, err = cli(t, env(auditServer(t, 1<<40, true)), "audit", "--wait", "5m")
+	if !errors.Is(err, errSilent) || strings.Contains(out, "draining") || !strings.Contains(out, "audit: FAILED") {
+		t.Errorf("broken: err %v\n%s", err, out)
 	}
 }
