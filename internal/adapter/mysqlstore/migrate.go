@@ -85,14 +85,14 @@ func migrate(ctx context.Context, db *sql.DB, set string) (applied int, err erro
 		name := strings.TrimPrefix(path, "migrations/")
 		var n int
 		if err := conn.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE name = ?`, name).Scan(&n); err != nil {
-			return 0, err
+			return applied, err
 		}
 		if n > 0 {
 			continue
 		}
 		body, err := migrations.ReadFile(path)
 		if err != nil {
-			return 0, err
+			return applied, err
 		}
 		for _, stmt := range splitStatements(string(body)) {
 			if _, err := conn.ExecContext(ctx, stmt); err != nil && !alreadyApplied(err) {
