@@ -52,9 +52,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	fs.Bool("sync-always", false, "fsync every stream write: survives power loss, slower (env SPIKE_NATS_SYNC_ALWAYS)")
 	fs.String("notify", "", "notification provider: webhook, log or none (env SPIKE_NOTIFY_PROVIDER)")
 	fs.String("notify-webhook-url", "", "POST buyer notifications here, signed with notify.webhook_secret (env SPIKE_NOTIFY_WEBHOOK_URL)")
+	checkOnly := fs.Bool("check-config", false, "load and validate the configuration, print \"config ok\" and exit, connecting to nothing")
 	cfg, err := fs.load(args, getenv, stderr)
 	if err != nil {
 		return err
+	}
+	if *checkOnly {
+		return checkConfig(cfg, stdout)
 	}
 	log := cfg.logger(stderr)
 	log.Info("starting", "version", versionString())
@@ -355,6 +359,9 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "spike_orders_pending", Help: "Orders acknowledged by this instance and not yet persisted.",
 	}, func() float64 { return float64(a.orders.PendingCount()) }))
+	// Scrape-time metrics for the alert rules (opsmetrics.go).
+	registerOpsMetrics(reg, a)
+	audits := newAuditMetrics(reg)
 
 	trusted, err := httpapi.ParseTrustedProxies(cfg.HTTP.TrustedProxies)
 	if err != nil {
@@ -368,7 +375,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		Payments:  after.payments,
 		Checkout:  after.checkout,
 		Auditor: &ledger.Auditor{Sales: a.store, Orders: a.store, Events: a.bus, Counters: counters, Pending: a.orders,
-			Lifecycle: &ledger.LifecycleAudit{Products: a.store, Payments: a.store}},
+			Lifecycle: &ledger.LifecycleAudit{Products: a.store, Payments: a.store}, OnAudit: audits.observe},
 		Auth:           httpapi.NewAuthenticatorFor(verifier),
 		Probes:         a.probes(cfg),
 		TrustedProxies: trusted,

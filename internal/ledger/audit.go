@@ -44,12 +44,22 @@ type Auditor struct {
 	Pending  PendingSource
 	// Lifecycle, if set, adds I6, I7 and product-level conservation.
 	Lifecycle *LifecycleAudit
+	// OnAudit, if set, receives the outcome of every Audit (metrics).
+	OnAudit func(Report, error)
 }
 
 // Audit checks I1–I5. Placements in flight while it reads can make the
 // counters and the record disagree for a moment, so a failed conservation
 // check is read again a few times before it is reported.
 func (a *Auditor) Audit(ctx context.Context) (Report, error) {
+	rep, err := a.settled(ctx)
+	if a.OnAudit != nil {
+		a.OnAudit(rep, err)
+	}
+	return rep, err
+}
+
+func (a *Auditor) settled(ctx context.Context) (Report, error) {
 	var rep Report
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spikehq/spike/internal/domain/inventory"
@@ -26,6 +27,8 @@ type Recovery struct {
 
 	fenced     chan string
 	rebuilding sync.Map // sale id → struct{}: queued or running
+
+	rebuilt, failed atomic.Uint64 // rebuilds by outcome, for metrics
 }
 
 // RecoveryConfig configures a Recovery. The zero RecoveryConfig is valid.
@@ -96,6 +99,7 @@ func (r *Recovery) rebuild(ctx context.Context, saleID string) {
 	began := time.Now()
 	s, err := r.sales.Sale(ctx, saleID)
 	if err != nil {
+		r.failed.Add(1)
 		r.cfg.Log.Error("rebuild: read sale", "sale_id", saleID, "err", err)
 		return
 	}
@@ -104,8 +108,28 @@ func (r *Recovery) rebuild(ctx context.Context, saleID string) {
 	})
 	switch {
 	case err != nil:
+		r.failed.Add(1)
 		r.cfg.Log.Error("rebuild stock counters", "sale_id", saleID, "err", err)
 	case done:
+		r.rebuilt.Add(1)
 		r.cfg.Log.Warn("stock counters rebuilt after loss", "sale_id", saleID, "fenced_for", time.Since(began).Round(time.Millisecond))
 	}
+}
+
+// Fencing returns the sales this instance found fenced and has not yet
+// seen rebuilt (queued, rebuilding, or waiting for another instance's
+// rebuild). Read by the metrics at scrape time.
+func (r *Recovery) Fencing() []string {
+	var ids []string
+	r.rebuilding.Range(func(k, _ any) bool {
+		ids = append(ids, k.(string))
+		return true
+	})
+	return ids
+}
+
+// Rebuilds returns how many rebuilds this instance completed and how many
+// failed (the sale stays fenced and is reported again on its next reserve).
+func (r *Recovery) Rebuilds() (rebuilt, failed uint64) {
+	return r.rebuilt.Load(), r.failed.Load()
 }

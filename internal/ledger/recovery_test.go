@@ -82,3 +82,35 @@ func TestRecovery(t *testing.T) {
 		t.Fatal("Run did not return")
 	}
 }
+
+// TestRecoveryReportsFencedSales: a fenced sale is listed by Fencing until
+// its rebuild ends, and Rebuilds counts the rebuilds by outcome (a sale
+// that cannot be read fails).
+func TestRecoveryReportsFencedSales(t *testing.T) {
+	st, _ := setup(t, 10)
+	rb := &rebuilder{release: make(chan struct{})}
+	close(rb.release)
+	rec := ledger.NewRecovery(st, st, &events{}, ledger.RecoveryConfig{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	rec.SetStock(rb)
+	rec.Fenced("s")
+	rec.Fenced("no-such-sale")
+	if got := rec.Fencing(); len(got) != 2 {
+		t.Fatalf("Fencing before Run = %v, want both sales", got)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = rec.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rebuilt, failed := rec.Rebuilds()
+		if rebuilt == 1 && failed == 1 && len(rec.Fencing()) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Rebuilds = %d rebuilt, %d failed; Fencing = %v: want 1, 1, none", rebuilt, failed, rec.Fencing())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+}

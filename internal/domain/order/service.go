@@ -588,6 +588,26 @@ func (p *pendingIndex) olderThan(t time.Time) []Order {
 	return out
 }
 
+// OldestPending returns when the oldest order this instance acknowledged
+// and has not yet seen persisted was placed; false if none is pending.
+// For metrics at scrape time: a buyer holds few pending orders.
+func (s *Service) OldestPending() (time.Time, bool) {
+	var oldest time.Time
+	for i := range s.pending.shards {
+		sh := &s.pending.shards[i]
+		sh.mu.Lock()
+		for _, list := range sh.byUser {
+			for _, o := range list {
+				if oldest.IsZero() || o.CreatedAt.Before(oldest) {
+					oldest = o.CreatedAt
+				}
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return oldest, !oldest.IsZero()
+}
+
 // PendingIDs returns the ids of the orders this instance acknowledged and
 // has not yet seen persisted.
 func (s *Service) PendingIDs() []string {
