@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/spikehq/spike/loadgen"
@@ -28,11 +26,12 @@ var errBenchChecksFailed = errors.New("bench: checks failed")
 // a check or the audit failed.
 func bench(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stdout)
+	fs.SetOutput(io.Discard) // --help and errors are returned to run
 	var (
 		cfg      loadgen.Config
 		secret   = fs.String("secret", "", "JWT `secret` the server verifies tokens with (default $SPIKE_JWT_SECRET, else DIR/jwt.secret of --data)")
-		dataDir  = fs.String("data", "", "server data `DIR` to read jwt.secret from when no secret is given")
+		dataDir  = fs.String("data", "", "server data `DIR` to read jwt.secret from when no secret is given (env SPIKE_DATA)")
+		cfgFile  = fs.String("config", "", "the server's YAML config `FILE`: its secret and, without --target, its addr (env SPIKE_CONFIG)")
 		embedded = fs.Bool("embedded", false, "start an in-process Spike with a temporary data folder and drive it")
 		jsonOut  = fs.Bool("json", false, "write the report as JSON")
 		htmlFile = fs.String("html", "", "also write a self-contained HTML report to `FILE`")
@@ -59,9 +58,9 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 	fs.Uint64Var(&cfg.Seed, "seed", 0, "seed for Zipf draws and shuffles (0 = time-based)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return nil
+			return helpFor(fs)
 		}
-		return err
+		return fmt.Errorf("bench: %w", err)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("bench: unexpected arguments %q", fs.Args())
@@ -102,15 +101,10 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 			cfg.Secret = sec
 		}
 	}
-	if len(cfg.Secret) == 0 && *dataDir != "" {
-		b, err := os.ReadFile(filepath.Join(*dataDir, "jwt.secret"))
-		if err != nil {
-			return fmt.Errorf("bench: read secret: %w", err)
+	if !*embedded {
+		if err := benchServer(fs, &cfg, *dataDir, *cfgFile, getenv); err != nil {
+			return err
 		}
-		cfg.Secret = []byte(strings.TrimSpace(string(b)))
-	}
-	if len(cfg.Secret) == 0 {
-		return errors.New("bench: no JWT secret: pass --secret, set SPIKE_JWT_SECRET, or pass --data DIR holding jwt.secret")
 	}
 
 	tty := benchIsTerminal(stdout)
@@ -168,4 +162,35 @@ func benchIsTerminal(w io.Writer) bool {
 	}
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// benchServer fills in what --secret and --target leave unset the way
+// spike token and spike audit find a server: --data, --config and the
+// SPIKE_* environment.
+func benchServer(fs *flag.FlagSet, cfg *loadgen.Config, dataDir, cfgFile string, getenv func(string) string) error {
+	targetSet := false
+	fs.Visit(func(f *flag.Flag) { targetSet = targetSet || f.Name == "target" })
+	if len(cfg.Secret) > 0 && targetSet {
+		return nil
+	}
+	var args []string
+	if dataDir != "" {
+		args = append(args, "--data", dataDir)
+	}
+	if cfgFile != "" {
+		args = append(args, "--config", cfgFile)
+	}
+	server, err := newFlagSet("bench").load(args, getenv, io.Discard)
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	if !targetSet && (cfgFile != "" || getenv("SPIKE_CONFIG") != "" || getenv("SPIKE_ADDR") != "") {
+		cfg.Target = "http://" + server.Addr
+	}
+	if len(cfg.Secret) == 0 {
+		if cfg.Secret, err = server.existingSecret(); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+	}
+	return nil
 }

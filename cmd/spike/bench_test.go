@@ -17,7 +17,7 @@ import (
 	"github.com/spikehq/spike/loadgen/loadgentest"
 )
 
-var benchSecret = []byte("bench-test-secret")
+var benchSecret = []byte("bench-test-secret-0123456789abcdef0123") // ≥ 32 bytes, as servers require
 
 func benchNoEnv(string) string { return "" }
 
@@ -80,7 +80,8 @@ func TestBenchSecretSources(t *testing.T) {
 		{"data dir", []string{"--data", dir}, benchNoEnv, ""},
 		{"flag beats env", []string{"--secret", "wrong"}, env, "unauthenticated"},
 		{"none", nil, benchNoEnv, "no JWT secret"},
-		{"missing file", []string{"--data", t.TempDir()}, benchNoEnv, "read secret"},
+		{"missing file", []string{"--data", t.TempDir()}, benchNoEnv, "no JWT secret: looked in"},
+		{"config file", []string{"--config", writeConfig(t, "data: "+dir+"\n")}, benchNoEnv, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -159,8 +160,8 @@ func TestBenchFlagErrors(t *testing.T) {
 	}
 	var help bytes.Buffer
 	env := func(string) string { return "top-secret-value" }
-	if err := bench(context.Background(), []string{"-h"}, env, &help); err != nil {
-		t.Errorf("bench(-h) = %v, want nil", err)
+	if err := run(context.Background(), []string{"bench", "-h"}, env, &help, io.Discard); err != nil {
+		t.Errorf("spike bench -h = %v, want nil", err)
 	}
 	if !strings.Contains(help.String(), "-scenario") || strings.Contains(help.String(), "top-secret-value") {
 		t.Errorf("help output wrong or leaks the secret:\n%s", help.String())

@@ -298,9 +298,7 @@ func newFlagSet(name string) *flagSet {
 func (fs *flagSet) load(args []string, getenv func(string) string, out io.Writer) (Config, error) {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(out)
-			fs.PrintDefaults()
-			return Config{}, errSilent
+			return Config{}, helpFor(fs.FlagSet)
 		}
 		return Config{}, fmt.Errorf("%s: %w", fs.Name(), err)
 	}

@@ -1,5 +1,5 @@
 // Command spike is the Spike server and its tools: serve, token, audit,
-// bench and version. This package only wires the others together.
+// migrate, bench, the admin commands and version. This package only wires the others together.
 package main
 
 import (
@@ -34,9 +34,27 @@ commands:
   audit     check the invariants I1-I5 on a running server
   migrate   apply database migrations (MySQL; SQLite migrates itself)
   bench     drive load against a server and report
-  version   print the version`
+  product   create|get products on a running server
+  sale      create|get|end sales on a running server
+  order     get|cancel orders on a running server
+  switch    list|set runtime switches on a running server
+  version   print the version
 
+spike <command> --help shows a command's flags.`
+
+// run runs one command; --help anywhere prints that command's usage on
+// stdout and succeeds.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	err := dispatch(ctx, args, getenv, stdout, stderr)
+	var help *helpError
+	if errors.As(err, &help) {
+		fmt.Fprint(stdout, help.text)
+		return nil
+	}
+	return err
+}
+
+func dispatch(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, usage)
 		return errSilent
@@ -52,6 +70,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return migrate(ctx, args[1:], getenv, stdout)
 	case "bench":
 		return bench(ctx, args[1:], getenv, stdout)
+	case "product", "sale", "order", "switch":
+		return adminCommand(ctx, args[0], args[1:], getenv, stdout)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return nil

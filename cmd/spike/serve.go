@@ -62,7 +62,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return checkConfig(cfg, stdout)
 	}
 	log := cfg.logger(stderr)
-	log.Info("configuration", "effective", cfg.redacted(), "version", versionString())
+	log.Info("starting", "version", versionString())
+	logConfig(log, cfg)
 	tuneGC(getenv, log)
 	// Fault injection for experiments (scripts/overload.sh dep): every
 	// publish to the stream waits SPIKE_FAULT_STREAM_DELAY first.
@@ -83,8 +84,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	fmt.Fprintf(stdout, "spike: serving on http://%s (%s; data in %s)\n", a.addr, mode, cfg.Data)
 	fmt.Fprintf(stdout, "spike: get a token with: spike token --user 42   (an admin token: spike token --user 1 --admin)\n")
-	if cfg.Data != DefaultConfig().Data {
-		fmt.Fprintf(stdout, "spike: (pass the same --data %s to spike token)\n", cfg.Data)
+	if hint := sameFlagsHint(cfg, a.addr); hint != "" {
+		fmt.Fprintln(stdout, hint)
 	}
 
 	select {
@@ -360,6 +361,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	a.goWork(func() error { return inv.Subscribe(workCtx, a.products.Invalidate) })
 	a.goWork(func() error { return a.orders.RunPendingSweeper(workCtx, time.Second) })
 	a.goWork(func() error { return sw.Run(workCtx) })
+	a.goWork(func() error { return (&rejectionWatch{reg: reg, log: log}).run(workCtx, rejectionWarnEvery) })
 	if verifier.OIDC != nil {
 		a.goWork(func() error { return verifier.OIDC.Run(workCtx) }) // the identity provider's keys
 	}

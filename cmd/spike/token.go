@@ -2,12 +2,9 @@ package main
 
 import (
 	"bufio"
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"runtime"
 	"strconv"
@@ -37,7 +34,7 @@ func token(args []string, getenv func(string) string, stdout io.Writer) error {
 	if *ttl <= 0 {
 		return fmt.Errorf("token: --ttl must be positive")
 	}
-	secret, err := cfg.secret()
+	secret, err := cfg.existingSecret()
 	if err != nil {
 		return err
 	}
@@ -118,74 +115,5 @@ func writeTokens(w io.Writer, first, last int64, sign func(int64) (string, error
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("token: %w", err)
 	}
-	return nil
-}
-
-func audit(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	cfg, err := newFlagSet("audit").load(args, getenv, stdout)
-	if err != nil {
-		return err
-	}
-	secret, err := cfg.secret()
-	if err != nil {
-		return err
-	}
-	tok, err := httpapi.Sign(secret, 1, true, 5*time.Minute)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+cfg.Addr+"/v1/admin/audit", nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("audit: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("audit: %s: %s", resp.Status, body)
-	}
-	var rep struct {
-		OK     bool `json:"ok"`
-		Checks []struct {
-			Name   string `json:"name"`
-			OK     bool   `json:"ok"`
-			Detail string `json:"detail"`
-		} `json:"checks"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
-		return fmt.Errorf("audit: decode report: %w", err)
-	}
-	for _, c := range rep.Checks {
-		mark := "ok  "
-		if !c.OK {
-			mark = "FAIL"
-		}
-		fmt.Fprintf(stdout, "%s  %-20s %s\n", mark, c.Name, c.Detail)
-	}
-	if !rep.OK {
-		fmt.Fprintln(stdout, "audit: FAILED")
-		return errSilent
-	}
-	fmt.Fprintln(stdout, "audit: all invariants hold")
-	return nil
-}
-
-func migrate(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	cfg, err := newFlagSet("migrate").load(args, getenv, stdout)
-	if err != nil {
-		return err
-	}
-	st, err := openStores(ctx, cfg, true)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	fmt.Fprintln(stdout, "migrate: the schema is up to date")
 	return nil
 }

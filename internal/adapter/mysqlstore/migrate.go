@@ -27,30 +27,42 @@ var migrations embed.FS
 // get it by replication). It is idempotent, and concurrent calls (several
 // instances starting at once) are serialised per database by a named lock.
 func (s *Store) Migrate(ctx context.Context) error {
-	if err := migrate(ctx, s.main.primary, "primary"); err != nil {
-		return fmt.Errorf("migrate %s: %w", s.main.name, err)
-	}
-	for _, sh := range s.shards {
-		if err := migrate(ctx, sh.primary, "orders"); err != nil {
-			return fmt.Errorf("migrate %s: %w", sh.name, err)
-		}
-	}
-	return nil
+	_, err := s.MigrateCount(ctx)
+	return err
 }
 
-// migrate applies the migrations of one set ("primary" or "orders").
-func migrate(ctx context.Context, db *sql.DB, set string) (err error) {
+// MigrateCount is Migrate, and returns how many migrations it applied
+// (over all databases): 0 when the schema was already up to date.
+func (s *Store) MigrateCount(ctx context.Context) (applied int, err error) {
+	n, err := migrate(ctx, s.main.primary, "primary")
+	if err != nil {
+		return applied, fmt.Errorf("migrate %s: %w", s.main.name, err)
+	}
+	applied += n
+	for _, sh := range s.shards {
+		n, err := migrate(ctx, sh.primary, "orders")
+		if err != nil {
+			return applied, fmt.Errorf("migrate %s: %w", sh.name, err)
+		}
+		applied += n
+	}
+	return applied, nil
+}
+
+// migrate applies the migrations of one set ("primary" or "orders") and
+// returns how many it applied.
+func migrate(ctx context.Context, db *sql.DB, set string) (applied int, err error) {
 	conn, err := db.Conn(ctx) // GET_LOCK belongs to a session: keep one
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer conn.Close()
 	var got sql.NullInt64
 	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(CONCAT('spike_migrate.', DATABASE()), 60)`).Scan(&got); err != nil {
-		return err
+		return 0, err
 	}
 	if got.Int64 != 1 {
-		return fmt.Errorf("another migration holds the lock")
+		return 0, fmt.Errorf("another migration holds the lock")
 	}
 	defer func() {
 		// A fresh context: release the lock even if ctx is done.
@@ -62,36 +74,37 @@ func migrate(ctx context.Context, db *sql.DB, set string) (err error) {
 		name       VARBINARY(255) NOT NULL PRIMARY KEY,
 		applied_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
 	) ENGINE = InnoDB`); err != nil {
-		return err
+		return 0, err
 	}
 	names, err := fs.Glob(migrations, "migrations/"+set+"/*.sql")
 	if err != nil {
-		return err
+		return 0, err
 	}
 	sort.Strings(names)
 	for _, path := range names {
 		name := strings.TrimPrefix(path, "migrations/")
 		var n int
 		if err := conn.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE name = ?`, name).Scan(&n); err != nil {
-			return err
+			return applied, err
 		}
 		if n > 0 {
 			continue
 		}
 		body, err := migrations.ReadFile(path)
 		if err != nil {
-			return err
+			return applied, err
 		}
 		for _, stmt := range splitStatements(string(body)) {
 			if _, err := conn.ExecContext(ctx, stmt); err != nil && !alreadyApplied(err) {
-				return fmt.Errorf("%s: %w", name, err)
+				return applied, fmt.Errorf("%s: %w", name, err)
 			}
 		}
 		if _, err := conn.ExecContext(ctx, `INSERT INTO schema_migrations (name) VALUES (?)`, name); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+			return applied, fmt.Errorf("%s: %w", name, err)
 		}
+		applied++
 	}
-	return nil
+	return applied, nil
 }
 
 // splitStatements splits a migration at semicolons that end a line,
