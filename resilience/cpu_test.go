@@ -74,8 +74,10 @@ func TestThreadWaitsJudge(t *testing.T) {
 	if _, _, ok := tw.read(); !ok {
 		t.Skip("no /proc/self/task/*/schedstat here")
 	}
-	tw.contended() // first sample judges nothing
-	if tw.contended() && !tw.sampled {
-		t.Fatal("not sampled")
+	if tw.contended() {
+		t.Error("the first sample judged contention: it has nothing to compare with")
+	}
+	if !tw.sampled || tw.run == 0 {
+		t.Fatalf("after a sample: sampled %v, run %d ns (this process has run)", tw.sampled, tw.run)
 	}
 }
