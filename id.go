@@ -57,19 +57,57 @@ func ParseUserID(s string) (int64, bool) {
 // (26 characters) so that ids sort like the time they encode.
 // An IDGenerator is safe for concurrent use.
 type IDGenerator struct {
-	node [6]byte
+	node atomic.Uint64 // 48 bits
 	seq  atomic.Uint32
 	now  func() time.Time
 }
 
 // NewIDGenerator returns a generator with a fresh random node id.
 func NewIDGenerator() *IDGenerator {
-	var b [10]byte
+	var b [4]byte
 	_, _ = rand.Read(b[:])
 	g := &IDGenerator{now: time.Now}
-	copy(g.node[:], b[:6])
-	g.seq.Store(binary.BigEndian.Uint32(b[6:]))
+	g.NewNode()
+	g.seq.Store(binary.BigEndian.Uint32(b[:]))
 	return g
+}
+
+// Node returns the generator's node id: the 48 bits every id it makes
+// carries, in hex (12 characters).
+func (g *IDGenerator) Node() string { return formatNode(g.node.Load()) }
+
+// NewNode gives the generator a fresh random node id and returns it. Ids
+// made before and after never share a node: clustered instances name
+// their lease after the node (an instance that lost its lease goes on
+// under a new one, so its old reservations are known to be abandoned).
+func (g *IDGenerator) NewNode() string {
+	var b [8]byte
+	_, _ = rand.Read(b[2:])
+	n := binary.BigEndian.Uint64(b[:])
+	g.node.Store(n)
+	return formatNode(n)
+}
+
+// IDNode returns the node id (as Node writes it) of an order id that
+// FormatID wrote; ok is false for any other string.
+func IDNode(id string) (node string, ok bool) {
+	raw, ok := ParseID(id)
+	if !ok {
+		return "", false
+	}
+	var b [8]byte
+	copy(b[2:], raw[6:12])
+	return formatNode(binary.BigEndian.Uint64(b[:])), true
+}
+
+func formatNode(n uint64) string {
+	const hexdigits = "0123456789abcdef"
+	var out [12]byte
+	for i := 11; i >= 0; i-- {
+		out[i] = hexdigits[n&0xf]
+		n >>= 4
+	}
+	return string(out[:])
 }
 
 var idEncoding = base32.HexEncoding.WithPadding(base32.NoPadding)
@@ -83,7 +121,9 @@ func (g *IDGenerator) NewRaw() [16]byte {
 	var raw [16]byte
 	ms := uint64(g.now().UnixMilli())
 	binary.BigEndian.PutUint64(raw[0:8], ms<<16) // keep the low 48 bits of ms in bytes 0..5
-	copy(raw[6:12], g.node[:])
+	var node [8]byte
+	binary.BigEndian.PutUint64(node[:], g.node.Load())
+	copy(raw[6:12], node[2:])
 	binary.BigEndian.PutUint32(raw[12:16], g.seq.Add(1))
 	return raw
 }

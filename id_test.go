@@ -246,3 +246,30 @@ func TestParseID(t *testing.T) {
 		}
 	}
 }
+
+// TestIDNode: every id names the node of the generator that made it, and a
+// new node is never the old one.
+func TestIDNode(t *testing.T) {
+	g := spike.NewIDGenerator()
+	first := g.Node()
+	if len(first) != 12 {
+		t.Fatalf("Node() = %q, want 12 hex digits", first)
+	}
+	id := g.New()
+	if n, ok := spike.IDNode(id); !ok || n != first {
+		t.Errorf("IDNode(%q) = %q, %v; want %q", id, n, ok, first)
+	}
+	second := g.NewNode()
+	if second == first || g.Node() != second {
+		t.Errorf("NewNode() = %q after %q, Node() = %q", second, first, g.Node())
+	}
+	id2 := g.New()
+	if n, _ := spike.IDNode(id2); n != second {
+		t.Errorf("IDNode(%q) = %q after NewNode, want %q", id2, n, second)
+	}
+	for _, bad := range []string{"", "x", strings.ToLower(id)} {
+		if n, ok := spike.IDNode(bad); ok {
+			t.Errorf("IDNode(%q) = %q, true; want false", bad, n)
+		}
+	}
+}

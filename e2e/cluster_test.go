@@ -17,6 +17,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -85,6 +88,7 @@ func TestCluster(t *testing.T) {
 	// and stock returns, on their own sales.
 	t.Run("Lifecycle", func(t *testing.T) { lifecycleThroughLB(t, cl) })
 	t.Run("DeadlinesWhileKilled", func(t *testing.T) { deadlinesWhileKilled(t, cl) })
+	t.Run("KilledMidPlacement", func(t *testing.T) { killedMidPlacement(t, cl) })
 	t.Run("RedisFlushedWhileReturning", func(t *testing.T) { redisFlushedWhileReturning(t, cl) })
 }
 
@@ -406,4 +410,111 @@ func switchesEverywhere(t *testing.T, cl *cluster) {
 	set("breaker.order_stream", "open", 503)
 	set("breaker.order_stream", "auto", 202)
 	apitest.VerifyInvariants(t, lb, saleID, 100_000, 1000, l, false)
+}
+
+// killedMidPlacement: requests that an instance reserved and then died
+// with, before their events reached the stream, are settled by a retry of
+// their keys on the other instances once the dead instance's lease has
+// expired (limits.instance_lease, 5 s), not after limits.abandon_after
+// (90 s). The instance is restarted with a stream that never answers in
+// time (SPIKE_FAULT_STREAM_DELAY), so every placement it takes is held
+// between reserve and publish when it is killed.
+func killedMidPlacement(t *testing.T, cl *cluster) {
+	const (
+		i      = 2
+		buyers = 12
+		stock  = 100
+		saleID = "e2e-killed-mid-placement"
+	)
+	sp := cl.spikes[i]
+	c := newClient(t, cl.lbAddr, cl.secret)
+	c.SetupSale("sku-killed-mid", saleID, stock, perUser)
+	plain := sp.env
+	sp.kill()
+	sp.env = append(slices.Clip(plain), "SPIKE_FAULT_STREAM_DELAY=1h", "SPIKE_FAULT_STREAM_SLOTS=64")
+	cl.startSpike(t, i)
+	defer func() {
+		sp.kill()
+		sp.env = plain
+		cl.startSpike(t, i)
+	}()
+
+	direct := apitest.NewClient(t, sp.addr, cl.secret)
+	type key struct {
+		user int64
+		key  string
+	}
+	var keys []key
+	var g errgroup.Group
+	for b := range buyers {
+		k := key{user: int64(700_000 + b), key: fmt.Sprintf("mid-%d", b)}
+		keys = append(keys, k)
+		g.Go(func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			r, _, err := direct.Place(ctx, k.user, direct.Token(k.user, false), saleID, k.key, 1)
+			if err == nil {
+				t.Logf("buyer %d answered %d before the kill: %s", k.user, r.Status, r.Body)
+			}
+			return nil
+		})
+	}
+	// Long enough for every request to be reserved, far below the 5 s
+	// enqueue timeout after which they would be answered 503.
+	time.Sleep(1500 * time.Millisecond)
+	sp.kill()
+	killed := time.Now()
+	g.Wait()
+
+	l := apitest.NewLedger()
+	var (
+		mu         sync.Mutex
+		slowest    time.Duration
+		inProgress int
+	)
+	var rg errgroup.Group
+	for _, k := range keys {
+		rg.Go(func() error {
+			sawInProgress := false
+			for {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				r, p, err := c.Place(ctx, k.user, c.Token(k.user, false), saleID, k.key, 1)
+				cancel()
+				took := time.Since(killed)
+				switch {
+				case err == nil && r.Status == 202:
+					l.Record(k.user, k.key, 1, p)
+					mu.Lock()
+					slowest = max(slowest, took)
+					if sawInProgress {
+						inProgress++
+					}
+					mu.Unlock()
+					return nil
+				case err == nil && r.Status == 503 && strings.Contains(string(r.Body), "in progress"):
+					sawInProgress = true
+				case err == nil && r.Status != 503 && r.Status != 429:
+					t.Errorf("retry of buyer %d's key: unexpected %d: %s", k.user, r.Status, r.Body)
+					return nil
+				}
+				if took > 60*time.Second {
+					t.Errorf("buyer %d's key still unsettled %v after its instance died (%v %d %s)", k.user, took.Round(time.Millisecond), err, r.Status, r.Body)
+					return nil
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		})
+	}
+	rg.Wait()
+	t.Logf("%d of %d keys held by the killed instance were answered \"in progress\" and then settled; the slowest %v after the kill (lease TTL 5 s, abandon_after 90 s)",
+		inProgress, len(keys), slowest.Round(time.Millisecond))
+	if inProgress == 0 {
+		t.Errorf("no retry found its key in progress: the instance did not hold the reservations it was killed with")
+	}
+	// Generous next to the ~5 s it takes (a lease TTL), and far below the
+	// 90 s of abandon_after, the only other way to settle these keys.
+	if slowest > 20*time.Second {
+		t.Errorf("the slowest key settled %v after its instance died; the lease should settle it in about 5 s", slowest.Round(time.Millisecond))
+	}
+	apitest.VerifyInvariants(t, c, saleID, stock, perUser, l, false)
 }

@@ -394,11 +394,6 @@ mysql:
   migrate: true
 redis:
   addrs: [%q]
-limits:
-  # A hold left by an instance killed before it enqueued is freed on the
-  # key's next retry after this long (90s by default; shorter keeps the
-  # test short).
-  abandon_after: 15s
 payments:
   # Every instance shares jwt_secret above, so each derives the same
   # sandbox secret; checkout pages and webhooks go through HAProxy.

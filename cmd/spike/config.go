@@ -26,6 +26,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/spikehq/spike/internal/adapter/redisstock"
 	"github.com/spikehq/spike/internal/auth"
 	"github.com/spikehq/spike/internal/depguard"
 	"github.com/spikehq/spike/internal/domain/order"
@@ -170,6 +171,12 @@ type LimitsConfig struct {
 	// instance (and whose event is not durable) is released on its key's
 	// next replay. It must exceed the enqueue timeout by a wide margin.
 	AbandonAfter time.Duration `yaml:"abandon_after"`
+	// InstanceLease is the TTL of each instance's lease in Redis
+	// (clustered mode): a request that died with its instance is settled
+	// by a retry of its key about this long after the death, on any
+	// instance. An instance stops publishing once its lease has less than
+	// half of it left (Redis unreachable).
+	InstanceLease time.Duration `yaml:"instance_lease"`
 	// ShutdownTimeout bounds a graceful stop.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// The order stream's adaptive concurrency limit (resilience.Probed):
@@ -262,7 +269,7 @@ func DefaultConfig() Config {
 	return Config{
 		Addr: "127.0.0.1:8080", Data: "./spike-data", LogFormat: "text",
 		NATS: NATSConfig{Replicas: 1},
-		Limits: LimitsConfig{AdmissionInitial: 1000, AdmissionMin: 256, AdmissionMax: 20000, Instances: 1, AbandonAfter: 90 * time.Second, ShutdownTimeout: time.Minute,
+		Limits: LimitsConfig{AdmissionInitial: 1000, AdmissionMin: 256, AdmissionMax: 20000, Instances: 1, AbandonAfter: 90 * time.Second, InstanceLease: redisstock.DefaultLeaseTTL, ShutdownTimeout: time.Minute,
 			StreamMin: depguard.StreamLimitMin, StreamMax: depguard.StreamLimitMax, StreamTolerance: depguard.StreamLimitTolerance, StreamSlack: depguard.StreamLimitSlack,
 			StockTimeout: depguard.StockCallTimeout, PersistYield: 4 * time.Second},
 		Notify:   NotifyConfig{Workers: 4, Queue: 4096, Timeout: 2 * time.Second},
@@ -541,6 +548,8 @@ func (c *Config) Validate() error {
 			c.Limits.AdmissionMin, c.Limits.AdmissionInitial, c.Limits.AdmissionMax)
 	case c.Limits.AbandonAfter < 3*enqueueTimeout:
 		return fmt.Errorf("config limits.abandon_after: %v must be at least %v (3x the enqueue timeout)", c.Limits.AbandonAfter, 3*enqueueTimeout)
+	case c.Limits.InstanceLease < time.Second || c.Limits.InstanceLease > c.Limits.AbandonAfter/3:
+		return fmt.Errorf("config limits.instance_lease: %v must be between 1s and a third of limits.abandon_after (%v)", c.Limits.InstanceLease, c.Limits.AbandonAfter)
 	case c.Limits.Instances < 1:
 		return errors.New("config limits.instances: must be at least 1")
 	case c.Limits.ShutdownTimeout <= 0:

@@ -26,6 +26,7 @@ import (
 	"github.com/spikehq/spike/internal/adapter/mysqlstore"
 	"github.com/spikehq/spike/internal/adapter/natsbus"
 	"github.com/spikehq/spike/internal/adapter/rediscache"
+	"github.com/spikehq/spike/internal/adapter/redisstock"
 	"github.com/spikehq/spike/internal/adapter/sqlitestore"
 	"github.com/spikehq/spike/internal/dashboard"
 	"github.com/spikehq/spike/internal/depguard"
@@ -113,8 +114,9 @@ type app struct {
 	api      *httpapi.Server // what http serves, for the OpenAPI route test
 	httpErr  chan error
 	store    stores
-	redis    *redisStock    // nil: in-process counters
-	restored []order.Placed // embedded: events found on the stream at start
+	redis    *redisStock       // nil: in-process counters
+	lease    *redisstock.Lease // clustered: this instance's lease; nil otherwise
+	restored []order.Placed    // embedded: events found on the stream at start
 	products *catalogcache.Store
 	nats     *natsbus.Embedded
 	nc       *nats.Conn
@@ -223,6 +225,16 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		}
 		a.redis = rs
 		counters = rs.counters
+		// Held before the first placement: a retry of a request that died
+		// with an instance is settled once that instance's lease expired.
+		a.lease = redisstock.NewLease(rs.client, ids, "", cfg.Limits.InstanceLease, log.With("component", "lease"))
+		if err := a.lease.Acquire(ctx); err != nil {
+			return nil, err
+		}
+		lease := a.lease
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "spike_instance_lease_lost_total",
+			Help: "Times this instance found its Redis lease gone and went on under a new node (its unconfirmed reservations are settled by replays)."},
+			func() float64 { return float64(lease.Lost()) }))
 	} else {
 		if !cfg.Embedded() {
 			log.Warn("stock counters are in process: run only ONE instance without redis.addrs")
@@ -283,6 +295,9 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	a.orders = order.NewService(og.reserver, og.stream, og.orders, log.With("component", "order"))
 	a.orders.EnqueueTimeout = enqueueTimeout
 	a.orders.AbandonAfter = cfg.Limits.AbandonAfter
+	if a.lease != nil {
+		a.orders.Leases = a.lease
+	}
 	a.orders.Lookup = a.bus
 	a.orders.Restore(a.restored)
 	a.orders.PaymentWindow = paymentWindow(a.store)
@@ -319,6 +334,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	if a.redis != nil {
 		a.goWork(func() error { return a.redis.counters.Run(workCtx) })
 		a.goWork(func() error { return a.redis.recovery.Run(workCtx) })
+		a.goWork(func() error { return a.lease.Run(workCtx) })
 	}
 	if og.stock != nil {
 		a.goWork(func() error { return og.stock.Run(workCtx) }) // retries of failed releases

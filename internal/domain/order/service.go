@@ -38,6 +38,29 @@ type PendingLookup interface {
 	Placed(ctx context.Context, orderID string) (Placed, bool, error)
 }
 
+// Leases say which instance may still publish a reservation's event, in a
+// clustered deployment: every instance holds a lease named after the node
+// its order ids carry (spike.IDNode), renews it while it lives and
+// publishes only under a lease it holds with time to spare. A dead
+// instance's lease expires, and from then on nothing can store its
+// unconfirmed reservations' events: a replay of such a key settles it at
+// once instead of waiting AbandonAfter. redisstock.Lease is one.
+type Leases interface {
+	// Owns reports whether this instance may publish the event of the
+	// order: it made the id under the lease it holds now, with time to
+	// spare before that lease could expire.
+	Owns(orderID string) bool
+	// Alive reports whether the instance that made the order id still
+	// holds its lease. false means the lease certainly expired (or never
+	// existed); an error means it is not known.
+	Alive(ctx context.Context, orderID string) (bool, error)
+}
+
+// ErrLeaseLost is returned by Place when this instance no longer holds the
+// lease its reservation was made under: it may not publish (another
+// instance may already have released the units), so nothing was placed.
+var ErrLeaseLost = &spike.Error{Kind: spike.ErrUnavailable, Message: "this instance lost its lease; nothing was placed"}
+
 // Service places, persists and reads orders. It is safe for concurrent use.
 type Service struct {
 	reserver Reserver
@@ -57,6 +80,11 @@ type Service struct {
 	// resolvers stop re-publishing at half of it, so nothing can store the
 	// event later. If zero, 90s is used.
 	AbandonAfter time.Duration
+	// Leases, if set (clustered mode), settle a reservation whose instance
+	// died as soon as its lease expired, and keep an instance that lost its
+	// lease from publishing (see Leases). Without them only AbandonAfter
+	// does.
+	Leases Leases
 	// PaymentWindow, if set, returns a sale's payment window (zero: none).
 	// Persist gives each order its deadline from it (placed_at + window)
 	// in the same insert: registering a deadline costs the placement path
@@ -108,7 +136,7 @@ func (s *Service) Place(ctx context.Context, r PlaceRequest) (Order, error) {
 			s.confirm(ctx, res)
 			ev := placedEvent(res)
 			return ev.Order(), nil
-		case known && time.Since(res.PlacedAt) > s.abandonAfter():
+		case known && s.abandoned(ctx, res):
 			// Its instance died before enqueueing, and nothing can store
 			// the event any more: free the units and place afresh.
 			s.log.Warn("releasing an abandoned reservation", "order_id", res.OrderID, "placed_at", res.PlacedAt)
@@ -125,6 +153,14 @@ func (s *Service) Place(ctx context.Context, r PlaceRequest) (Order, error) {
 	o := ev.Order()
 	if replay {
 		return o, nil
+	}
+	if s.Leases != nil && !s.Leases.Owns(o.ID) {
+		// Another instance may call this reservation abandoned any moment
+		// now: publishing it could store an order whose units were freed.
+		if err := s.reserver.Release(context.WithoutCancel(ctx), res); err != nil {
+			s.log.Error("release reservation", "order_id", o.ID, "err", err)
+		}
+		return Order{}, ErrLeaseLost
 	}
 	// Index before enqueueing: the worker may persist (and unindex) the
 	// order before Enqueue even returns.
@@ -157,6 +193,20 @@ func (s *Service) Place(ctx context.Context, r PlaceRequest) (Order, error) {
 		}
 		return Order{}, ErrInDoubt
 	}
+}
+
+// abandoned reports whether an unconfirmed reservation can no longer have
+// its event stored by anyone: its instance's lease expired, or it is older
+// than AbandonAfter (the in-doubt resolvers stop at half of it).
+func (s *Service) abandoned(ctx context.Context, res inventory.Reservation) bool {
+	if time.Since(res.PlacedAt) > s.abandonAfter() {
+		return true
+	}
+	if s.Leases == nil {
+		return false
+	}
+	alive, err := s.Leases.Alive(ctx, res.OrderID)
+	return err == nil && !alive
 }
 
 func (s *Service) abandonAfter() time.Duration {
@@ -265,9 +315,15 @@ func (s *Service) resolve(ctx context.Context, res inventory.Reservation) {
 	ctx, cancel := context.WithDeadline(ctx, res.PlacedAt.Add(s.abandonAfter()/2))
 	defer cancel()
 	for {
-		if err := s.enqueue(ctx, ev); err == nil {
-			s.confirm(ctx, res)
-			return
+		// Publish only under the lease the reservation was made under, held
+		// with time to spare. While it is failing to renew, wait: if it
+		// renews, nobody can have freed the units; if it expires, a replay
+		// of the key settles the reservation and this loop runs out.
+		if s.Leases == nil || s.Leases.Owns(res.OrderID) {
+			if err := s.enqueue(ctx, ev); err == nil {
+				s.confirm(ctx, res)
+				return
+			}
 		}
 		select {
 		case <-ctx.Done():

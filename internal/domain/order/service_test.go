@@ -230,3 +230,53 @@ func TestPersistedElsewhere(t *testing.T) {
 		t.Errorf("PendingCount() = %d after the announcement, want 0", n)
 	}
 }
+
+// switchLeases is an order.Leases whose ownership a test switches.
+type switchLeases struct{ owns atomic.Bool }
+
+func (l *switchLeases) Owns(string) bool                            { return l.owns.Load() }
+func (l *switchLeases) Alive(context.Context, string) (bool, error) { return true, nil }
+
+// TestResolverWaitsForItsLease: an in-doubt event is not published again
+// while the instance does not hold its lease with time to spare (another
+// instance may free its units once the lease expires); it is once the
+// lease renews.
+func TestResolverWaitsForItsLease(t *testing.T) {
+	svc, res, stream := newTestService()
+	leases := &switchLeases{}
+	leases.owns.Store(true)
+	svc.Leases = leases
+	stream.lossy.Store(true)
+	if err := place(svc, "k1"); !errors.Is(err, order.ErrInDoubt) {
+		t.Fatalf("Place with a lossy stream: %v, want ErrInDoubt", err)
+	}
+	leases.owns.Store(false)
+	stream.lossy.Store(false)
+	n := stream.enqueues.Load()
+	run(t, svc)
+	time.Sleep(300 * time.Millisecond) // several retry rounds
+	if m := stream.enqueues.Load(); m != n || res.isConfirmed("o-k1") {
+		t.Fatalf("%d publishes without the lease (confirmed %v)", m-n, res.isConfirmed("o-k1"))
+	}
+	leases.owns.Store(true)
+	deadline := time.Now().Add(10 * time.Second)
+	for !res.isConfirmed("o-k1") {
+		if time.Now().After(deadline) {
+			t.Fatal("the in-doubt reservation was never confirmed once the lease was held again")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestPlaceWithoutLeasePublishesNothing: a placement made while the lease
+// is not held is refused with ErrLeaseLost before anything is published.
+func TestPlaceWithoutLeasePublishesNothing(t *testing.T) {
+	svc, _, stream := newTestService()
+	svc.Leases = &switchLeases{}
+	if err := place(svc, "k1"); !errors.Is(err, order.ErrLeaseLost) {
+		t.Fatalf("Place without the lease: %v, want ErrLeaseLost", err)
+	}
+	if n := stream.enqueues.Load(); n != 0 {
+		t.Errorf("%d publishes without the lease", n)
+	}
+}
