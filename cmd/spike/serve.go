@@ -542,12 +542,17 @@ func openStores(ctx context.Context, cfg Config, migrate bool) (stores, error) {
 // disconnected: a publish must fail fast, not leave in doubt).
 func (a *app) connectNATS(cfg Config) (err error) {
 	if len(cfg.NATS.URLs) == 0 {
-		if a.nats, err = natsbus.StartEmbeddedServer(cfg.NATS.embeddedConfig(filepath.Join(cfg.Data, "nats"))); err != nil {
+		ec, err := cfg.NATS.embeddedConfig(filepath.Join(cfg.Data, "nats"))
+		if err != nil {
+			return err
+		}
+		if a.nats, err = natsbus.StartEmbeddedServer(ec); err != nil {
 			return err
 		}
 		if a.nc, err = a.nats.Connect("spike"); err != nil {
 			return fmt.Errorf("connect to embedded nats: %w", err)
 		}
+		a.nc.SetErrorHandler(a.natsAsyncError)
 		return nil
 	}
 	secured, err := cfg.NATS.clientOptions()
@@ -565,6 +570,7 @@ func (a *app) connectNATS(cfg Config) (err error) {
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { a.log.Warn("nats disconnected", "err", err) }),
 		nats.ReconnectHandler(func(nc *nats.Conn) { a.log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
+		nats.ErrorHandler(a.natsAsyncError),
 	)...)
 	if err != nil {
 		return fmt.Errorf("connect to nats %v: %w", cfg.NATS.URLs, err)
