@@ -229,7 +229,8 @@ func TestExternalNATSCreds(t *testing.T) {
 // permissions (a sale, placements, a switch, product and sale
 // invalidations, the audit; no permission violation logged), and the
 // monitor reads the ORDERS stream but can neither purge it nor flip a
-// switch.
+// switch. An invalidation from a client with the instance's nkey but not
+// the event key is dropped and counted.
 func TestServeWithNkeyAndMonitor(t *testing.T) {
 	ca := tlstest.New(t)
 	seedFile, _ := writeSeed(t, 0o600)
@@ -305,6 +306,35 @@ func TestServeWithNkeyAndMonitor(t *testing.T) {
 		if st.Name == "orders.accept" && st.Value != "true" {
 			t.Errorf("the monitor's orders.accept=%s was applied", st.Value)
 		}
+	}
+	// A client holding the instance's nkey but not the event key: its
+	// invalidation is dropped and counted; the instance's own evict.
+	seed, err := readSeed(seedFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, _ := nkeys.FromSeed(seed)
+	pub, _ := kp.PublicKey()
+	intruder, err := nats.Connect(a.nats.ClientURL(), nats.Secure(clientTLS(t, ca, TLSFiles{CAFile: ca.CAFile})), nats.Nkey(pub, kp.Sign))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(intruder.Close)
+	if err := natsbus.NewInvalidations(intruder, "").Publish(ctx, "sku-nkey"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for rejectedCount(t, c, natsbus.RejectInvalidationUnsigned) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the unsigned invalidation was not counted")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.Must("PATCH", "/v1/products/sku-nkey", admin, `{"name":"renamed again"}`, 200)
+	var p struct{ Name string }
+	c.Must("GET", "/v1/products/sku-nkey", "", nil, 200).Decode(t, &p)
+	if p.Name != "renamed again" {
+		t.Errorf("product after a signed invalidation: %q", p.Name)
 	}
 	if strings.Contains(logs.String(), "ermissions violation") {
 		t.Errorf("the instance hit a permission violation:\n%s", logs.String())

@@ -243,7 +243,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	}
 	// Product reads: L1 in process (+ L2 on Redis when configured) in front
 	// of the database; writes on any instance evict everywhere over NATS.
-	inv := natsbus.NewInvalidations(a.nc, "")
+	inv := a.bus.Invalidations("") // signed with the event keys
 	guards := depguard.NewMetrics(reg, log)
 	cacheOpts := catalogcache.Options{
 		Metrics:     guards,
@@ -257,7 +257,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	a.products = catalogcache.New(a.store, cacheOpts)
 	registerCacheMetrics(reg, a.products)
 	catalogSvc := catalog.NewService(a.products)
-	saleInv := natsbus.NewInvalidations(a.nc, "spike.sales.invalidate")
+	saleInv := a.bus.Invalidations(natsbus.SaleInvalidateSubject)
 	saleRecords, saleCounters := newSaleReads(evictingSales{Store: a.store, products: a.products, log: log, sales: saleInv}, counters, a.redis != nil, cacheOpts.CacheOnly, reg, guards)
 	salesSvc := sale.NewService(saleRecords, saleCounters)
 	var stream order.Stream = a.bus
