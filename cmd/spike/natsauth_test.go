@@ -62,6 +62,7 @@ func TestNATSAuthConfigErrorsNameTheKey(t *testing.T) {
 		{"monitor with urls", urls + "  monitor: {nkey: " + pub + "}\n", "nats.monitor"},
 		{"monitor with a token instance", listen + "  token: tok3n-tok3n\n  monitor: {user: m, password: p}\n", "nats.listen"},
 		{"monitor nkey not a public key", listen + "  user: u\n  password: p\n  monitor: {nkey: UNOTAKEY}\n", "nats.listen"},
+		{"monitor nkey is a seed", listen + "  user: u\n  password: p\n  monitor: {nkey: " + seedText(t, seed) + "}\n", "nats.listen"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -92,6 +93,16 @@ func TestNATSAuthConfigErrorsNameTheKey(t *testing.T) {
 	if err != nil || cfg.NATS.NkeySeedFile != seed {
 		t.Errorf("SPIKE_NATS_NKEY_SEED_FILE: %q, %v", cfg.NATS.NkeySeedFile, err)
 	}
+}
+
+// seedText returns the seed in a seed file.
+func seedText(t *testing.T, path string) string {
+	t.Helper()
+	seed, err := readSeed(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(seed)
 }
 
 func notSeed(t *testing.T) string {

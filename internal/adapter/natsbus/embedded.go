@@ -115,7 +115,7 @@ func (c EmbeddedConfig) checkMonitor() error {
 	case m.User != "" && m.Password == "":
 		return errors.New("embedded nats: the monitor user needs a password")
 	case m.Nkey != "" && !nkeys.IsValidPublicUserKey(m.Nkey):
-		return fmt.Errorf("embedded nats: the monitor nkey %q is not a user public key (U…)", m.Nkey)
+		return errors.New("embedded nats: the monitor nkey is not a user public key (U…, 56 characters; never a seed)")
 	case c.Token != "":
 		return errors.New("embedded nats: a monitor needs the instance to be a user (user and password, or an nkey), not a token: a token carries no permissions")
 	case m.User != "" && m.User == c.User:
