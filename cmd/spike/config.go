@@ -126,6 +126,15 @@ type NATSConfig struct {
 	TLS                    TLSFiles  `yaml:"tls"`                      // external NATS only
 	ListenTLS              ListenTLS `yaml:"listen_tls"`               // embedded only: the server's certificate
 	InsecureListenLoopback bool      `yaml:"insecure_listen_loopback"` // embedded only: listen on loopback without auth and TLS
+
+	// NKeys and NATS permissions (natsauth.go, docs/security.md).
+	// NkeySeedFile, instead of a user or a token, is this instance's nkey
+	// seed: presented to nats.urls; embedded, the listening server's
+	// instance user. CredsFile (nats.urls only) is a .creds file (user JWT
+	// and seed). Both must be private to their owner (mode 0600).
+	NkeySeedFile string      `yaml:"nkey_seed_file"`
+	CredsFile    string      `yaml:"creds_file"`
+	Monitor      NATSMonitor `yaml:"monitor"` // embedded with listen only: a read-only user
 }
 
 // MySQLConfig selects MySQL. Without a primary, SQLite in Data is used.

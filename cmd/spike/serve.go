@@ -255,7 +255,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	}
 	// Product reads: L1 in process (+ L2 on Redis when configured) in front
 	// of the database; writes on any instance evict everywhere over NATS.
-	inv := natsbus.NewInvalidations(a.nc, "")
+	inv := a.bus.Invalidations("") // signed with the event keys
 	guards := depguard.NewMetrics(reg, log)
 	cacheOpts := catalogcache.Options{
 		Metrics:     guards,
@@ -269,7 +269,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	a.products = catalogcache.New(a.store, cacheOpts)
 	registerCacheMetrics(reg, a.products)
 	catalogSvc := catalog.NewService(a.products)
-	saleInv := natsbus.NewInvalidations(a.nc, "spike.sales.invalidate")
+	saleInv := a.bus.Invalidations(natsbus.SaleInvalidateSubject)
 	saleRecords, saleCounters := newSaleReads(evictingSales{Store: a.store, products: a.products, log: log, sales: saleInv}, counters, a.redis != nil, cacheOpts.CacheOnly, reg, guards)
 	salesSvc := sale.NewService(saleRecords, saleCounters)
 	var stream order.Stream = a.bus
@@ -558,12 +558,17 @@ func openStores(ctx context.Context, cfg Config, migrate bool) (stores, error) {
 // disconnected: a publish must fail fast, not leave in doubt).
 func (a *app) connectNATS(cfg Config) (err error) {
 	if len(cfg.NATS.URLs) == 0 {
-		if a.nats, err = natsbus.StartEmbeddedServer(cfg.NATS.embeddedConfig(filepath.Join(cfg.Data, "nats"))); err != nil {
+		ec, err := cfg.NATS.embeddedConfig(filepath.Join(cfg.Data, "nats"))
+		if err != nil {
+			return err
+		}
+		if a.nats, err = natsbus.StartEmbeddedServer(ec); err != nil {
 			return err
 		}
 		if a.nc, err = a.nats.Connect("spike"); err != nil {
 			return fmt.Errorf("connect to embedded nats: %w", err)
 		}
+		a.nc.SetErrorHandler(a.natsAsyncError)
 		return nil
 	}
 	secured, err := cfg.NATS.clientOptions()
@@ -581,6 +586,7 @@ func (a *app) connectNATS(cfg Config) (err error) {
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { a.log.Warn("nats disconnected", "err", err) }),
 		nats.ReconnectHandler(func(nc *nats.Conn) { a.log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
+		nats.ErrorHandler(a.natsAsyncError),
 	)...)
 	if err != nil {
 		return fmt.Errorf("connect to nats %v: %w", cfg.NATS.URLs, err)

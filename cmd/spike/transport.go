@@ -160,8 +160,15 @@ func (c *Config) validateTransport() error {
 	case c.Redis.Username != "" && c.Redis.Password == "":
 		return errors.New("config redis.password: required with redis.username")
 	}
+	if err := n.checkAuth(); err != nil {
+		return err
+	}
 	if n.Listen != "" {
-		if err := n.embeddedConfig("").CheckListen(); err != nil {
+		ec, err := n.embeddedConfig("")
+		if err != nil {
+			return err
+		}
+		if err := ec.CheckListen(); err != nil {
 			return fmt.Errorf("config nats.listen: %w", err)
 		}
 	}
@@ -178,14 +185,15 @@ func (c *Config) validateTransport() error {
 
 // embeddedConfig is the embedded server's configuration, keeping its data
 // in dir. The TLS files are read by the caller (validateTransport
-// already did): here only their presence counts.
-func (n NATSConfig) embeddedConfig(dir string) natsbus.EmbeddedConfig {
+// already did): here only their presence counts. The nkey seed file is
+// read (and refused unless private).
+func (n NATSConfig) embeddedConfig(dir string) (natsbus.EmbeddedConfig, error) {
 	cfg := natsbus.EmbeddedConfig{Dir: dir, Listen: n.Listen, SyncAlways: n.SyncAlways,
 		User: n.User, Password: string(n.Password), Token: string(n.Token), InsecureLoopback: n.InsecureListenLoopback}
 	if n.ListenTLS.CertFile != "" {
 		cfg.TLS, _ = n.ListenTLS.config()
 	}
-	return cfg
+	return cfg, n.embeddedAuth(&cfg)
 }
 
 // clientOptions are the credentials and TLS of a connection to external
@@ -198,6 +206,11 @@ func (n NATSConfig) clientOptions() ([]nats.Option, error) {
 	case n.User != "":
 		opts = append(opts, nats.UserInfo(n.User, string(n.Password)))
 	}
+	keyed, err := n.clientAuthOptions()
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, keyed...)
 	tc, err := n.TLS.config()
 	if err != nil {
 		return nil, fmt.Errorf("nats.tls: %w", err)
@@ -327,15 +340,17 @@ func keptSecret(dir, name string) ([]byte, error) {
 	return keptSecret(dir, name)
 }
 
-// rejectedEvents counts the events the order workers refused, by reason.
+// rejectedEvents counts the events the order workers refused, and the
+// cache invalidations dropped, by reason.
 type rejectedEvents struct{ vec *prometheus.CounterVec }
 
 func newRejectedEvents() rejectedEvents {
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "spike_events_rejected_total",
-		Help: "Events the order workers refused (parked, never persisted), by reason: unsigned, unknown_key, bad_signature, no_reservation.",
+		Help: "Events the order workers refused (parked, never persisted), by reason: unsigned, unknown_key, bad_signature, no_reservation; and cache invalidations dropped: invalidation_unsigned, invalidation_unknown_key, invalidation_bad_signature.",
 	}, []string{"reason"})
-	for _, r := range []string{natsbus.RejectUnsigned, natsbus.RejectUnknownKey, natsbus.RejectBadSignature, natsbus.RejectNoReservation} {
+	for _, r := range []string{natsbus.RejectUnsigned, natsbus.RejectUnknownKey, natsbus.RejectBadSignature, natsbus.RejectNoReservation,
+		natsbus.RejectInvalidationUnsigned, natsbus.RejectInvalidationUnknownKey, natsbus.RejectInvalidationBadSignature} {
 		vec.WithLabelValues(r)
 	}
 	return rejectedEvents{vec: vec}

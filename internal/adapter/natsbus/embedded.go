@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 )
 
 // Embedded is a NATS server with JetStream running inside this process.
@@ -30,8 +31,17 @@ type EmbeddedConfig struct {
 	// SyncAlways fsyncs every stream write (survives power loss, slower).
 	SyncAlways bool
 	// Credentials every client must present when the server listens: a
-	// user and password, or a token (not both). Connect uses them.
+	// user and password, a token, or the nkey whose seed is NkeySeed (one
+	// of the three). Connect uses them. A user or an nkey gets
+	// InstancePermissions; a token cannot carry permissions in NATS and
+	// may do anything.
 	User, Password, Token string
+	// NkeySeed is the seed ("SU…") of this process's nkey: the listening
+	// server accepts its public key, and Connect signs with it.
+	NkeySeed []byte
+	// Monitor, if set, is a further user of the listening server with
+	// MonitorPermissions (read-only).
+	Monitor *MonitorUser
 	// TLS is the server's TLS configuration (its certificate; ClientCAs
 	// with ClientAuth RequireAndVerifyClientCert for mutual TLS). Required
 	// when the server listens.
@@ -39,6 +49,13 @@ type EmbeddedConfig struct {
 	// InsecureLoopback lets the server listen on a loopback address
 	// without credentials and TLS. For tests and local tools only.
 	InsecureLoopback bool
+}
+
+// MonitorUser is a read-only user of the listening embedded server: a user
+// and password, or the public key of an nkey ("U…"), not both.
+type MonitorUser struct {
+	User, Password string
+	Nkey           string
 }
 
 // StartEmbedded starts an in-process server keeping JetStream data in dir
@@ -60,7 +77,18 @@ func (c EmbeddedConfig) CheckListen() error {
 	if c.User != "" && c.Password == "" {
 		return errors.New("embedded nats: a user needs a password")
 	}
-	secured := (c.User != "" || c.Token != "") && c.TLS != nil
+	if len(c.NkeySeed) > 0 {
+		if c.User != "" || c.Token != "" {
+			return errors.New("embedded nats: set a user and password, a token or an nkey seed, only one")
+		}
+		if _, err := nkeyUser(c.NkeySeed); err != nil {
+			return err
+		}
+	}
+	if err := c.checkMonitor(); err != nil {
+		return err
+	}
+	secured := (c.User != "" || c.Token != "" || len(c.NkeySeed) > 0) && c.TLS != nil
 	if secured {
 		return nil
 	}
@@ -71,7 +99,49 @@ func (c EmbeddedConfig) CheckListen() error {
 		}
 		return fmt.Errorf("embedded nats: the insecure override allows loopback addresses only, not %q", c.Listen)
 	}
-	return fmt.Errorf("embedded nats: refusing to listen on %s without credentials (nats.user and nats.password, or nats.token) and TLS (nats.listen_tls.cert_file and key_file)", c.Listen)
+	return fmt.Errorf("embedded nats: refusing to listen on %s without credentials (nats.user and nats.password, nats.token, or nats.nkey_seed_file) and TLS (nats.listen_tls.cert_file and key_file)", c.Listen)
+}
+
+// checkMonitor refuses a monitor user the server cannot tell apart from
+// the instance.
+func (c EmbeddedConfig) checkMonitor() error {
+	m := c.Monitor
+	if m == nil {
+		return nil
+	}
+	switch {
+	case (m.User != "") == (m.Nkey != ""):
+		return errors.New("embedded nats: the monitor needs a user and password or an nkey public key, only one")
+	case m.User != "" && m.Password == "":
+		return errors.New("embedded nats: the monitor user needs a password")
+	case m.Nkey != "" && !nkeys.IsValidPublicUserKey(m.Nkey):
+		return errors.New("embedded nats: the monitor nkey is not a user public key (U…, 56 characters; never a seed)")
+	case c.Token != "":
+		return errors.New("embedded nats: a monitor needs the instance to be a user (user and password, or an nkey), not a token: a token carries no permissions")
+	case m.User != "" && m.User == c.User:
+		return errors.New("embedded nats: the monitor user must differ from the instance's")
+	}
+	if len(c.NkeySeed) > 0 && m.Nkey != "" {
+		if kp, err := nkeyUser(c.NkeySeed); err == nil {
+			if pub, _ := kp.PublicKey(); pub == m.Nkey {
+				return errors.New("embedded nats: the monitor nkey must differ from the instance's")
+			}
+		}
+	}
+	return nil
+}
+
+// nkeyUser decodes the seed of a user nkey.
+func nkeyUser(seed []byte) (nkeys.KeyPair, error) {
+	kp, err := nkeys.FromSeed(seed)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: nkey seed: %w", err)
+	}
+	pub, err := kp.PublicKey()
+	if err != nil || !nkeys.IsValidPublicUserKey(pub) {
+		return nil, errors.New("embedded nats: the nkey seed is not a user seed (SU…)")
+	}
+	return kp, nil
 }
 
 // StartEmbeddedServer starts an in-process NATS server with JetStream.
@@ -106,14 +176,9 @@ func StartEmbeddedServer(cfg EmbeddedConfig) (*Embedded, error) {
 			opts.Port = server.RANDOM_PORT // nats-server reads 0 as its default, 4222
 		}
 	}
-	var own []nats.Option
-	switch {
-	case cfg.Token != "":
-		opts.Authorization = cfg.Token
-		own = append(own, nats.Token(cfg.Token))
-	case cfg.User != "":
-		opts.Username, opts.Password = cfg.User, cfg.Password
-		own = append(own, nats.UserInfo(cfg.User, cfg.Password))
+	own, err := cfg.authorize(opts)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.TLS != nil {
 		opts.TLSConfig = cfg.TLS
@@ -131,6 +196,37 @@ func StartEmbeddedServer(cfg EmbeddedConfig) (*Embedded, error) {
 		return nil, errors.New("start embedded nats: not ready after 30s")
 	}
 	return &Embedded{srv: srv, cfg: cfg, opts: own}, nil
+}
+
+// authorize sets the server's users and permissions in opts and returns
+// the options of this process's own connections. Without a listener
+// nobody else can connect, and nothing is required.
+func (cfg EmbeddedConfig) authorize(opts *server.Options) ([]nats.Option, error) {
+	var own []nats.Option
+	switch {
+	case cfg.Token != "":
+		opts.Authorization = cfg.Token
+		own = append(own, nats.Token(cfg.Token))
+	case cfg.User != "":
+		opts.Users = append(opts.Users, &server.User{Username: cfg.User, Password: cfg.Password, Permissions: InstancePermissions()})
+		own = append(own, nats.UserInfo(cfg.User, cfg.Password))
+	case len(cfg.NkeySeed) > 0:
+		kp, err := nkeyUser(cfg.NkeySeed)
+		if err != nil {
+			return nil, err
+		}
+		pub, _ := kp.PublicKey()
+		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: pub, Permissions: InstancePermissions()})
+		own = append(own, nats.Nkey(pub, kp.Sign))
+	}
+	if m := cfg.Monitor; m != nil {
+		if m.Nkey != "" {
+			opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: m.Nkey, Permissions: MonitorPermissions()})
+		} else {
+			opts.Users = append(opts.Users, &server.User{Username: m.User, Password: m.Password, Permissions: MonitorPermissions()})
+		}
+	}
+	return own, nil
 }
 
 // Connect opens an in-process client connection to the server, with the

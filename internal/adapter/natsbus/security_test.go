@@ -28,7 +28,8 @@ import (
 func secured(t *testing.T, ca *tlstest.CA, mutual bool) *Embedded {
 	t.Helper()
 	e, err := StartEmbeddedServer(EmbeddedConfig{Dir: t.TempDir(), Listen: "127.0.0.1:0",
-		User: "spike", Password: "s3cret-password", TLS: ca.ServerConfig(t, mutual)})
+		User: "spike", Password: "s3cret-password", TLS: ca.ServerConfig(t, mutual),
+		Monitor: &MonitorUser{User: "monitor", Password: "m0nitor-password"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,8 +320,18 @@ func testForgedEventsRefused(t *testing.T, batch int) {
 	if n, err := bus.Backlog(ctx); err != nil || n != 0 {
 		t.Errorf("Backlog = %d, %v; want the refused events gone from the order stream", n, err)
 	}
-	// The parked messages say why, and where they came from.
-	ps, err := bus.js.Stream(ctx, bus.cfg.ParkedStream)
+	// The parked messages say why, and where they came from: an operator
+	// reads them as the monitor (the instances never do).
+	monitor, err := nats.Connect(e.ClientURL(), nats.Secure(clientTLS(t, ca, false)), nats.UserInfo("monitor", "m0nitor-password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(monitor.Close)
+	mjs, err := jetstream.New(monitor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := mjs.Stream(ctx, bus.cfg.ParkedStream)
 	if err != nil {
 		t.Fatal(err)
 	}

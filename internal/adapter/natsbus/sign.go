@@ -29,6 +29,7 @@ const (
 	purposePlaced     = "spike/orders.placed/v1"
 	purposeTransition = "spike/orders.events/v1"
 	purposeSwitch     = "spike/switch/v1"
+	purposeInvalidate = "spike/invalidate/v1"
 )
 
 // Reasons an event is rejected (the reason label of the rejection count).
