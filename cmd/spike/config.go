@@ -113,8 +113,9 @@ type NATSConfig struct {
 	SyncAlways bool     `yaml:"sync_always"` // embedded only: fsync every stream write
 	Replicas   int      `yaml:"replicas"`    // stream replicas: 1, or 3 in a NATS cluster
 	// PublishBatch is how many placements may share one stream message
-	// (group commit). Embedded only: batched events are found by id through
-	// the publishing process's own index. 0: 128 embedded, 1 with urls.
+	// (group commit). Batched events are found by id through the
+	// publishing instance's own index; clustered instances ask each other
+	// (natsbus/lookup.go). 0: 128; 1: one message per order.
 	PublishBatch int `yaml:"publish_batch"`
 
 	// Credentials and TLS (transport.go, docs/security.md). With urls,
@@ -547,8 +548,6 @@ func (c *Config) Validate() error {
 		return errors.New("config nats.listen and nats.sync_always apply to embedded NATS only; drop them or nats.urls")
 	case c.NATS.PublishBatch < 0 || c.NATS.PublishBatch > 4096:
 		return fmt.Errorf("config nats.publish_batch: %d must be between 0 (automatic) and 4096", c.NATS.PublishBatch)
-	case len(c.NATS.URLs) > 0 && c.NATS.PublishBatch > 1:
-		return errors.New("config nats.publish_batch: above 1 applies to embedded NATS only (instances must find each other's events by order id); drop it or nats.urls")
 	case len(c.MySQL.Replicas) > 0 && c.MySQL.Primary == "", len(c.MySQL.OrderShards) > 0 && c.MySQL.Primary == "":
 		return errors.New("config mysql.primary: required when replicas or order_shards are set")
 	case c.Limits.AdmissionMin < 1 || c.Limits.AdmissionMax < c.Limits.AdmissionMin ||

@@ -193,7 +193,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		return nil, err
 	}
 	publishBatch := cfg.NATS.PublishBatch
-	if publishBatch == 0 && a.nats != nil {
+	if publishBatch == 0 {
 		publishBatch = 128
 	}
 	keys, err := cfg.eventKeys()
@@ -201,7 +201,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		return nil, err
 	}
 	rejected := newRejectedEvents()
-	if a.bus, err = natsbus.New(ctx, a.nc, natsbus.Config{Replicas: cfg.NATS.Replicas, PublishBatch: publishBatch,
+	if a.bus, err = natsbus.New(ctx, a.nc, natsbus.Config{Replicas: cfg.NATS.Replicas, PublishBatch: publishBatch, Clustered: a.nats == nil,
 		Keys: keys, Rejected: rejected.count}, log.With("component", "natsbus")); err != nil {
 		return nil, err
 	}
@@ -248,6 +248,19 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 		a.restored = queued
 		log.Info("stock counters rebuilt", "queued_events", len(queued), "took", time.Since(began).Round(time.Millisecond))
 		counters = local
+	}
+	if a.nats == nil {
+		// Batched events have no subject of their own: this instance
+		// answers other instances' lookups of the orders its node makes
+		// (natsbus/lookup.go), and of each new node after a lost lease.
+		node := ids.Node()
+		if a.lease != nil {
+			node = a.lease.Node()
+			a.lease.OnNewNode = a.bus.AnswerLookups
+		}
+		if err := a.bus.AnswerLookups(node); err != nil {
+			return nil, err
+		}
 	}
 	// The order workers persist only events matching a reservation.
 	if err := a.bus.SetHolds(counters); err != nil {
@@ -369,7 +382,12 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	if a.nats == nil {
 		// Clustered: every instance hears which orders any worker persisted.
 		persist = natsbus.AnnouncePersisted(a.nc, "", persist, log.With("component", "natsbus"))
-		a.goWork(func() error { return natsbus.FollowPersisted(workCtx, a.nc, "", a.orders.Persisted) })
+		a.goWork(func() error {
+			return natsbus.FollowPersisted(workCtx, a.nc, "", func(userID int64, orderID string) {
+				a.orders.Persisted(userID, orderID)
+				a.bus.Forget(orderID)
+			})
+		})
 	}
 	a.goWork(func() error { return a.bus.RunWorker(workCtx, pacedPersist(persist, a.orders.Pacer)) })
 	a.goWork(func() error { return a.orders.Run(workCtx) })

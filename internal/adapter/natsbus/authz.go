@@ -1,6 +1,8 @@
 package natsbus
 
 import (
+	"time"
+
 	"github.com/nats-io/nats-server/v2/server"
 )
 
@@ -23,7 +25,7 @@ var (
 	switchStreamName = "KV_" + SwitchBucket
 	spikeStreams     = []string{StreamName, parkedStreamName, EventsStreamName, switchStreamName}
 	// Core NATS subjects instances publish and subscribe to.
-	coreSubjects = []string{InvalidateSubject, SaleInvalidateSubject, PersistedSubject}
+	coreSubjects = []string{InvalidateSubject, SaleInvalidateSubject, PersistedSubject, LookupSubject + ".*"}
 )
 
 // InstancePermissions are the permissions of a Spike instance's NATS user:
@@ -68,6 +70,9 @@ func InstancePermissions() *server.Permissions {
 	return &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: pub},
 		Subscribe: &server.SubjectPermission{Allow: sub},
+		// Answers to other instances' order lookups (lookup.go): one reply
+		// per request received, to whatever inbox it names.
+		Response: &server.ResponsePermission{MaxMsgs: 1, Expires: time.Minute},
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -18,15 +19,16 @@ import (
 
 // Batched publishing (Config.PublishBatch > 1) is a group commit: placements
 // that arrive while earlier ones are being stored share one stream message.
-// On an embedded server every message costs a store, a publish
-// acknowledgement, a delivery, an ack and a delete on the same cores as the
-// HTTP stack; one message per batch pays those once per batch. The price is
-// that an order no longer has a subject of its own to be looked up by, so
-// the bus keeps its own index of the events it stored and has not seen
-// persisted (see Placed). That index is complete only if this process is the
-// stream's only publisher of batches, which is why batching is for embedded
-// mode: clustered instances keep one message per order, found by subject
-// from any instance.
+// Every message costs the NATS server a store, a publish acknowledgement, a
+// delivery, an ack and a delete, on the same cores as the HTTP stack; one
+// message per batch pays those once per batch. The price is that an order
+// no longer has a subject of its own to be looked up by, so the bus keeps
+// its own index of the events it stored and has not seen persisted (see
+// Placed). In embedded mode this process is the stream's only publisher
+// and its index is complete. Clustered (Config.Clustered), each instance
+// answers for the orders its own ids name (lookup.go): another instance
+// asks it over core NATS, and reads the stream itself only when nobody
+// answers for that node any more (its instance died).
 
 // publishRequest is one Enqueue waiting for its batch.
 type publishRequest struct {
@@ -127,7 +129,7 @@ func (b *Bus) publishLoop() {
 		for _, r := range batch {
 			b.index.publishing(r.e)
 		}
-		f, err := b.js.PublishMsgAsync(signedMsg(b.cfg.Keys, purposePlaced, b.cfg.Subject+".b."+first, data), jetstream.WithMsgID("b."+first))
+		f, err := b.js.PublishMsgAsync(signedMsg(b.cfg.Keys, purposePlaced, b.cfg.Subject+".b."+first, data), jetstream.WithMsgID(batchMsgID(batch)))
 		waiters := append([]*publishRequest(nil), batch...)
 		if err != nil {
 			// Not sent at all (stalled, closed connection).
@@ -138,8 +140,8 @@ func (b *Bus) publishLoop() {
 		waiting.Go(func() {
 			defer func() { <-slots }()
 			select {
-			case <-f.Ok():
-				b.settle(waiters, nil)
+			case ack := <-f.Ok():
+				b.settled(waiters, ack.Sequence)
 			case err := <-f.Err():
 				var apiErr *jetstream.APIError
 				if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.As(err, &apiErr) {
@@ -162,14 +164,34 @@ func appendTaken(batch []*publishRequest, r *publishRequest) []*publishRequest {
 	return append(batch, r)
 }
 
-// settle records the batch's fate in the index and answers its callers.
+// batchMsgID is a batch's Nats-Msg-Id: its first order id and a hash of
+// all of them. The first id alone would let the stream take a later batch
+// that starts with a re-published in-doubt event for a duplicate of the
+// first one, and drop the rest of it while acknowledging it.
+func batchMsgID(batch []*publishRequest) string {
+	h := fnv.New64a()
+	for _, r := range batch {
+		h.Write([]byte(r.e.OrderID))
+		h.Write([]byte{0})
+	}
+	return "b." + batch[0].e.OrderID + "." + strconv.FormatUint(h.Sum64(), 36)
+}
+
+// settled records that the batch's message is stored at seq and answers
+// its callers.
+func (b *Bus) settled(waiters []*publishRequest, seq uint64) {
+	now := time.Now()
+	for _, r := range waiters {
+		b.index.confirm(r.e.OrderID, seq, now)
+		r.done <- nil
+	}
+}
+
+// settle records a batch that failed (certainly not stored, or in doubt)
+// and answers its callers.
 func (b *Bus) settle(waiters []*publishRequest, err error) {
 	for _, r := range waiters {
-		if err == nil {
-			b.index.confirm(r.e.OrderID)
-		} else {
-			b.index.forget(r.e.OrderID) // certainly not stored, or in doubt
-		}
+		b.index.forget(r.e.OrderID)
 		r.done <- err
 	}
 }
@@ -187,6 +209,8 @@ type storedIndex struct {
 type indexEntry struct {
 	e      order.Placed
 	stored bool
+	seq    uint64    // the stream sequence of its message; 0: not known
+	at     time.Time // when it was stored
 }
 
 func (x *storedIndex) init() { x.entries = make(map[string]*indexEntry) }
@@ -202,16 +226,65 @@ func (x *storedIndex) publishing(e order.Placed) {
 // restored indexes an event read back from the stream at start.
 func (x *storedIndex) restored(e order.Placed) {
 	x.mu.Lock()
-	x.entries[e.OrderID] = &indexEntry{e: e, stored: true}
+	x.entries[e.OrderID] = &indexEntry{e: e, stored: true, at: time.Now()}
 	x.mu.Unlock()
 }
 
-func (x *storedIndex) confirm(id string) {
+func (x *storedIndex) confirm(id string, seq uint64, at time.Time) {
 	x.mu.Lock()
 	if en, ok := x.entries[id]; ok {
-		en.stored = true
+		en.stored, en.seq, en.at = true, seq, at
 	}
 	x.mu.Unlock()
+}
+
+// entry returns a copy of a stored event's entry.
+func (x *storedIndex) entry(id string) (indexEntry, bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if en, ok := x.entries[id]; ok && en.stored {
+		return *en, true
+	}
+	return indexEntry{}, false
+}
+
+// older returns the distinct stream sequences of entries stored before t,
+// at most limit of them.
+func (x *storedIndex) older(t time.Time, limit int) []uint64 {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	seen := map[uint64]bool{}
+	var out []uint64
+	for _, en := range x.entries {
+		if en.stored && en.seq != 0 && en.at.Before(t) && !seen[en.seq] {
+			seen[en.seq] = true
+			out = append(out, en.seq)
+			if len(out) == limit {
+				break
+			}
+		}
+	}
+	return out
+}
+
+// forgetSeqs drops the entries whose message is one of seqs.
+func (x *storedIndex) forgetSeqs(seqs map[uint64]bool) int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	n := 0
+	for id, en := range x.entries {
+		if en.stored && seqs[en.seq] {
+			delete(x.entries, id)
+			n++
+		}
+	}
+	return n
+}
+
+func (x *storedIndex) size() int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return len(x.entries)
 }
 
 func (x *storedIndex) forget(id string) {

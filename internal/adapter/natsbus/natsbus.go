@@ -52,9 +52,13 @@ type Config struct {
 	// is used.
 	Linger time.Duration
 	// PublishBatch, if above 1, publishes placements in batches of up to
-	// this many events per stream message (see batch.go). Only for a
-	// stream this process alone publishes batches to: embedded mode.
+	// this many events per stream message (see batch.go).
 	PublishBatch int
+	// Clustered says other instances publish to the same stream. With
+	// PublishBatch above 1, each instance then answers lookups of the
+	// orders its nodes made (AnswerLookups, lookup.go) and asks the others
+	// for theirs.
+	Clustered bool
 	// PublishInFlight is how many batches may await their acknowledgement
 	// at once. If zero, 2 is used.
 	PublishInFlight int
@@ -81,12 +85,19 @@ type Bus struct {
 	cfg    Config
 	log    *slog.Logger
 
+	nc *nats.Conn
+
 	// Batched publishing only (Config.PublishBatch > 1).
 	requests      chan *publishRequest
 	index         storedIndex
 	closed        chan struct{}
 	closeOnce     sync.Once
 	publisherDone chan struct{}
+
+	// Clustered batched publishing: the nodes this bus answers for.
+	lookupMu   sync.Mutex
+	nodes      map[string]bool
+	lookupSubs []*nats.Subscription
 }
 
 var _ order.Stream = (*Bus)(nil)
@@ -153,20 +164,24 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Bus
 	if err != nil {
 		return nil, fmt.Errorf("create consumer %s: %w", cfg.Consumer, err)
 	}
-	b := &Bus{js: js, stream: stream, cfg: cfg, log: log, closed: make(chan struct{}), publisherDone: make(chan struct{})}
+	b := &Bus{js: js, nc: nc, stream: stream, cfg: cfg, log: log, closed: make(chan struct{}), publisherDone: make(chan struct{})}
 	if err := b.createParked(ctx); err != nil {
 		return nil, err
 	}
 	b.index.init()
 	// Events stored in batches by an earlier run are found by id only
 	// through the index: fill it before anything is published or consumed.
+	// (Clustered, an earlier run's events carry another node: they are
+	// found on the stream, as any dead instance's are.)
 	if cfg.PublishBatch > 1 {
-		queued, err := b.Unpersisted(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("read stream %s: %w", cfg.Stream, err)
-		}
-		for _, e := range queued {
-			b.index.restored(e)
+		if !cfg.Clustered {
+			queued, err := b.Unpersisted(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("read stream %s: %w", cfg.Stream, err)
+			}
+			for _, e := range queued {
+				b.index.restored(e)
+			}
 		}
 		if b.cfg.PublishInFlight == 0 {
 			b.cfg.PublishInFlight = 2
@@ -186,6 +201,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Bus
 func (b *Bus) Close() {
 	b.closeOnce.Do(func() { close(b.closed) })
 	<-b.publisherDone
+	b.stopLookups()
 }
 
 // Enqueue implements order.Stream: it publishes e with Nats-Msg-Id set to
@@ -303,13 +319,16 @@ func (b *Bus) Overdue(ctx context.Context, before time.Time, limit int) ([]order
 // Placed returns the event of an order still on the stream: acknowledged
 // and not yet persisted. An event published alone has its own subject, so
 // this is an index lookup, from any instance; one published in a batch is
-// found in the bus's own index of them.
+// found in the bus's own index of them (embedded: everything on the stream
+// is there, what this process published and what was there when it
+// started), or clustered by asking the instance that placed it (lookup.go).
 func (b *Bus) Placed(ctx context.Context, orderID string) (order.Placed, bool, error) {
 	if b.requests != nil {
-		// Everything on the stream is in the index: what this process
-		// published, and what was there when it started.
-		e, ok := b.index.find(orderID)
-		return e, ok, nil
+		e, ok, err := b.placedHere(ctx, orderID)
+		if ok || err != nil || !b.cfg.Clustered {
+			return e, ok, err
+		}
+		return b.placedElsewhere(ctx, orderID)
 	}
 	m, err := b.stream.GetLastMsgForSubject(ctx, b.cfg.Subject+"."+orderID)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -529,6 +548,13 @@ func (b *Bus) runOrphanSweeper(ctx context.Context, persist PersistFunc) {
 			b.log.Warn("order workers: orphan sweep failed", "err", err)
 		case n > 0:
 			b.log.Warn("order workers: persisted events the consumer had lost", "events", n)
+		}
+		if b.cfg.Clustered && b.requests != nil {
+			if n, err := b.sweepIndex(ctx); err != nil && ctx.Err() == nil {
+				b.log.Warn("order index sweep failed", "err", err)
+			} else if n > 0 {
+				b.log.Info("dropped persisted orders from the index (their announcements were lost)", "orders", n)
+			}
 		}
 	}
 }

@@ -41,6 +41,13 @@ type Lease struct {
 	log    *slog.Logger
 	held   atomic.Pointer[held]
 	lost   atomic.Uint64
+
+	// OnNewNode, if set, is called with the fresh node after a lost lease,
+	// before the new lease is taken (and so before any event of the new
+	// node is published): the bus answers lookups for it. If it fails, the
+	// new lease is not taken; the next renewal tries another node. Set it
+	// before Run.
+	OnNewNode func(node string) error
 }
 
 // held is a lease this instance holds: its node and when it stops
@@ -122,6 +129,12 @@ func (l *Lease) renew(ctx context.Context) {
 		node := l.ids.NewNode()
 		l.log.Warn("instance lease lost; continuing under a new node", "lost", h.node, "node", node)
 		l.held.Store(&held{node: node}) // not held until the new key is set
+		if l.OnNewNode != nil {
+			if err := l.OnNewNode(node); err != nil {
+				l.log.Warn("prepare a new node", "node", node, "err", err)
+				return
+			}
+		}
 		start = time.Now()
 		if err := l.client.Do(ctx, l.client.B().Set().Key(l.key(node)).Value("1").Nx().Px(l.ttl).Build()).Error(); err == nil {
 			l.held.Store(&held{node: node, until: start.Add(l.ttl)})
