@@ -1,0 +1,175 @@
+package httpapi_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/spikehq/spike"
+	"github.com/spikehq/spike/internal/adapter/sqlitestore"
+	"github.com/spikehq/spike/internal/domain/catalog"
+	"github.com/spikehq/spike/internal/domain/inventory"
+	"github.com/spikehq/spike/internal/domain/order"
+	"github.com/spikehq/spike/internal/domain/sale"
+	"github.com/spikehq/spike/internal/httpapi"
+	"github.com/spikehq/spike/internal/switches"
+	"github.com/spikehq/spike/resilience"
+)
+
+// BenchmarkPlaceFreshBuyer drives the whole handler chain of a placement
+// as cmd/spike builds it (admission, the switches' rate limits, metrics,
+// tracing off, HS256 tokens) with every request from a buyer never seen
+// before and a fresh Idempotency-Key, the shape of a flash sale:
+//
+//   - accepted: 202, in-process counters and a stream that accepts at once;
+//   - sold_out: 409 from a sale whose stock is gone.
+//
+// Tokens are signed outside the timer, in batches. What it does not
+// include is net/http itself (parsing, the connection's writer) and
+// cmd/spike's request counting.
+//
+//	go test -run '^$' -bench PlaceFreshBuyer -benchmem ./internal/httpapi
+func BenchmarkPlaceFreshBuyer(b *testing.B) {
+	for _, tc := range []struct {
+		name   string
+		sale   string
+		status int
+	}{{"accepted", "open", http.StatusAccepted}, {"sold_out", "gone", http.StatusConflict}} {
+		b.Run(tc.name, func(b *testing.B) {
+			srv := newHotStack(b)
+			const batch = 4096
+			tokens := make([]string, 0, batch)
+			user := int64(1_000_000)
+			const body = `{"quantity":1}`
+			w := &discardWriter{h: http.Header{}}
+			path := "/v1/sales/" + tc.sale + "/orders"
+			tmpl, err := http.NewRequest("POST", path, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			tmpl.RemoteAddr = "192.0.2.1:1234"
+			rd := &bodyReader{}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if len(tokens) == 0 {
+					b.StopTimer()
+					tokens = signBatch(b, user, batch)
+					user += batch
+					b.StartTimer()
+				}
+				tok := tokens[len(tokens)-1]
+				tokens = tokens[:len(tokens)-1]
+				// What net/http hands a handler: a request of its own with
+				// its own header map and body.
+				r := new(http.Request)
+				*r = *tmpl
+				r.Header = http.Header{
+					"Authorization":   {"Bearer " + tok},
+					"Idempotency-Key": {"k-" + strconv.Itoa(i)},
+					"Content-Type":    {"application/json"},
+				}
+				rd.reset(body)
+				r.Body = rd
+				r.ContentLength = int64(len(body))
+				clear(w.h)
+				w.status = 0
+				srv.ServeHTTP(w, r)
+				if w.status != tc.status {
+					b.Fatalf("status %d, want %d", w.status, tc.status)
+				}
+			}
+		})
+	}
+}
+
+func signBatch(b *testing.B, from int64, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		tok, err := httpapi.Sign(testSecret, from+int64(i), false, time.Hour)
+		if err != nil {
+			b.Fatal(err)
+		}
+		out[i] = tok
+	}
+	return out
+}
+
+// newHotStack is the server as cmd/spike builds it, over in-process
+// counters and a stream that accepts every event: sale "open" with stock
+// to spare, sale "gone" sold out.
+func newHotStack(tb testing.TB) *httpapi.Server {
+	tb.Helper()
+	ctx := context.Background()
+	store, err := sqlitestore.Open(ctx, filepath.Join(tb.TempDir(), "spike.db"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { store.Close() })
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	counters := inventory.New(spike.NewIDGenerator())
+	cat := catalog.NewService(store)
+	sales := sale.NewService(store, counters)
+	orders := order.NewService(counters, acceptStream{}, store, log)
+	if _, err := cat.Create(ctx, catalog.Product{SKU: "sku-hot", Name: "Hot", PriceCents: 100, Stock: 1 << 40}); err != nil {
+		tb.Fatal(err)
+	}
+	for _, s := range []sale.Sale{
+		{ID: "open", SKU: "sku-hot", Stock: 1 << 39, PriceCents: 50, PerUserLimit: 1, StartsAt: time.Now().Add(-time.Minute)},
+		{ID: "gone", SKU: "sku-hot", Stock: 1, PriceCents: 50, PerUserLimit: 1, StartsAt: time.Now().Add(-time.Minute)},
+	} {
+		if _, err := sales.Create(ctx, s); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if _, err := orders.Place(ctx, order.PlaceRequest{UserID: 1, SaleID: "gone", Key: "first", Quantity: 1}); err != nil {
+		tb.Fatal(err)
+	}
+	board := switches.New(switches.Defs)
+	return httpapi.New(httpapi.Config{
+		Catalog: cat, Sales: sales, Orders: orders,
+		Auth:     httpapi.NewAuthenticator(testSecret),
+		Registry: prometheus.NewRegistry(),
+		Logger:   log,
+		Guards: &httpapi.Guards{
+			// cmd/spike's defaults (config.go, limits.admission_*).
+			Admission: resilience.NewAdaptive(resilience.AdaptiveConfig{InitialLimit: 1000, MinLimit: 256, MaxLimit: 20000}),
+			Switches:  board,
+		},
+	})
+}
+
+// discardWriter is a ResponseWriter that keeps the status and drops the body.
+type discardWriter struct {
+	h      http.Header
+	status int
+}
+
+func (w *discardWriter) Header() http.Header { return w.h }
+
+func (w *discardWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+}
+
+func (w *discardWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return len(p), nil
+}
+
+// bodyReader is a reusable request body.
+type bodyReader struct{ strings.Reader }
+
+func (r *bodyReader) reset(s string) { r.Reader.Reset(s) }
+func (r *bodyReader) Close() error   { return nil }
