@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -195,3 +196,45 @@ type bodyReader struct{ strings.Reader }
 
 func (r *bodyReader) reset(s string) { r.Reader.Reset(s) }
 func (r *bodyReader) Close() error   { return nil }
+
+// BenchmarkSoldOutParallel is BenchmarkPlaceFreshBuyer/sold_out on every
+// core at once, where what requests share (admission, metrics, the
+// per-buyer limiter's shards) is contended. 1<<18 buyers, taken in turn.
+func BenchmarkSoldOutParallel(b *testing.B) {
+	srv := newHotStack(b)
+	const n = 1 << 18
+	tokens := signBatch(b, 2_000_000, n)
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		w := &discardWriter{h: http.Header{}}
+		tmpl, err := http.NewRequest("POST", "/v1/sales/gone/orders", nil)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		tmpl.RemoteAddr = "192.0.2.1:1234"
+		rd := &bodyReader{}
+		for pb.Next() {
+			i := next.Add(1)
+			r := new(http.Request)
+			*r = *tmpl
+			r.Header = http.Header{
+				"Authorization":   {"Bearer " + tokens[i%n]},
+				"Idempotency-Key": {"k-" + strconv.FormatInt(i, 10)},
+				"Content-Type":    {"application/json"},
+			}
+			rd.reset(`{"quantity":1}`)
+			r.Body = rd
+			r.ContentLength = int64(rd.Len())
+			clear(w.h)
+			w.status = 0
+			srv.ServeHTTP(w, r)
+			if w.status != http.StatusConflict {
+				b.Errorf("status %d, want 409", w.status)
+				return
+			}
+		}
+	})
+}
