@@ -60,3 +60,17 @@ func validMethod(m string) bool {
 	}
 	return true
 }
+
+// TestHeaderValue: headerValue answers as Header.Get for the canonical
+// keys it is given.
+func TestHeaderValue(t *testing.T) {
+	h := http.Header{}
+	h.Add("authorization", "Bearer a")
+	h.Add("Authorization", "Bearer b")
+	h.Set("Idempotency-Key", "")
+	for _, key := range []string{"Authorization", "Idempotency-Key", "X-Absent"} {
+		if got, want := headerValue(h, key), h.Get(key); got != want {
+			t.Errorf("headerValue(%q) = %q, Header.Get %q", key, got, want)
+		}
+	}
+}

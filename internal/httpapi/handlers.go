@@ -259,7 +259,7 @@ func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request, saleID strin
 	if err != nil {
 		return 0, err
 	}
-	key := r.Header.Get("Idempotency-Key")
+	key := headerValue(r.Header, "Idempotency-Key")
 	if !spike.ValidIdempotencyKey(key) {
 		return 0, errKeyMissing
 	}
