@@ -40,12 +40,12 @@ func (s *Server) createProduct(w http.ResponseWriter, r *http.Request, _ Identit
 	return writeJSON(w, http.StatusCreated, p)
 }
 
-func (s *Server) getProduct(w http.ResponseWriter, r *http.Request) error {
+func (s *Server) getProduct(w http.ResponseWriter, r *http.Request, _ string) (int, error) {
 	p, err := s.Catalog.Product(r.Context(), r.PathValue("sku"))
 	if err != nil {
-		return err
+		return 0, err
 	}
-	return writeJSON(w, http.StatusOK, p)
+	return http.StatusOK, writeJSON(w, http.StatusOK, p)
 }
 
 func (s *Server) updateProduct(w http.ResponseWriter, r *http.Request, _ Identity) error {
