@@ -5,10 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
-	"io"
-	"log/slog"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -17,10 +14,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/spikehq/spike"
-	"github.com/spikehq/spike/internal/adapter/sqlitestore"
-	"github.com/spikehq/spike/internal/domain/catalog"
-	"github.com/spikehq/spike/internal/domain/inventory"
 	"github.com/spikehq/spike/internal/domain/order"
 	"github.com/spikehq/spike/internal/domain/sale"
 	"github.com/spikehq/spike/internal/httpapi"
@@ -136,37 +129,18 @@ func signBatch(b *testing.B, from int64, n int) []string {
 // to spare, sale "gone" sold out.
 func newHotStack(tb testing.TB) *httpapi.Server {
 	tb.Helper()
-	ctx := context.Background()
-	store, err := sqlitestore.Open(ctx, filepath.Join(tb.TempDir(), "spike.db"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { store.Close() })
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	counters := inventory.New(spike.NewIDGenerator())
-	cat := catalog.NewService(store)
-	sales := sale.NewService(store, counters)
-	orders := order.NewService(counters, acceptStream{}, store, log)
-	if _, err := cat.Create(ctx, catalog.Product{SKU: "sku-hot", Name: "Hot", PriceCents: 100, Stock: 1 << 40}); err != nil {
-		tb.Fatal(err)
-	}
-	for _, s := range []sale.Sale{
-		{ID: "open", SKU: "sku-hot", Stock: 1 << 39, PriceCents: 50, PerUserLimit: 1, StartsAt: time.Now().Add(-time.Minute)},
-		{ID: "gone", SKU: "sku-hot", Stock: 1, PriceCents: 50, PerUserLimit: 1, StartsAt: time.Now().Add(-time.Minute)},
-	} {
-		if _, err := sales.Create(ctx, s); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	if _, err := orders.Place(ctx, order.PlaceRequest{UserID: 1, SaleID: "gone", Key: "first", Quantity: 1}); err != nil {
+	svc := newServices(tb, "sku-hot",
+		sale.Sale{ID: "open", SKU: "sku-hot", Stock: 1 << 39, PriceCents: 50, PerUserLimit: 1},
+		sale.Sale{ID: "gone", SKU: "sku-hot", Stock: 1, PriceCents: 50, PerUserLimit: 1})
+	if _, err := svc.orders.Place(context.Background(), order.PlaceRequest{UserID: 1, SaleID: "gone", Key: "first", Quantity: 1}); err != nil {
 		tb.Fatal(err)
 	}
 	board := switches.New(switches.Defs)
 	return httpapi.New(httpapi.Config{
-		Catalog: cat, Sales: sales, Orders: orders,
+		Catalog: svc.catalog, Sales: svc.sales, Orders: svc.orders,
 		Auth:     httpapi.NewAuthenticator(testSecret),
 		Registry: prometheus.NewRegistry(),
-		Logger:   log,
+		Logger:   svc.log,
 		Guards: &httpapi.Guards{
 			// cmd/spike's defaults (config.go, limits.admission_*).
 			Admission: resilience.NewAdaptive(resilience.AdaptiveConfig{InitialLimit: 1000, MinLimit: 256, MaxLimit: 20000}),
