@@ -255,6 +255,30 @@ func (t Ticket) Ignore() {
 	}
 }
 
+// SuccessLatency is Success, and returns the request's latency as the
+// limiter measured it (on its clock: AdaptiveConfig.Now if set), so that a
+// caller recording latencies too need not read the clock again. A zero
+// Ticket returns 0.
+func (t Ticket) SuccessLatency() time.Duration {
+	if t.a == nil {
+		return 0
+	}
+	return t.a.finish(t, finishSample)
+}
+
+// DroppedLatency is Dropped, and returns the request's latency as
+// SuccessLatency does.
+func (t Ticket) DroppedLatency() time.Duration {
+	if t.a == nil {
+		return 0
+	}
+	return t.a.finish(t, finishDrop)
+}
+
+// Measures reports whether t was taken from a limiter, which measures its
+// latency: false for the zero Ticket.
+func (t Ticket) Measures() bool { return t.a != nil }
+
 // How a ticket finished.
 const (
 	finishSample = iota
@@ -262,10 +286,12 @@ const (
 	finishIgnore
 )
 
-func (a *Adaptive) finish(t Ticket, outcome int) {
+// finish records a finished call and returns its latency (0 for an
+// ignored call outside a probe, which reads no clock).
+func (a *Adaptive) finish(t Ticket, outcome int) time.Duration {
 	a.inflight.Add(-1)
 	if outcome == finishIgnore && !a.probingFlag.Load() {
-		return
+		return 0
 	}
 	now := a.clock.nanos()
 	a.mu.Lock()
@@ -275,7 +301,7 @@ func (a *Adaptive) finish(t Ticket, outcome int) {
 		if changed && a.cfg.OnLimitChange != nil {
 			a.cfg.OnLimitChange(limit)
 		}
-		return
+		return time.Duration(now - t.start)
 	}
 	changed, limit := false, 0
 	if outcome == finishDrop {
@@ -297,12 +323,13 @@ func (a *Adaptive) finish(t Ticket, outcome int) {
 	}
 	if outcome == finishIgnore {
 		a.mu.Unlock()
-		return
+		return time.Duration(now - t.start)
 	}
 	a.mu.Unlock()
 	if changed && a.cfg.OnLimitChange != nil {
 		a.cfg.OnLimitChange(limit)
 	}
+	return time.Duration(now - t.start)
 }
 
 // probe records a call finished during a probe and ends the probe when

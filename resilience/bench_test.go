@@ -154,6 +154,19 @@ func BenchmarkFirstTimeKeys(b *testing.B) {
 		perKey(b, func(user int64) bool { return k.Allow(uint64(user)) })
 		runtime.KeepAlive(k)
 	})
+	// A flash sale's pace: 30,000 new buyers a second on the clock (a
+	// fake one, moved on by each call), at the guards' default per-buyer
+	// limit (20/s, burst 40): a bucket is full again 50 ms after its
+	// buyer's one request.
+	b.Run("KeyedBuckets/30k-per-s", func(b *testing.B) {
+		var now time.Time
+		k := resilience.NewKeyedBuckets(resilience.KeyedBucketsConfig{Rate: 20, Burst: 40, MaxKeys: maxKeys, Now: func() time.Time { return now }})
+		perKey(b, func(user int64) bool {
+			now = now.Add(time.Second / 30_000)
+			return k.Allow(uint64(user))
+		})
+		runtime.KeepAlive(k)
+	})
 }
 
 // perKey calls allow once for each of b.N new user ids and reports the

@@ -28,7 +28,9 @@ type KeyedBucketsConfig struct {
 // KeyedBuckets is a token bucket per integer key (a user id, say), like
 // [Keyed] of [TokenBucket] but for many short-lived keys: a key's whole
 // state is 16 bytes in a map, stored by value. A key gets state only once
-// it takes a token (a full bucket needs none), no call allocates except
+// it takes a token (a full bucket needs none) and loses it, in a sweep,
+// once its bucket is full again, so the maps hold the keys of about one
+// refill interval rather than every key seen; no call allocates except
 // when a shard's map grows, and a key needs no string formatting. It is
 // safe for concurrent use.
 type KeyedBuckets struct {
@@ -43,8 +45,13 @@ type bucketShard struct {
 	mu      sync.Mutex
 	tat     map[uint64]int64 // key → theoretical arrival time (ns on clock); absent: full
 	maxKeys int
-	_       [40]byte // keep shards on separate cache lines
+	// New keys since the last sweep, and how many make the next one.
+	sinceSweep, sweepEvery int
+	_                      [24]byte // keep shards on separate cache lines
 }
+
+// minSweepEvery is the fewest new keys between two sweeps of a shard.
+const minSweepEvery = 64
 
 // evictSample is how many buckets a full shard compares to pick the one it
 // forgets.
@@ -74,6 +81,7 @@ func NewKeyedBuckets(cfg KeyedBucketsConfig) *KeyedBuckets {
 	for i := range b.shards {
 		s := &b.shards[i]
 		s.tat = make(map[uint64]int64)
+		s.sweepEvery = minSweepEvery
 		s.maxKeys = maxKeys / shards
 		if i < maxKeys%shards {
 			s.maxKeys++
@@ -111,11 +119,33 @@ func (b *KeyedBuckets) AllowN(key uint64, n int) bool {
 	if newTat-now > p.tolerance {
 		return false
 	}
-	if !known && len(s.tat) >= s.maxKeys {
-		b.evict(s)
+	if !known {
+		if s.sinceSweep++; s.sinceSweep >= s.sweepEvery {
+			s.sweep(now)
+		}
+		if len(s.tat) >= s.maxKeys {
+			b.evict(s)
+		}
 	}
 	s.tat[key] = newTat
 	return true
+}
+
+// sweep forgets every full bucket (tat <= now), which is the same as
+// remembering it (an absent key is full): without it, a flash sale's
+// buyers, each seen once, would fill the map up to MaxKeys, and every new
+// buyer's lookup would miss the CPU caches in a map of a million keys.
+// With it the map holds about the buyers of the last refill interval. A
+// sweep comes after as many new keys as the shard kept at the last one
+// (at least minSweepEvery), so it costs O(1) a new key.
+func (s *bucketShard) sweep(now int64) {
+	for k, tat := range s.tat {
+		if tat <= now {
+			delete(s.tat, k)
+		}
+	}
+	s.sinceSweep = 0
+	s.sweepEvery = max(minSweepEvery, len(s.tat))
 }
 
 // evict forgets the fullest (earliest theoretical arrival time) of a few

@@ -149,3 +149,34 @@ func TestKeyedBucketsAllowDoesNotAllocate(t *testing.T) {
 		t.Errorf("Allow of a known key: %v allocations, want 0", n)
 	}
 }
+
+// TestKeyedBucketsForgetsFullBuckets: a stream of keys each seen once
+// leaves state only for those whose bucket has not refilled yet (a full
+// bucket is the same as none), and a key in debt is never forgotten.
+func TestKeyedBucketsForgetsFullBuckets(t *testing.T) {
+	clk := newFakeClock()
+	kb := resilience.NewKeyedBuckets(resilience.KeyedBucketsConfig{Rate: 10, Burst: 2, MaxKeys: 1 << 20, Shards: 1, Now: clk.Now})
+	const hot = 1 << 40
+	kb.AllowN(hot, 2) // empty: the next token in 100 ms
+	for i := range uint64(90) {
+		clk.Advance(time.Millisecond)
+		kb.Allow(i)
+	}
+	if kb.Allow(hot) {
+		t.Fatal("Allow(hot) = true 90 ms after it emptied its bucket: it was forgotten")
+	}
+	for i := range uint64(10_000) {
+		clk.Advance(time.Millisecond) // each bucket is full again 100 ms after its key's request
+		if !kb.Allow(1000 + i) {
+			t.Fatalf("Allow(%d) = false for a new key", 1000+i)
+		}
+	}
+	// About 100 keys are in debt at any time; what the map holds between
+	// two sweeps is at most twice that, plus the minimum between sweeps.
+	if n := kb.Len(); n > 2*100+64 {
+		t.Errorf("Len() = %d after 10,000 keys each seen once, want <= %d", n, 2*100+64)
+	}
+	if n := kb.Evictions(); n != 0 {
+		t.Errorf("Evictions() = %d, want 0: nothing needed forgetting", n)
+	}
+}

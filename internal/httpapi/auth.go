@@ -45,8 +45,7 @@ func NewAuthenticatorFor(v *auth.Verifier) *Authenticator { return &Authenticato
 
 // Authenticate returns the identity the request's bearer token proves.
 func (a *Authenticator) Authenticate(r *http.Request) (Identity, error) {
-	h := r.Header.Get("Authorization")
-	tok, ok := strings.CutPrefix(h, "Bearer ")
+	tok, ok := strings.CutPrefix(headerValue(r.Header, "Authorization"), "Bearer ")
 	if !ok || tok == "" {
 		return Identity{}, errNoToken
 	}
@@ -62,4 +61,13 @@ func (a *Authenticator) Verify(tok string) (Identity, error) {
 // admin role.
 func Sign(secret []byte, user int64, admin bool, ttl time.Duration) (string, error) {
 	return auth.Sign(secret, user, admin, ttl)
+}
+
+// headerValue is h.Get(key) for a key already in canonical form, without
+// Get's canonicalising of the key on every call.
+func headerValue(h http.Header, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }

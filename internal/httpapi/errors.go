@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/spikehq/spike"
 	"github.com/spikehq/spike/internal/domain/inventory"
 	"github.com/spikehq/spike/internal/domain/sale"
@@ -64,7 +66,10 @@ var errOutOfTime = &spike.Error{Kind: spike.ErrUnavailable, Message: "a dependen
 // statusOf returns the status and code for err; unknown errors are 500.
 func statusOf(err error) (int, string, string) {
 	de, ok := err.(*spike.Error)
-	if !ok && !errors.As(err, &de) {
+	if !ok {
+		de, ok = asDomainError(err)
+	}
+	if !ok {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 			return http.StatusServiceUnavailable, "unavailable", errOutOfTime.Message
 		}
@@ -81,38 +86,62 @@ func statusOf(err error) (int, string, string) {
 	return http.StatusInternalServerError, "internal", "internal error"
 }
 
-// hotErrors are the rejections a flash sale repeats by the thousand;
-// their bodies are encoded once.
-var hotErrors = func() map[*spike.Error][]byte {
-	m := map[*spike.Error][]byte{}
-	for _, e := range []*spike.Error{
-		inventory.ErrSoldOut, inventory.ErrLimit, inventory.ErrNotActive, inventory.ErrKeyReused,
-		inventory.ErrInProgress, inventory.ErrFenced, sale.ErrSaleNotFound,
-		errOverloaded, errUserRate, errSaleRate, errNotAccepted, errNoToken, errBadToken,
-	} {
-		_, code, msg := statusOf(e)
-		m[e] = encodeError(code, msg)
+// asDomainError finds a *spike.Error in err's chain. It is apart from
+// statusOf so that the variable errors.As needs is allocated only for
+// wrapped errors, not on every call.
+func asDomainError(err error) (*spike.Error, bool) {
+	var de *spike.Error
+	if errors.As(err, &de) {
+		return de, true
 	}
-	return m
-}()
-
-func errorBody(err error, code, msg string) []byte {
-	if de, ok := err.(*spike.Error); ok {
-		if b, ok := hotErrors[de]; ok {
-			return b
-		}
-	}
-	return encodeError(code, msg)
+	return nil, false
 }
 
-// writeError writes err in the API's error shape. Only errors that are not
-// domain errors (bugs, or a dependency failing in a way nobody mapped) are
-// logged, in full.
-func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+// hotErrorList are the rejections a flash sale repeats by the thousand:
+// their answers (status and body) are worked out once per server, with
+// the placement outcome each counts as.
+var hotErrorList = []*spike.Error{
+	inventory.ErrSoldOut, inventory.ErrLimit, inventory.ErrNotActive, inventory.ErrKeyReused,
+	inventory.ErrInProgress, inventory.ErrFenced, sale.ErrSaleNotFound,
+	errOverloaded, errUserRate, errSaleRate, errNotAccepted, errNoToken, errBadToken,
+	errKeyMissing, errQuantity,
+}
+
+// hotError is the answer to one of hotErrorList.
+type hotError struct {
+	status  int
+	body    []byte
+	outcome prometheus.Counter // its spike_placements_total series; nil: not pre-resolved
+}
+
+func (s *Server) hotErrors() map[*spike.Error]*hotError {
+	m := make(map[*spike.Error]*hotError, len(hotErrorList))
+	for _, e := range hotErrorList {
+		status, code, msg := statusOf(e)
+		m[e] = &hotError{status: status, body: encodeError(code, msg), outcome: s.metrics.outcome[code]}
+	}
+	return m
+}
+
+// writeError writes err in the API's error shape and returns the status.
+// Only errors that are not domain errors (bugs, or a dependency failing in
+// a way nobody mapped) are logged, in full.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) int {
+	if de, ok := err.(*spike.Error); ok {
+		if h := s.hot[de]; h != nil {
+			writeErrorBody(w, h.status, h.body)
+			return h.status
+		}
+	}
 	status, code, msg := statusOf(err)
 	if status == http.StatusInternalServerError {
 		s.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
+	writeErrorBody(w, status, encodeError(code, msg))
+	return status
+}
+
+func writeErrorBody(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
 	h["Content-Type"] = jsonContentType
 	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
@@ -121,7 +150,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 	}
 	w.WriteHeader(status)
-	w.Write(errorBody(err, code, msg))
+	w.Write(body)
 }
 
 var (

@@ -32,6 +32,9 @@ type Guards struct {
 
 	perUser atomic.Pointer[resilience.KeyedBuckets] // nil: unlimited
 	perSale atomic.Pointer[resilience.Keyed]
+	// refusing mirrors orders.accept being off, read on every placement
+	// without the board's lookup by name.
+	refusing atomic.Bool
 }
 
 // KeyedLimiter is a rate limit per key shared between instances.
@@ -58,8 +61,12 @@ func (g *Guards) init() {
 		switch name {
 		case switches.UserRate, switches.UserBurst, switches.SaleRate:
 			g.rebuildLimits()
+		case switches.OrdersAccept:
+			g.refusing.Store(!g.Switches.On(switches.OrdersAccept))
 		}
 	})
+	// After OnChange: a change in between is not missed.
+	g.refusing.Store(!g.Switches.On(switches.OrdersAccept))
 }
 
 func (g *Guards) rebuildLimits() {
@@ -86,7 +93,7 @@ func keyedBuckets(rate float64, burst, maxKeys int) *resilience.Keyed {
 
 // accepting reports the orders.accept switch.
 func (g *Guards) accepting() bool {
-	return g.Switches == nil || g.Switches.On(switches.OrdersAccept)
+	return !g.refusing.Load()
 }
 
 func (g *Guards) allowUser(ctx context.Context, user int64) bool {
@@ -122,17 +129,16 @@ func (g *Guards) admit(p resilience.Priority) (resilience.Ticket, bool) {
 
 // finish reports how an admitted request went: dependency failures
 // (5xx) shrink the limit like a timeout would; everything else is a
-// latency sample.
-func (g *Guards) finish(t resilience.Ticket, status int) {
-	if g == nil || g.Admission == nil {
-		return
+// latency sample. It returns the latency the ticket measured (0 for a
+// ticket of no limiter).
+func (g *Guards) finish(t resilience.Ticket, status int) time.Duration {
+	if !t.Measures() {
+		return 0
 	}
-	switch {
-	case status >= 500:
-		t.Dropped()
-	default:
-		t.Success()
+	if status >= 500 {
+		return t.DroppedLatency()
 	}
+	return t.SuccessLatency()
 }
 
 // guardMetrics counts rejections by guard.

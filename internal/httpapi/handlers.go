@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spikehq/spike"
@@ -39,12 +40,12 @@ func (s *Server) createProduct(w http.ResponseWriter, r *http.Request, _ Identit
 	return writeJSON(w, http.StatusCreated, p)
 }
 
-func (s *Server) getProduct(w http.ResponseWriter, r *http.Request) error {
+func (s *Server) getProduct(w http.ResponseWriter, r *http.Request, _ string) (int, error) {
 	p, err := s.Catalog.Product(r.Context(), r.PathValue("sku"))
 	if err != nil {
-		return err
+		return 0, err
 	}
-	return writeJSON(w, http.StatusOK, p)
+	return http.StatusOK, writeJSON(w, http.StatusOK, p)
 }
 
 func (s *Server) updateProduct(w http.ResponseWriter, r *http.Request, _ Identity) error {
@@ -241,44 +242,49 @@ func fastQuantity(b []byte) (q int64, ok bool) {
 	return q, true
 }
 
-// placeOrder is the hot path: the cheapest checks come first.
-func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request) error {
+// placeOrder is the hot path: the cheapest checks come first. saleID is
+// the path's, when ServeHTTP found it ("" through the mux).
+func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request, saleID string) (int, error) {
 	if g := s.Guards; g != nil && !g.accepting() {
 		s.guard.reject("orders_accept_switch")
-		return errNotAccepted
+		return 0, errNotAccepted
 	}
-	saleID := r.PathValue("id")
+	if saleID == "" {
+		saleID = r.PathValue("id")
+	}
 	if !spike.ValidID(saleID) {
-		return sale.ErrSaleNotFound
+		return 0, sale.ErrSaleNotFound
 	}
 	id, err := s.Auth.Authenticate(r)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	key := r.Header.Get("Idempotency-Key")
+	key := headerValue(r.Header, "Idempotency-Key")
 	if !spike.ValidIdempotencyKey(key) {
-		return errKeyMissing
+		return 0, errKeyMissing
 	}
 	if g := s.Guards; g != nil {
 		if !g.allowUser(r.Context(), id.UserID) {
 			s.guard.reject("user_rate")
-			return errUserRate
+			return 0, errUserRate
 		}
 		if !g.allowSale(saleID) {
 			s.guard.reject("sale_rate")
-			return errSaleRate
+			return 0, errSaleRate
 		}
 	}
 	qty, err := decodeQuantity(r)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	o, err := s.Orders.Place(r.Context(), order.PlaceRequest{UserID: id.UserID, SaleID: saleID, Key: key, Quantity: qty})
-	s.metrics.placement(err)
 	if err != nil {
-		return err
+		s.placementFailed(err)
+		return 0, err
 	}
-	b := make([]byte, 0, 128)
+	s.metrics.accepted.Inc()
+	bp := placedBodies.Get().(*[]byte)
+	b := (*bp)[:0]
 	b = append(b, `{"order_id":`...)
 	b = strconv.AppendQuote(b, o.ID)
 	b = append(b, `,"sale_id":`...)
@@ -288,8 +294,24 @@ func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request) error {
 	b = append(b, `,"status":"pending"}`+"\n"...)
 	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(http.StatusAccepted)
-	_, err = w.Write(b)
-	return nil
+	w.Write(b)
+	*bp = b
+	placedBodies.Put(bp)
+	return http.StatusAccepted, nil
+}
+
+// placedBodies are the buffers of 202 answers.
+var placedBodies = sync.Pool{New: func() any { b := make([]byte, 0, 128); return &b }}
+
+// placementFailed counts a refused placement by its outcome.
+func (s *Server) placementFailed(err error) {
+	if de, ok := err.(*spike.Error); ok {
+		if h := s.hot[de]; h != nil && h.outcome != nil {
+			h.outcome.Inc()
+			return
+		}
+	}
+	s.metrics.placement(err)
 }
 
 type orderResponse struct {

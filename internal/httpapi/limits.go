@@ -216,3 +216,13 @@ func (s *Server) limitAnonymous(route string, h handlerFunc) handlerFunc {
 		return h(w, r)
 	}
 }
+
+// anonymous is limitAnonymous for a statusHandler.
+func (s *Server) anonymous(h statusHandler) statusHandler {
+	return func(w http.ResponseWriter, r *http.Request, id string) (int, error) {
+		if err := s.limits.allowIP(w, r); err != nil {
+			return 0, err
+		}
+		return h(w, r, id)
+	}
+}

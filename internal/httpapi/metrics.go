@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"errors"
 	"strconv"
 	"time"
 
@@ -15,6 +14,7 @@ type metrics struct {
 	latency    *prometheus.HistogramVec
 	placements *prometheus.CounterVec
 	outcome    map[string]prometheus.Counter
+	accepted   prometheus.Counter // outcome["accepted"]
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -35,6 +35,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, c := range []string{"accepted", "invalid", "not_found", "conflict", "sold_out", "limit_exceeded", "sale_not_active", "unavailable", "internal"} {
 		m.outcome[c] = m.placements.WithLabelValues(c)
 	}
+	m.accepted = m.outcome["accepted"]
 	return m
 }
 
@@ -43,23 +44,40 @@ type routeMetrics struct {
 	m       *metrics
 	route   string
 	latency prometheus.Observer
-	byCode  map[int]prometheus.Counter // read-only after construction
+	byCode  [len(commonStatuses)]prometheus.Counter // by statusSlot
 }
 
-var commonStatuses = []int{200, 201, 202, 400, 401, 403, 404, 409, 413, 429, 500, 503}
+var commonStatuses = [...]int{200, 201, 202, 400, 401, 403, 404, 409, 413, 429, 500, 503}
+
+// statusSlots maps a status (100-599) to 1 + its index in commonStatuses;
+// 0 is a status that is not common.
+var statusSlots = func() (t [500]uint8) {
+	for i, st := range commonStatuses {
+		t[st-100] = uint8(i + 1)
+	}
+	return t
+}()
+
+// statusSlot returns status's index in commonStatuses, or -1.
+func statusSlot(status int) int {
+	if status < 100 || status >= 600 {
+		return -1
+	}
+	return int(statusSlots[status-100]) - 1
+}
 
 func (m *metrics) route(route string) *routeMetrics {
-	rm := &routeMetrics{m: m, route: route, latency: m.latency.WithLabelValues(route), byCode: map[int]prometheus.Counter{}}
-	for _, st := range commonStatuses {
-		rm.byCode[st] = m.requests.WithLabelValues(route, strconv.Itoa(st))
+	rm := &routeMetrics{m: m, route: route, latency: m.latency.WithLabelValues(route)}
+	for i, st := range commonStatuses {
+		rm.byCode[i] = m.requests.WithLabelValues(route, strconv.Itoa(st))
 	}
 	return rm
 }
 
 func (rm *routeMetrics) observe(status int, d time.Duration) {
 	rm.latency.Observe(d.Seconds())
-	if c, ok := rm.byCode[status]; ok {
-		c.Inc()
+	if i := statusSlot(status); i >= 0 {
+		rm.byCode[i].Inc()
 		return
 	}
 	rm.m.requests.WithLabelValues(rm.route, strconv.Itoa(status)).Inc()
@@ -69,9 +87,10 @@ func (m *metrics) placement(err error) {
 	code := "accepted"
 	if err != nil {
 		_, code, _ = statusOf(err)
-		var de *spike.Error
-		if !errors.As(err, &de) {
-			code = "internal"
+		if _, ok := err.(*spike.Error); !ok {
+			if _, ok := asDomainError(err); !ok {
+				code = "internal"
+			}
 		}
 	}
 	if c, ok := m.outcome[code]; ok {

@@ -39,6 +39,32 @@ type stack struct {
 // stream) and creates sale "fz" (per-user limit 5) on product "sku-fz".
 func newStack(tb testing.TB) *stack {
 	tb.Helper()
+	svc := newServices(tb, "sku-fz", sale.Sale{ID: "fz", SKU: "sku-fz", Stock: 1 << 39, PriceCents: 50, PerUserLimit: 5})
+	srv := httpapi.New(httpapi.Config{
+		Catalog: svc.catalog, Sales: svc.sales, Orders: svc.orders,
+		Auditor:  &ledger.Auditor{Sales: svc.store, Orders: svc.store, Counters: svc.counters, Pending: svc.orders},
+		Auth:     httpapi.NewAuthenticator(testSecret),
+		Registry: prometheus.NewRegistry(),
+		Logger:   svc.log,
+	})
+	return &stack{srv: srv}
+}
+
+// services are the domain services behind a test server: SQLite,
+// in-process counters and a stream that accepts every event.
+type services struct {
+	store    *sqlitestore.Store
+	counters *inventory.Counters
+	catalog  *catalog.Service
+	sales    *sale.Service
+	orders   *order.Service
+	log      *slog.Logger
+}
+
+// newServices opens the services with product sku (stock to spare) and
+// sales, which start a minute ago.
+func newServices(tb testing.TB, sku string, sales ...sale.Sale) services {
+	tb.Helper()
 	ctx := context.Background()
 	store, err := sqlitestore.Open(ctx, filepath.Join(tb.TempDir(), "spike.db"))
 	if err != nil {
@@ -47,23 +73,18 @@ func newStack(tb testing.TB) *stack {
 	tb.Cleanup(func() { store.Close() })
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	counters := inventory.New(spike.NewIDGenerator())
-	cat := catalog.NewService(store)
-	sales := sale.NewService(store, counters)
-	orders := order.NewService(counters, acceptStream{}, store, log)
-	if _, err := cat.Create(ctx, catalog.Product{SKU: "sku-fz", Name: "Fuzz", PriceCents: 100, Stock: 1 << 40}); err != nil {
+	svc := services{store: store, counters: counters, catalog: catalog.NewService(store), sales: sale.NewService(store, counters),
+		orders: order.NewService(counters, acceptStream{}, store, log), log: log}
+	if _, err := svc.catalog.Create(ctx, catalog.Product{SKU: sku, Name: "Test", PriceCents: 100, Stock: 1 << 40}); err != nil {
 		tb.Fatal(err)
 	}
-	if _, err := sales.Create(ctx, sale.Sale{ID: "fz", SKU: "sku-fz", Stock: 1 << 39, PriceCents: 50, PerUserLimit: 5, StartsAt: time.Now().Add(-time.Minute)}); err != nil {
-		tb.Fatal(err)
+	for _, s := range sales {
+		s.StartsAt = time.Now().Add(-time.Minute)
+		if _, err := svc.sales.Create(ctx, s); err != nil {
+			tb.Fatal(err)
+		}
 	}
-	srv := httpapi.New(httpapi.Config{
-		Catalog: cat, Sales: sales, Orders: orders,
-		Auditor:  &ledger.Auditor{Sales: store, Orders: store, Counters: counters, Pending: orders},
-		Auth:     httpapi.NewAuthenticator(testSecret),
-		Registry: prometheus.NewRegistry(),
-		Logger:   log,
-	})
-	return &stack{srv: srv}
+	return svc
 }
 
 // errorCodes are the API codes by status.
