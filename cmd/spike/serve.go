@@ -393,7 +393,11 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	a.goWork(func() error { return a.orders.Run(workCtx) })
 	a.goWork(func() error { return a.products.Run(workCtx) })
 	a.goWork(func() error { return inv.Subscribe(workCtx, a.products.Invalidate) })
-	a.goWork(func() error { return a.orders.RunPendingSweeper(workCtx, time.Second) })
+	if a.nats == nil {
+		// Clustered: announcements of orders other instances' workers
+		// persisted may be lost; embedded, the one worker tells Persist.
+		a.goWork(func() error { return a.orders.RunPendingSweeper(workCtx, time.Second) })
+	}
 	a.goWork(func() error { return sw.Run(workCtx) })
 	a.goWork(func() error { return (&rejectionWatch{reg: reg, log: log}).run(workCtx, rejectionWarnEvery) })
 	if verifier.OIDC != nil {
