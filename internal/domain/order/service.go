@@ -363,6 +363,19 @@ func (s *Service) Persist(ctx context.Context, events []Placed) error {
 	return nil
 }
 
+// hasDeadline reports whether the order of e gets a payment deadline (or
+// may: when its sale's window cannot be read).
+func (s *Service) hasDeadline(ctx context.Context, e Placed) bool {
+	if !e.PaymentDeadline.IsZero() {
+		return true
+	}
+	if s.PaymentWindow == nil {
+		return false
+	}
+	w, err := s.window(ctx, e.SaleID)
+	return err != nil || w > 0
+}
+
 func (s *Service) window(ctx context.Context, saleID string) (time.Duration, error) {
 	if w, ok := s.windows.Load(saleID); ok {
 		return w.(time.Duration), nil
