@@ -161,7 +161,14 @@ run() {
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   read -r reqs sock status < <(awk '/^WRKSUM/ {print $2, $3, $4}' <<<"$out")
   if [ -n "$route" ]; then
-    bad=$(unexpected "$before" "$(statuses "$route")" "$ok")
+    local after
+    after=$(statuses "$route")
+    bad=$(unexpected "$before" "$after" "$ok")
+    if [ "$bad" -gt 0 ]; then
+      # Which statuses, and what the server logged meanwhile: a FAIL says why.
+      echo "$name: unexpected statuses: $(awk -v ok=" $ok " 'FNR == NR { b[$1] = $2; next }
+        index(ok, " " $1 " ") == 0 && $2 - b[$1] > 0 { printf "%s×%d ", $1, $2 - b[$1] }' <(echo "$before") <(echo "$after"))" >>"$dir/why"
+    fi
   fi
   # wrk's own non-2xx count covers what the server's counter cannot see.
   if [ "$ok" = 202 ] || [ "$ok" = 200 ]; then [ "$status" -gt "$bad" ] && bad=$status; fi
@@ -249,6 +256,9 @@ bad=$(awk -v max="$maxerr" '{ n = $2 + $3; e = $3 + $4; p = n ? 100 * e / n : 10
 if [ -n "$bad" ]; then
   echo "errors: runs above $maxerr %:"
   echo "$bad"
+  [ -s "$dir/why" ] && sed 's/^/  /' "$dir/why"
+  echo "  server log (warnings and errors, last 10):"
+  grep -E '"level":"(WARN|ERROR)"|level=(WARN|ERROR)' "$dir/serve.log" | tail -10 | cut -c1-300 | sed 's/^/    /' || true
   result=FAIL
 else
   read -r wp wn we wt <<<"$worst"

@@ -57,6 +57,10 @@ type OverdueSource interface {
 // normal latency (a 50 ms linger), well below the 5 s of I6.
 const overdueAfter = 2 * time.Second
 
+// overdueHorizon: an overdue placement is persisted by the deadline sweep
+// only if its payment deadline falls within this long.
+const overdueHorizon = 10 * time.Second
+
 // LifecycleConfig configures a Lifecycle. Every field may be left zero.
 type LifecycleConfig struct {
 	// Events receives every applied transition; nil: none are published.
@@ -338,10 +342,11 @@ func (l *Lifecycle) RunDeadlines(ctx context.Context, interval time.Duration) er
 
 // persistOverdue persists the placements that have waited too long for
 // their worker (idempotent: the worker's later insert of the same order is
-// a no-op), so that the sweep sees their deadlines. Only orders with a
-// deadline: persisting the others early would undo what the Pacer holds
-// back during a burst, and do the worker's inserts twice (a flash sale
-// without a payment window lost 4 % of its CPU to it).
+// a no-op), so that the sweep sees their deadlines. Only orders whose
+// deadline is near (overdueHorizon): persisting the others early would
+// undo what the Pacer holds back during a burst, and do the worker's
+// inserts twice (4 % of a flash sale's CPU); a stuck worker's orders are
+// still taken in time, as their deadlines come near.
 func (l *Lifecycle) persistOverdue(ctx context.Context) {
 	if l.cfg.Overdue == nil || l.pending == nil {
 		return
@@ -353,7 +358,8 @@ func (l *Lifecycle) persistOverdue(ctx context.Context) {
 		}
 		return
 	}
-	events = slices.DeleteFunc(events, func(e Placed) bool { return !l.pending.hasDeadline(ctx, e) })
+	horizon := l.cfg.Now().Add(overdueHorizon)
+	events = slices.DeleteFunc(events, func(e Placed) bool { return !l.pending.dueBefore(ctx, e, horizon) })
 	if len(events) == 0 {
 		return
 	}

@@ -363,17 +363,17 @@ func (s *Service) Persist(ctx context.Context, events []Placed) error {
 	return nil
 }
 
-// hasDeadline reports whether the order of e gets a payment deadline (or
-// may: when its sale's window cannot be read).
-func (s *Service) hasDeadline(ctx context.Context, e Placed) bool {
+// dueBefore reports whether the order of e gets a payment deadline before
+// t (or may: when its sale's window cannot be read).
+func (s *Service) dueBefore(ctx context.Context, e Placed, t time.Time) bool {
 	if !e.PaymentDeadline.IsZero() {
-		return true
+		return e.PaymentDeadline.Before(t)
 	}
 	if s.PaymentWindow == nil {
 		return false
 	}
 	w, err := s.window(ctx, e.SaleID)
-	return err != nil || w > 0
+	return err != nil || (w > 0 && e.PlacedAt.Add(w).Before(t))
 }
 
 func (s *Service) window(ctx context.Context, saleID string) (time.Duration, error) {
