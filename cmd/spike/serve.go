@@ -381,9 +381,9 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	}
 	if a.nats == nil {
 		// Clustered: every instance hears which orders any worker persisted.
-		persist = natsbus.AnnouncePersisted(a.nc, "", persist, log.With("component", "natsbus"))
+		persist = a.bus.AnnouncePersisted("", persist)
 		a.goWork(func() error {
-			return natsbus.FollowPersisted(workCtx, a.nc, "", func(userID int64, orderID string) {
+			return a.bus.FollowPersisted(workCtx, "", func(userID int64, orderID string) {
 				a.orders.Persisted(userID, orderID)
 				a.bus.Forget(orderID)
 			})

@@ -347,10 +347,11 @@ type rejectedEvents struct{ vec *prometheus.CounterVec }
 func newRejectedEvents() rejectedEvents {
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "spike_events_rejected_total",
-		Help: "Events the order workers refused (parked, never persisted), by reason: unsigned, unknown_key, bad_signature, no_reservation; and cache invalidations dropped: invalidation_unsigned, invalidation_unknown_key, invalidation_bad_signature.",
+		Help: "Events the order workers refused (parked, never persisted), by reason: unsigned, unknown_key, bad_signature, no_reservation; and cache invalidations dropped: invalidation_unsigned, invalidation_unknown_key, invalidation_bad_signature; persisted-order announcements dropped: announcement_unsigned, announcement_unknown_key, announcement_bad_signature.",
 	}, []string{"reason"})
 	for _, r := range []string{natsbus.RejectUnsigned, natsbus.RejectUnknownKey, natsbus.RejectBadSignature, natsbus.RejectNoReservation,
-		natsbus.RejectInvalidationUnsigned, natsbus.RejectInvalidationUnknownKey, natsbus.RejectInvalidationBadSignature} {
+		natsbus.RejectInvalidationUnsigned, natsbus.RejectInvalidationUnknownKey, natsbus.RejectInvalidationBadSignature,
+		natsbus.RejectAnnouncementUnsigned, natsbus.RejectAnnouncementUnknownKey, natsbus.RejectAnnouncementBadSignature} {
 		vec.WithLabelValues(r)
 	}
 	return rejectedEvents{vec: vec}

@@ -158,3 +158,54 @@ func TestLookupAfterLostAnnouncement(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestForgedAnnouncementsDropped: an announcement of persisted orders
+// without the instances' key drops nothing from anyone's indexes; a signed
+// one is heard.
+func TestForgedAnnouncementsDropped(t *testing.T) {
+	a, b, idsA, _, third := clusteredPair(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	heard := make(chan string, 16)
+	done := make(chan error, 1)
+	go func() { done <- b.FollowPersisted(ctx, "", func(_ int64, id string) { heard <- id }) }()
+	defer func() { cancel(); <-done }()
+
+	announce := a.AnnouncePersisted("", func(context.Context, []order.Placed) error { return nil })
+	// The follower's subscription is in place once a signed probe arrives.
+	probe := eventWithID(idsA.New(), 0)
+	for subscribed := false; !subscribed; {
+		if err := announce(ctx, []order.Placed{probe}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-heard:
+			subscribed = true
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	for len(heard) > 0 {
+		<-heard
+	}
+	forged := idsA.New()
+	if err := third.Publish(natsbus.PersistedSubject, []byte("7 "+forged+"\n")); err != nil {
+		t.Fatal(err)
+	}
+	signed := eventWithID(idsA.New(), 1)
+	if err := announce(ctx, []order.Placed{signed}); err != nil {
+		t.Fatal(err)
+	}
+	// NATS keeps one publisher's order, not two publishers': wait for the
+	// signed one, then a moment for a late forged one.
+	select {
+	case id := <-heard:
+		if id != signed.OrderID {
+			t.Fatalf("heard %s, want only the signed announcement %s", id, signed.OrderID)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the signed announcement was not heard")
+	}
+	time.Sleep(200 * time.Millisecond)
+	if len(heard) > 0 {
+		t.Errorf("heard %s from an unsigned announcement", <-heard)
+	}
+}

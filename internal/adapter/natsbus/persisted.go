@@ -33,6 +33,17 @@ const announceChunk = 1000
 // "<user id> <order id>", without waiting for the server. A failed publish
 // is logged and ignored: the sweepers catch up.
 func AnnouncePersisted(nc *nats.Conn, subject string, persist PersistFunc, log *slog.Logger) PersistFunc {
+	return announcePersisted(nc, subject, nil, persist, log)
+}
+
+// AnnouncePersisted is the package's AnnouncePersisted over the bus's
+// connection, each announcement signed with Config.Keys: a forged one
+// would drop orders from the instances' pending and batch indexes.
+func (b *Bus) AnnouncePersisted(subject string, persist PersistFunc) PersistFunc {
+	return announcePersisted(b.nc, subject, b.cfg.Keys, persist, b.log)
+}
+
+func announcePersisted(nc *nats.Conn, subject string, keys *Keys, persist PersistFunc, log *slog.Logger) PersistFunc {
 	if subject == "" {
 		subject = PersistedSubject
 	}
@@ -42,13 +53,22 @@ func AnnouncePersisted(nc *nats.Conn, subject string, persist PersistFunc, log *
 		}
 		for start := 0; start < len(events); start += announceChunk {
 			chunk := events[start:min(start+announceChunk, len(events))]
-			if err := nc.Publish(subject, appendPersisted(make([]byte, 0, 40*len(chunk)), chunk)); err != nil {
+			m := signedMsg(keys, purposePersisted, subject, appendPersisted(make([]byte, 0, 40*len(chunk)), chunk))
+			if err := nc.PublishMsg(m); err != nil {
 				log.Warn("announce persisted orders", "orders", len(chunk), "err", err)
 			}
 		}
 		return nil
 	}
 }
+
+// Reasons a received announcement is dropped (the reason label of the
+// rejection count).
+const (
+	RejectAnnouncementUnsigned     = "announcement_" + RejectUnsigned
+	RejectAnnouncementUnknownKey   = "announcement_" + RejectUnknownKey
+	RejectAnnouncementBadSignature = "announcement_" + RejectBadSignature
+)
 
 func appendPersisted(buf []byte, events []order.Placed) []byte {
 	for i := range events {
@@ -65,10 +85,30 @@ func appendPersisted(buf []byte, events []order.Placed) []byte {
 // done; then it unsubscribes and returns nil. fn is called from one
 // goroutine at a time and should be quick. Malformed lines are skipped.
 func FollowPersisted(ctx context.Context, nc *nats.Conn, subject string, fn func(userID int64, orderID string)) error {
+	return followPersisted(ctx, nc, subject, nil, nil, fn)
+}
+
+// FollowPersisted is the package's FollowPersisted over the bus's
+// connection, believing only announcements signed with Config.Keys; any
+// other is dropped and passed to Config.Rejected with its reason
+// (RejectAnnouncementUnsigned, …).
+func (b *Bus) FollowPersisted(ctx context.Context, subject string, fn func(userID int64, orderID string)) error {
+	return followPersisted(ctx, b.nc, subject, b.cfg.Keys, b.cfg.Rejected, fn)
+}
+
+func followPersisted(ctx context.Context, nc *nats.Conn, subject string, keys *Keys, rejected func(string), fn func(userID int64, orderID string)) error {
 	if subject == "" {
 		subject = PersistedSubject
 	}
-	sub, err := nc.Subscribe(subject, func(m *nats.Msg) { parsePersisted(m.Data, fn) })
+	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
+		if err := keys.verify(purposePersisted, m.Data, m.Header); err != nil {
+			if rejected != nil {
+				rejected("announcement_" + reasonOf(err))
+			}
+			return
+		}
+		parsePersisted(m.Data, fn)
+	})
 	if err != nil {
 		return fmt.Errorf("subscribe %s: %w", subject, err)
 	}

@@ -29,6 +29,7 @@ const (
 	purposePlaced     = "spike/orders.placed/v1"
 	purposeTransition = "spike/orders.events/v1"
 	purposeSwitch     = "spike/switch/v1"
+	purposePersisted  = "spike/orders.persisted/v1"
 	purposeInvalidate = "spike/invalidate/v1"
 )
 
