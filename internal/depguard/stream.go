@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/spikehq/spike/internal/domain/order"
 	"github.com/spikehq/spike/resilience"
@@ -35,7 +36,10 @@ type Stream struct {
 	guard *Guard
 }
 
-var _ order.Stream = (*Stream)(nil)
+var (
+	_ order.Stream      = (*Stream)(nil)
+	_ order.TimedStream = (*Stream)(nil)
+)
 
 // Errors of [Stream.Enqueue] for a publish refused by the guard: it never
 // reached the stream, so it is certainly not enqueued.
@@ -54,7 +58,23 @@ func (s *Stream) Guard() *Guard { return s.guard }
 // Enqueue implements order.Stream. A call refused by the breaker, the
 // limit or the bulkhead returns ErrStreamBreakerOpen or ErrStreamBusy.
 func (s *Stream) Enqueue(ctx context.Context, e order.Placed) error {
-	err := s.guard.do(ctx, "order_stream.enqueue", func(ctx context.Context) error { return s.next.Enqueue(ctx, e) })
+	return streamErr(s.guard.do(ctx, "order_stream.enqueue", func(ctx context.Context) error { return s.next.Enqueue(ctx, e) }))
+}
+
+// EnqueueWithin implements order.TimedStream: the wait is bounded by the
+// stream it wraps if that is a TimedStream, else by a context timer.
+func (s *Stream) EnqueueWithin(ctx context.Context, e order.Placed, d time.Duration) error {
+	return streamErr(s.guard.do(ctx, "order_stream.enqueue", func(ctx context.Context) error {
+		if ts, ok := s.next.(order.TimedStream); ok {
+			return ts.EnqueueWithin(ctx, e, d)
+		}
+		ctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		return s.next.Enqueue(ctx, e)
+	}))
+}
+
+func streamErr(err error) error {
 	switch {
 	case err == nil:
 		return nil

@@ -47,7 +47,7 @@ var requestPool = sync.Pool{New: func() any { return &publishRequest{done: make(
 
 // enqueueBatched hands e to the publisher and waits for its batch's
 // acknowledgement.
-func (b *Bus) enqueueBatched(ctx context.Context, e order.Placed) error {
+func (b *Bus) enqueueBatched(ctx context.Context, e order.Placed, expired <-chan struct{}) error {
 	if b.index.stored(e.OrderID) {
 		return nil // already on the stream: what Nats-Msg-Id does for single messages
 	}
@@ -62,7 +62,11 @@ func (b *Bus) enqueueBatched(ctx context.Context, e order.Placed) error {
 	case <-ctx.Done():
 		requestPool.Put(r)
 		return fmt.Errorf("publish %s: %w: %w", e.OrderID, ctx.Err(), order.ErrNotEnqueued)
+	case <-expired:
+		requestPool.Put(r)
+		return fmt.Errorf("publish %s: %w: %w", e.OrderID, context.DeadlineExceeded, order.ErrNotEnqueued)
 	}
+	var gaveUp error
 	select {
 	case err := <-r.done:
 		requestPool.Put(r)
@@ -73,15 +77,18 @@ func (b *Bus) enqueueBatched(ctx context.Context, e order.Placed) error {
 		}
 		return <-r.done // taken before the close: its batch is answered
 	case <-ctx.Done():
-		if r.state.CompareAndSwap(requestQueued, requestWithdrawn) {
-			// Never taken, so never sent; the publisher drops it (and
-			// recycles it).
-			return fmt.Errorf("publish %s: %w: %w", e.OrderID, ctx.Err(), order.ErrNotEnqueued)
-		}
-		// In a batch on its way: in doubt. r is left to the publisher's
-		// answer and the garbage collector.
-		return fmt.Errorf("publish %s: %w", e.OrderID, ctx.Err())
+		gaveUp = ctx.Err()
+	case <-expired:
+		gaveUp = context.DeadlineExceeded
 	}
+	if r.state.CompareAndSwap(requestQueued, requestWithdrawn) {
+		// Never taken, so never sent; the publisher drops it (and
+		// recycles it).
+		return fmt.Errorf("publish %s: %w: %w", e.OrderID, gaveUp, order.ErrNotEnqueued)
+	}
+	// In a batch on its way: in doubt. r is left to the publisher's
+	// answer and the garbage collector.
+	return fmt.Errorf("publish %s: %w", e.OrderID, gaveUp)
 }
 
 // publishLoop takes queued requests in batches and publishes each batch as

@@ -94,13 +94,18 @@ type Bus struct {
 	closeOnce     sync.Once
 	publisherDone chan struct{}
 
+	timeouts timeouts // EnqueueWithin's shared expiries
+
 	// Clustered batched publishing: the nodes this bus answers for.
 	lookupMu   sync.Mutex
 	nodes      map[string]bool
 	lookupSubs []*nats.Subscription
 }
 
-var _ order.Stream = (*Bus)(nil)
+var (
+	_ order.Stream      = (*Bus)(nil)
+	_ order.TimedStream = (*Bus)(nil)
+)
 
 // New makes sure the ORDERS stream and the order-workers consumer exist and
 // returns a Bus over nc.
@@ -212,7 +217,7 @@ func (b *Bus) Enqueue(ctx context.Context, e order.Placed) error {
 		return fmt.Errorf("event %s: placed_at %v out of range: %w", e.OrderID, e.PlacedAt, order.ErrNotEnqueued)
 	}
 	if b.requests != nil {
-		return b.enqueueBatched(ctx, e)
+		return b.enqueueBatched(ctx, e, nil)
 	}
 	data := appendPlaced(make([]byte, 0, 256), &e)
 	f, err := b.js.PublishMsgAsync(signedMsg(b.cfg.Keys, purposePlaced, b.cfg.Subject+"."+e.OrderID, data), jetstream.WithMsgID(e.OrderID))
@@ -233,6 +238,18 @@ func (b *Bus) Enqueue(ctx context.Context, e order.Placed) error {
 	case <-ctx.Done():
 		return fmt.Errorf("publish %s: %w", e.OrderID, ctx.Err())
 	}
+}
+
+// EnqueueWithin implements order.TimedStream: Enqueue, giving up after
+// about d. Batched, the wait shares a coarse timer with every placement
+// due to give up in the same few milliseconds.
+func (b *Bus) EnqueueWithin(ctx context.Context, e order.Placed, d time.Duration) error {
+	if b.requests == nil || e.PlacedAt.Year() < 1 || e.PlacedAt.Year() > 9999 {
+		ctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		return b.Enqueue(ctx, e)
+	}
+	return b.enqueueBatched(ctx, e, b.timeouts.after(d))
 }
 
 // Backlog returns the number of events not yet persisted and acknowledged.
