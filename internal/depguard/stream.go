@@ -61,16 +61,11 @@ func (s *Stream) Enqueue(ctx context.Context, e order.Placed) error {
 	return streamErr(s.guard.do(ctx, "order_stream.enqueue", func(ctx context.Context) error { return s.next.Enqueue(ctx, e) }))
 }
 
-// EnqueueWithin implements order.TimedStream: the wait is bounded by the
-// stream it wraps if that is a TimedStream, else by a context timer.
+// EnqueueWithin implements order.TimedStream (order.EnqueueWithin on the
+// stream it wraps).
 func (s *Stream) EnqueueWithin(ctx context.Context, e order.Placed, d time.Duration) error {
 	return streamErr(s.guard.do(ctx, "order_stream.enqueue", func(ctx context.Context) error {
-		if ts, ok := s.next.(order.TimedStream); ok {
-			return ts.EnqueueWithin(ctx, e, d)
-		}
-		ctx, cancel := context.WithTimeout(ctx, d)
-		defer cancel()
-		return s.next.Enqueue(ctx, e)
+		return order.EnqueueWithin(ctx, s.next, e, d)
 	}))
 }
 

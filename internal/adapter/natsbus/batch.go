@@ -288,12 +288,6 @@ func (x *storedIndex) forgetSeqs(seqs map[uint64]bool) int {
 	return n
 }
 
-func (x *storedIndex) size() int {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	return len(x.entries)
-}
-
 func (x *storedIndex) forget(id string) {
 	x.mu.Lock()
 	delete(x.entries, id)
@@ -308,17 +302,8 @@ func (x *storedIndex) forgetAll(events []order.Placed) {
 	x.mu.Unlock()
 }
 
-func (x *storedIndex) find(id string) (order.Placed, bool) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if en, ok := x.entries[id]; ok && en.stored {
-		return en.e, true
-	}
-	return order.Placed{}, false
-}
-
 func (x *storedIndex) stored(id string) bool {
-	_, ok := x.find(id)
+	_, ok := x.entry(id)
 	return ok
 }
 

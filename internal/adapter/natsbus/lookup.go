@@ -184,34 +184,23 @@ func (b *Bus) placedElsewhere(ctx context.Context, id string) (order.Placed, boo
 // Only for an order whose instance is gone: the stream holds what it stored
 // and not yet persisted (a work queue drops what is acknowledged).
 func (b *Bus) findOnStream(ctx context.Context, id string) (order.Placed, bool, error) {
-	info, err := b.stream.Info(ctx)
-	if err != nil {
-		return order.Placed{}, false, err
-	}
+	var found order.Placed
+	var ok bool
 	var events []order.Placed
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; {
-		m, err := b.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(b.cfg.Subject+".>"))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			break
-		}
-		if err != nil {
-			return order.Placed{}, false, fmt.Errorf("read stream at %d: %w", seq, err)
-		}
-		seq = m.Sequence + 1
+	err := b.eachMessage(ctx, func(m *jetstream.RawStreamMsg) bool {
 		if b.authentic(m.Header, m.Data) != nil {
-			continue
+			return true
 		}
-		events, err = decodeEvents(m.Data, events[:0])
-		if err != nil {
-			continue
-		}
+		events, _ = decodeEvents(m.Data, events[:0])
 		for _, e := range events {
 			if e.OrderID == id {
-				return e, true, nil
+				found, ok = e, true
+				return false
 			}
 		}
-	}
-	return order.Placed{}, false, nil
+		return true
+	})
+	return found, ok, err
 }
 
 // sweepIndex drops the entries stored over sweepAge ago whose message has

@@ -212,9 +212,8 @@ func (b *Bus) Close() {
 // Enqueue implements order.Stream: it publishes e with Nats-Msg-Id set to
 // its order id and waits for the stream's acknowledgement.
 func (b *Bus) Enqueue(ctx context.Context, e order.Placed) error {
-	if y := e.PlacedAt.Year(); y < 1 || y > 9999 {
-		// The hand-written encoder (like encoding/json) has no form for it.
-		return fmt.Errorf("event %s: placed_at %v out of range: %w", e.OrderID, e.PlacedAt, order.ErrNotEnqueued)
+	if err := encodable(e); err != nil {
+		return err
 	}
 	if b.requests != nil {
 		return b.enqueueBatched(ctx, e, nil)
@@ -244,12 +243,24 @@ func (b *Bus) Enqueue(ctx context.Context, e order.Placed) error {
 // about d. Batched, the wait shares a coarse timer with every placement
 // due to give up in the same few milliseconds.
 func (b *Bus) EnqueueWithin(ctx context.Context, e order.Placed, d time.Duration) error {
-	if b.requests == nil || e.PlacedAt.Year() < 1 || e.PlacedAt.Year() > 9999 {
+	if b.requests == nil {
 		ctx, cancel := context.WithTimeout(ctx, d)
 		defer cancel()
 		return b.Enqueue(ctx, e)
 	}
+	if err := encodable(e); err != nil {
+		return err
+	}
 	return b.enqueueBatched(ctx, e, b.timeouts.after(d))
+}
+
+// encodable refuses an event the hand-written encoder (like
+// encoding/json) has no form for.
+func encodable(e order.Placed) error {
+	if y := e.PlacedAt.Year(); y < 1 || y > 9999 {
+		return fmt.Errorf("event %s: placed_at %v out of range: %w", e.OrderID, e.PlacedAt, order.ErrNotEnqueued)
+	}
+	return nil
 }
 
 // Backlog returns the number of events not yet persisted and acknowledged.
@@ -265,25 +276,14 @@ func (b *Bus) Backlog(ctx context.Context) (uint64, error) {
 // acknowledged placements that the order workers have not yet persisted
 // (some may be persisted but not yet acknowledged; order ids tell them apart).
 func (b *Bus) Unpersisted(ctx context.Context) ([]order.Placed, error) {
-	info, err := b.stream.Info(ctx)
-	if err != nil {
-		return nil, err
-	}
 	var out []order.Placed
 	seen := make(map[string]bool)
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; {
-		m, err := b.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(b.cfg.Subject+".>"))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read stream at %d: %w", seq, err)
-		}
-		seq = m.Sequence + 1
+	err := b.eachMessage(ctx, func(m *jetstream.RawStreamMsg) bool {
 		if err := b.authentic(m.Header, m.Data); err != nil {
-			continue // never counted; the worker refuses it
+			return true // never counted; the worker refuses it
 		}
 		n := len(out)
+		var err error
 		if out, err = decodeEvents(m.Data, out); err != nil {
 			b.log.Error("malformed event on the stream", "seq", m.Sequence)
 		}
@@ -296,8 +296,35 @@ func (b *Bus) Unpersisted(ctx context.Context) ([]order.Placed, error) {
 			}
 		}
 		out = out[:n]
+		return true
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
+}
+
+// eachMessage calls visit with every message on the stream, oldest first,
+// until visit returns false.
+func (b *Bus) eachMessage(ctx context.Context, visit func(m *jetstream.RawStreamMsg) bool) error {
+	info, err := b.stream.Info(ctx)
+	if err != nil {
+		return err
+	}
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; {
+		m, err := b.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(b.cfg.Subject+".>"))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read stream at %d: %w", seq, err)
+		}
+		if !visit(m) {
+			return nil
+		}
+		seq = m.Sequence + 1
+	}
+	return nil
 }
 
 // Overdue returns up to limit events stored on the stream before the
@@ -306,29 +333,25 @@ func (b *Bus) Unpersisted(ctx context.Context) ([]order.Placed, error) {
 // stream redelivers them only after its AckWait. In normal operation the
 // oldest event is a few milliseconds old, so this reads one message.
 func (b *Bus) Overdue(ctx context.Context, before time.Time, limit int) ([]order.Placed, error) {
-	info, err := b.stream.Info(ctx)
-	if err != nil {
-		return nil, err
-	}
 	var out []order.Placed
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq && len(out) < limit; {
-		m, err := b.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(b.cfg.Subject+".>"))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read stream at %d: %w", seq, err)
-		}
+	if limit <= 0 {
+		return nil, nil
+	}
+	err := b.eachMessage(ctx, func(m *jetstream.RawStreamMsg) bool {
 		if !m.Time.Before(before) {
-			break
+			return false
 		}
-		seq = m.Sequence + 1
 		if b.authentic(m.Header, m.Data) != nil {
-			continue // the worker refuses it
+			return true // the worker refuses it
 		}
+		var err error
 		if out, err = decodeEvents(m.Data, out); err != nil {
 			b.log.Error("malformed event on the stream", "seq", m.Sequence)
 		}
+		return len(out) < limit
+	})
+	if err != nil {
+		return nil, err
 	}
 	return b.onlyHeld(ctx, out)
 }

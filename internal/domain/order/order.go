@@ -141,6 +141,17 @@ type TimedStream interface {
 	EnqueueWithin(ctx context.Context, e Placed, d time.Duration) error
 }
 
+// EnqueueWithin enqueues e on s, giving up after about d: s's own way if
+// it is a TimedStream, else with a context timer.
+func EnqueueWithin(ctx context.Context, s Stream, e Placed, d time.Duration) error {
+	if ts, ok := s.(TimedStream); ok {
+		return ts.EnqueueWithin(ctx, e, d)
+	}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	return s.Enqueue(ctx, e)
+}
+
 // ErrNotEnqueued marks Stream errors after which the event is certainly not
 // on the stream.
 var ErrNotEnqueued = spike.Errorf(spike.ErrUnavailable, "not enqueued")

@@ -261,12 +261,7 @@ func (s *Service) enqueue(ctx context.Context, ev Placed) error {
 	if timeout == 0 {
 		timeout = 5 * time.Second
 	}
-	if ts, ok := s.stream.(TimedStream); ok {
-		return ts.EnqueueWithin(ctx, ev, timeout)
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	return s.stream.Enqueue(ctx, ev)
+	return EnqueueWithin(ctx, s.stream, ev, timeout)
 }
 
 func placedEvent(res inventory.Reservation) Placed {

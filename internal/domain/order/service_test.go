@@ -125,10 +125,17 @@ func TestRunResolvesInDoubt(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	stream.lossy.Store(false)
+	waitConfirmed(t, res, "o-k1", "the in-doubt reservation was never confirmed")
+}
+
+// waitConfirmed waits up to 10 s for the reservation of id to be
+// confirmed, failing with msg if it is not.
+func waitConfirmed(t *testing.T, res *fakeReserver, id, msg string) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for !res.isConfirmed("o-k1") {
+	for !res.isConfirmed(id) {
 		if time.Now().After(deadline) {
-			t.Fatal("the in-doubt reservation was never confirmed")
+			t.Fatal(msg)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -259,13 +266,7 @@ func TestResolverWaitsForItsLease(t *testing.T) {
 		t.Fatalf("%d publishes without the lease (confirmed %v)", m-n, res.isConfirmed("o-k1"))
 	}
 	leases.owns.Store(true)
-	deadline := time.Now().Add(10 * time.Second)
-	for !res.isConfirmed("o-k1") {
-		if time.Now().After(deadline) {
-			t.Fatal("the in-doubt reservation was never confirmed once the lease was held again")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitConfirmed(t, res, "o-k1", "the in-doubt reservation was never confirmed once the lease was held again")
 }
 
 // TestPlaceWithoutLeasePublishesNothing: a placement made while the lease
