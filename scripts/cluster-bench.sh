@@ -146,7 +146,10 @@ tick=$(getconf CLK_TCK)
 outcomes() {
   local i
   for i in $(seq "$2"); do curl -fs 127.0.0.1:$((base + $(off "$1") + i))/metrics; done |
-    awk -F'[{}"]' '/^spike_placements_total\{/ {n[$3] += $NF} END {for (k in n) if (n[k] > 0) printf "%s=%d ", k, n[k]}'
+    awk -F'[{}"]' '/^spike_placements_total\{/ {n[$3] += $NF}
+      /^spike_stream_published_messages_total / {split($0, f, " "); m += f[2]}
+      /^spike_stream_published_events_total / {split($0, f, " "); e += f[2]}
+      END {for (k in n) if (n[k] > 0) printf "%s=%d ", k, n[k]; if (m > 0) printf "(%d stream messages, %.1f placements each)", m, e / m}'
 }
 
 # off BIN: the port offset of its instances.

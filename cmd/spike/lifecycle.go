@@ -60,6 +60,11 @@ func (a *app) newAfterThe202(ctx context.Context, cfg Config, publicURL string, 
 				SaleID: o.SaleID, SKU: o.SKU, Quantity: o.Quantity, AmountCents: o.AmountCents(), At: e.At})
 		}
 	}
+	if m, ok := a.store.(interface {
+		MinPaymentWindow(context.Context) (time.Duration, bool, error)
+	}); ok {
+		lc.MinPaymentWindow = m.MinPaymentWindow
+	}
 	x.lifecycle = order.NewLifecycle(a.store, a.orders, lc)
 
 	providers := map[string]payment.Provider{}

@@ -406,6 +406,16 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "spike_orders_pending", Help: "Orders acknowledged by this instance and not yet persisted.",
 	}, func() float64 { return float64(a.orders.PendingCount()) }))
+	for _, m := range []struct {
+		name, help string
+		value      func(messages, events uint64) uint64
+	}{
+		{"spike_stream_published_messages_total", "Stream messages of batched placements the stream acknowledged.", func(m, _ uint64) uint64 { return m }},
+		{"spike_stream_published_events_total", "Placements those messages carried (÷ messages: the mean batch).", func(_, e uint64) uint64 { return e }},
+	} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: m.name, Help: m.help},
+			func() float64 { return float64(m.value(a.bus.Published())) }))
+	}
 	// Scrape-time metrics for the alert rules (opsmetrics.go).
 	registerOpsMetrics(reg, a)
 	audits := newAuditMetrics(reg)

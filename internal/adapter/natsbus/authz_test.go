@@ -242,7 +242,7 @@ func TestInstancePermissionsSuffice(t *testing.T) {
 	if _, err := bus.Unpersisted(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bus.Overdue(ctx, time.Now().Add(time.Hour), 10); err != nil {
+	if _, _, err := bus.Overdue(ctx, time.Now().Add(time.Hour), 0, 10); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := bus.sweepOrphans(ctx, func(context.Context, []order.Placed) error { return nil }); err != nil {

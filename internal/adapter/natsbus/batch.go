@@ -162,6 +162,13 @@ func (b *Bus) publishLoop() {
 	}
 }
 
+// Published reports how many batch messages the stream has acknowledged
+// and how many placements they carried: their ratio is the mean batch, the
+// group commit's effect (one stream store, delivery and ack per message).
+func (b *Bus) Published() (messages, events uint64) {
+	return b.publishedMsgs.Load(), b.publishedEvents.Load()
+}
+
 // appendTaken adds r to batch unless its caller withdrew it.
 func appendTaken(batch []*publishRequest, r *publishRequest) []*publishRequest {
 	if !r.state.CompareAndSwap(requestQueued, requestTaken) {
@@ -187,6 +194,8 @@ func batchMsgID(batch []*publishRequest) string {
 // settled records that the batch's message is stored at seq and answers
 // its callers.
 func (b *Bus) settled(waiters []*publishRequest, seq uint64) {
+	b.publishedMsgs.Add(1)
+	b.publishedEvents.Add(uint64(len(waiters)))
 	now := time.Now()
 	for _, r := range waiters {
 		b.index.confirm(r.e.OrderID, seq, now)

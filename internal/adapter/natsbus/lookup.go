@@ -187,7 +187,7 @@ func (b *Bus) findOnStream(ctx context.Context, id string) (order.Placed, bool, 
 	var found order.Placed
 	var ok bool
 	var events []order.Placed
-	err := b.eachMessage(ctx, func(m *jetstream.RawStreamMsg) bool {
+	err := b.eachMessage(ctx, 0, func(m *jetstream.RawStreamMsg) bool {
 		if b.authentic(m.Header, m.Data) != nil {
 			return true
 		}

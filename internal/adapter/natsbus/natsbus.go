@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -95,6 +96,9 @@ type Bus struct {
 	publisherDone chan struct{}
 
 	timeouts timeouts // EnqueueWithin's shared expiries
+
+	// Batched publishing's counters (Published).
+	publishedMsgs, publishedEvents atomic.Uint64
 
 	// Clustered batched publishing: the nodes this bus answers for.
 	lookupMu   sync.Mutex
@@ -278,7 +282,7 @@ func (b *Bus) Backlog(ctx context.Context) (uint64, error) {
 func (b *Bus) Unpersisted(ctx context.Context) ([]order.Placed, error) {
 	var out []order.Placed
 	seen := make(map[string]bool)
-	err := b.eachMessage(ctx, func(m *jetstream.RawStreamMsg) bool {
+	err := b.eachMessage(ctx, 0, func(m *jetstream.RawStreamMsg) bool {
 		if err := b.authentic(m.Header, m.Data); err != nil {
 			return true // never counted; the worker refuses it
 		}
@@ -304,14 +308,18 @@ func (b *Bus) Unpersisted(ctx context.Context) ([]order.Placed, error) {
 	return out, nil
 }
 
-// eachMessage calls visit with every message on the stream, oldest first,
-// until visit returns false.
-func (b *Bus) eachMessage(ctx context.Context, visit func(m *jetstream.RawStreamMsg) bool) error {
+// eachMessage calls visit with every message on the stream from sequence
+// from onwards (the oldest if it is gone), oldest first, until visit
+// returns false.
+func (b *Bus) eachMessage(ctx context.Context, from uint64, visit func(m *jetstream.RawStreamMsg) bool) error {
 	info, err := b.stream.Info(ctx)
 	if err != nil {
 		return err
 	}
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; {
+	if from > info.State.LastSeq+1 {
+		from = 0 // a stream made anew: its sequences start over
+	}
+	for seq := max(from, info.State.FirstSeq); info.State.Msgs > 0 && seq <= info.State.LastSeq; {
 		m, err := b.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(b.cfg.Subject+".>"))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return nil
@@ -328,32 +336,40 @@ func (b *Bus) eachMessage(ctx context.Context, visit func(m *jetstream.RawStream
 }
 
 // Overdue returns up to limit events stored on the stream before the
-// given time and still there, oldest first: placements whose persistence
-// is late, typically because the worker that took them died and the
-// stream redelivers them only after its AckWait. In normal operation the
-// oldest event is a few milliseconds old, so this reads one message.
-func (b *Bus) Overdue(ctx context.Context, before time.Time, limit int) ([]order.Placed, error) {
-	var out []order.Placed
+// given time and still there, oldest first, reading from sequence from
+// (0: the oldest message); next is the sequence after the last message
+// read. Placements whose persistence is late, typically because the
+// worker that took them died and the stream redelivers them only after
+// its AckWait, or held back by the Pacer during a burst. In normal
+// operation the oldest event is a few milliseconds old, so this reads one
+// message.
+func (b *Bus) Overdue(ctx context.Context, before time.Time, from uint64, limit int) (events []order.Placed, next uint64, err error) {
+	next = from
 	if limit <= 0 {
-		return nil, nil
+		return nil, next, nil
 	}
-	err := b.eachMessage(ctx, func(m *jetstream.RawStreamMsg) bool {
+	err = b.eachMessage(ctx, from, func(m *jetstream.RawStreamMsg) bool {
 		if !m.Time.Before(before) {
 			return false
 		}
+		next = m.Sequence + 1
 		if b.authentic(m.Header, m.Data) != nil {
 			return true // the worker refuses it
 		}
 		var err error
-		if out, err = decodeEvents(m.Data, out); err != nil {
+		if events, err = decodeEvents(m.Data, events); err != nil {
 			b.log.Error("malformed event on the stream", "seq", m.Sequence)
 		}
-		return len(out) < limit
+		return len(events) < limit
 	})
 	if err != nil {
-		return nil, err
+		return nil, from, err
 	}
-	return b.onlyHeld(ctx, out)
+	events, err = b.onlyHeld(ctx, events)
+	if err != nil {
+		return nil, from, err
+	}
+	return events, next, nil
 }
 
 // Placed returns the event of an order still on the stream: acknowledged

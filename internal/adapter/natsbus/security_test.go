@@ -283,7 +283,7 @@ func testForgedEventsRefused(t *testing.T, batch int) {
 			t.Errorf("Placed(forged-unsigned) = %v, %v; want not found", ok, err)
 		}
 	}
-	overdue, err := bus.Overdue(ctx, time.Now().Add(time.Hour), 100)
+	overdue, _, err := bus.Overdue(ctx, time.Now().Add(time.Hour), 0, 100)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -306,6 +306,17 @@ func (s *Store) Sale(ctx context.Context, id string) (sale.Sale, error) {
 }
 
 // Sales implements sale.Store.
+// MinPaymentWindow returns the shortest payment window of any sale;
+// ok is false when no sale has one. The deadline sweep's overdue scan
+// reads only placements that could be due soon (order.LifecycleConfig).
+func (s *Store) MinPaymentWindow(ctx context.Context) (w time.Duration, ok bool, err error) {
+	var secs sql.NullInt64
+	if err := s.r.QueryRowContext(ctx, `SELECT MIN(payment_window) FROM sales WHERE payment_window > 0`).Scan(&secs); err != nil {
+		return 0, false, fmt.Errorf("shortest payment window: %w", err)
+	}
+	return time.Duration(secs.Int64) * time.Second, secs.Valid, nil
+}
+
 func (s *Store) Sales(ctx context.Context) ([]sale.Sale, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT `+saleColumns+` FROM sales ORDER BY id`)
 	if err != nil {

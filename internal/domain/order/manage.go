@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -47,9 +48,11 @@ type EventPublisher interface {
 }
 
 // OverdueSource lists placements stored on the stream before a time and
-// not yet persisted, oldest first.
+// not yet persisted, oldest first, from a position in the stream (0: its
+// oldest), up to limit; next is where a later call continues: every
+// message before it was read (or is gone).
 type OverdueSource interface {
-	Overdue(ctx context.Context, before time.Time, limit int) ([]Placed, error)
+	Overdue(ctx context.Context, before time.Time, from uint64, limit int) (events []Placed, next uint64, err error)
 }
 
 // overdueAfter is how long a placement may wait for its order worker
@@ -60,6 +63,12 @@ const overdueAfter = 2 * time.Second
 // overdueHorizon: an overdue placement is persisted by the deadline sweep
 // only if its payment deadline falls within this long.
 const overdueHorizon = 10 * time.Second
+
+// placedBeforeStored bounds how long before the stream stored a placement
+// it was placed (its PlacedAt, on which its deadline counts): an in-doubt
+// placement is published again for up to half of Service.AbandonAfter
+// (45 s by default), plus clock skew between instances.
+const placedBeforeStored = 2 * time.Minute
 
 // LifecycleConfig configures a Lifecycle. Every field may be left zero.
 type LifecycleConfig struct {
@@ -77,6 +86,12 @@ type LifecycleConfig struct {
 	// stream redelivers only after its AckWait): the deadline sweep
 	// persists them, so that their deadlines are kept too.
 	Overdue OverdueSource
+	// MinPaymentWindow, if set, returns the shortest payment window of any
+	// sale (ok false: no sale has one). The overdue scan then reads only
+	// the placements that could have a deadline within the horizon: during
+	// a burst every placement is overdue for a while (the Pacer holds the
+	// workers back) but, with windows of minutes, none is due.
+	MinPaymentWindow func(ctx context.Context) (w time.Duration, ok bool, err error)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil means slog.Default().
@@ -93,6 +108,13 @@ type Lifecycle struct {
 	pending *Service // finds acknowledged orders not yet persisted
 	cfg     LifecycleConfig
 	log     *slog.Logger
+
+	// The overdue scan's memory (persistOverdue): where the next scan
+	// continues, and the earliest deadline among the overdue placements
+	// read and left to their worker because it was not near yet.
+	overdueMu       sync.Mutex
+	overdueFrom     uint64
+	overdueEarliest time.Time
 }
 
 // NewLifecycle returns a Lifecycle over store. pending, if not nil, finds
@@ -347,27 +369,70 @@ func (l *Lifecycle) RunDeadlines(ctx context.Context, interval time.Duration) er
 // undo what the Pacer holds back during a burst, and do the worker's
 // inserts twice (4 % of a flash sale's CPU); a stuck worker's orders are
 // still taken in time, as their deadlines come near.
+//
+// A scan continues where the last one stopped, so each message is read
+// once, not every sweep: during a burst the backlog the Pacer holds back
+// is thousands of messages older than overdueAfter, and reading all of
+// them every 500 ms on every instance cost more than a third of the
+// stream server's CPU (issue 12). The placements it passed over come back
+// into view by a scan from the start once the earliest of their
+// deadlines is within the horizon.
 func (l *Lifecycle) persistOverdue(ctx context.Context) {
 	if l.cfg.Overdue == nil || l.pending == nil {
 		return
 	}
-	events, err := l.cfg.Overdue.Overdue(ctx, l.cfg.Now().Add(-overdueAfter), 2048)
+	l.overdueMu.Lock()
+	defer l.overdueMu.Unlock()
+	now := l.cfg.Now()
+	horizon := now.Add(overdueHorizon)
+	if !l.overdueEarliest.IsZero() && l.overdueEarliest.Before(horizon) {
+		l.overdueFrom, l.overdueEarliest = 0, time.Time{}
+	}
+	before := now.Add(-overdueAfter)
+	if l.cfg.MinPaymentWindow != nil {
+		// A placement stored at t has its deadline no earlier than
+		// t - placedBeforeStored + the shortest window: those stored
+		// later than this cannot be due within the horizon.
+		w, ok, err := l.cfg.MinPaymentWindow(ctx)
+		switch {
+		case err != nil:
+			if ctx.Err() == nil {
+				l.log.Warn("read the shortest payment window", "err", err)
+			}
+		case !ok:
+			return // no sale has a deadline
+		default:
+			if b := horizon.Add(placedBeforeStored - w); b.Before(before) {
+				before = b
+			}
+		}
+	}
+	events, next, err := l.cfg.Overdue.Overdue(ctx, before, l.overdueFrom, 2048)
 	if err != nil {
 		if ctx.Err() == nil {
 			l.log.Warn("read overdue placements", "err", err)
 		}
 		return
 	}
-	horizon := l.cfg.Now().Add(overdueHorizon)
-	events = slices.DeleteFunc(events, func(e Placed) bool { return !l.pending.dueBefore(ctx, e, horizon) })
-	if len(events) == 0 {
-		return
-	}
-	if err := l.pending.Persist(ctx, events); err != nil {
-		if ctx.Err() == nil {
-			l.log.Warn("persist overdue placements", "count", len(events), "err", err)
+	earliest := l.overdueEarliest
+	events = slices.DeleteFunc(events, func(e Placed) bool {
+		deadline, known := l.pending.deadline(ctx, e)
+		if known && !deadline.Before(horizon) {
+			if !deadline.IsZero() && (earliest.IsZero() || deadline.Before(earliest)) {
+				earliest = deadline
+			}
+			return true
 		}
-		return
+		return false
+	})
+	if len(events) > 0 {
+		if err := l.pending.Persist(ctx, events); err != nil {
+			if ctx.Err() == nil {
+				l.log.Warn("persist overdue placements", "count", len(events), "err", err)
+			}
+			return // the same messages again next time
+		}
+		l.log.Info("persisted placements their worker had not", "count", len(events))
 	}
-	l.log.Info("persisted placements their worker had not", "count", len(events))
+	l.overdueFrom, l.overdueEarliest = next, earliest
 }

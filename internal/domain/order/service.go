@@ -361,17 +361,23 @@ func (s *Service) Persist(ctx context.Context, events []Placed) error {
 	return nil
 }
 
-// dueBefore reports whether the order of e gets a payment deadline before
-// t (or may: when its sale's window cannot be read).
-func (s *Service) dueBefore(ctx context.Context, e Placed, t time.Time) bool {
+// deadline is the payment deadline of a placed order (zero: it has none);
+// known is false when the sale's payment window could not be read.
+func (s *Service) deadline(ctx context.Context, e Placed) (deadline time.Time, known bool) {
 	if !e.PaymentDeadline.IsZero() {
-		return e.PaymentDeadline.Before(t)
+		return e.PaymentDeadline, true
 	}
 	if s.PaymentWindow == nil {
-		return false
+		return time.Time{}, true
 	}
 	w, err := s.window(ctx, e.SaleID)
-	return err != nil || (w > 0 && e.PlacedAt.Add(w).Before(t))
+	if err != nil {
+		return time.Time{}, false
+	}
+	if w <= 0 {
+		return time.Time{}, true
+	}
+	return e.PlacedAt.Add(w), true
 }
 
 func (s *Service) window(ctx context.Context, saleID string) (time.Duration, error) {

@@ -62,6 +62,7 @@ func Run(t *testing.T, open func(t *testing.T) Stores) {
 		{"CreateSale", testCreateSale},
 		{"ConcurrentSales", testConcurrentSales},
 		{"Sales", testSales},
+		{"MinPaymentWindow", testMinPaymentWindow},
 		{"InsertOrdersIdempotent", testInsertOrdersIdempotent},
 		{"InsertOrdersConcurrent", testInsertOrdersConcurrent},
 		{"Order", testOrder},
@@ -313,6 +314,33 @@ func testSales(t *testing.T, s Stores) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Sales() mismatch, want every sale by id (-want +got):\n%s", diff)
+	}
+}
+
+// testMinPaymentWindow: the shortest payment window of any sale, if the
+// store reports it (the deadline sweep's overdue scan uses it); a sale
+// without a window does not count.
+func testMinPaymentWindow(t *testing.T, s Stores) {
+	m, ok := s.Sales.(interface {
+		MinPaymentWindow(context.Context) (time.Duration, bool, error)
+	})
+	if !ok {
+		t.Skip("the store does not report the shortest payment window")
+	}
+	ctx := context.Background()
+	if w, ok, err := m.MinPaymentWindow(ctx); err != nil || ok {
+		t.Fatalf("MinPaymentWindow() on an empty store = %v, %v, %v; want none", w, ok, err)
+	}
+	mustCreateProduct(t, s, "p", 100)
+	for id, window := range map[string]time.Duration{"none": 0, "long": time.Hour, "short": 90 * time.Second, "default": 15 * time.Minute} {
+		sl := newSale(id, "p", 3)
+		sl.PaymentWindow = window
+		if err := s.Sales.CreateSale(ctx, sl); err != nil {
+			t.Fatalf("CreateSale(%s) = %v", id, err)
+		}
+	}
+	if w, ok, err := m.MinPaymentWindow(ctx); err != nil || !ok || w != 90*time.Second {
+		t.Errorf("MinPaymentWindow() = %v, %v, %v; want 1m30s", w, ok, err)
 	}
 }
 
