@@ -95,6 +95,8 @@ func (b *Bus) enqueueBatched(ctx context.Context, e order.Placed, expired <-chan
 // one message, with at most Config.PublishInFlight batches awaiting their
 // acknowledgement: while they are, new requests queue and form the next
 // batch, so batches grow with load and stay single under light traffic.
+// With Config.PublishLinger, a batch that follows one of several
+// placements waits that long for more before it goes.
 //
 // The goroutines that wait for the acknowledgements are publishLoop's: it
 // waits for them before it reports itself done (Close waits for that).
@@ -104,6 +106,8 @@ func (b *Bus) publishLoop() {
 	defer waiting.Wait()
 	slots := make(chan struct{}, b.cfg.PublishInFlight)
 	var batch []*publishRequest
+	var linger *time.Timer // PublishLinger's, reused
+	last := 0              // placements in the previous batch
 	for {
 		select {
 		case slots <- struct{}{}:
@@ -126,6 +130,26 @@ func (b *Bus) publishLoop() {
 				break fill
 			}
 		}
+		if b.cfg.PublishLinger > 0 && last > 1 && len(batch) > 0 && len(batch) < b.cfg.PublishBatch {
+			if linger == nil {
+				linger = time.NewTimer(b.cfg.PublishLinger)
+			} else {
+				linger.Reset(b.cfg.PublishLinger) // Go 1.23+: no stale tick to drain
+			}
+		wait:
+			for len(batch) < b.cfg.PublishBatch {
+				select {
+				case r := <-b.requests:
+					batch = appendTaken(batch, r)
+				case <-linger.C:
+					break wait
+				case <-b.closed:
+					break wait // the batch still goes out
+				}
+			}
+			linger.Stop()
+		}
+		last = len(batch)
 		if len(batch) == 0 {
 			<-slots
 			continue

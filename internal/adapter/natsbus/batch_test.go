@@ -157,3 +157,63 @@ func TestBatchedClosed(t *testing.T) {
 		t.Fatalf("Enqueue on a closed bus: %v, want ErrNotEnqueued", err)
 	}
 }
+
+// TestBatchedLinger: with PublishLinger, placements arriving together fill
+// their messages (a NATS server pays per message), and a placement alone
+// never waits for company: the linger starts only after a batch of
+// several.
+func TestBatchedLinger(t *testing.T) {
+	ctx := context.Background()
+	nc := mustEmbedded(t)
+	busy, err := natsbus.New(ctx, nc, natsbus.Config{AckWait: time.Second, PublishBatch: 64, PublishLinger: 30 * time.Millisecond}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(busy.Close)
+	const n = 640
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	// A burst of 64 at once (batches of several: the linger starts), then
+	// one every 200 µs or more: without a linger most of those messages
+	// would carry one or two (the stream answers faster).
+	for i := range n {
+		wg.Go(func() { errs <- busy.Enqueue(ctx, event(i)) })
+		if i >= 64 {
+			time.Sleep(200 * time.Microsecond)
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	msgs, events := busy.Published()
+	t.Logf("%d placements in %d messages", events, msgs)
+	if events != n || msgs > n/8 {
+		t.Errorf("%d placements in %d messages; want %d in at most %d (a 30 ms linger fills batches)", events, msgs, n, n/8)
+	}
+	for i := range n {
+		if _, ok, err := busy.Placed(ctx, event(i).OrderID); err != nil || !ok {
+			t.Fatalf("Placed(%s) = %v, %v after a lingered batch", event(i).OrderID, ok, err)
+		}
+	}
+	persistAll(t, busy, nil)
+
+	// One placement at a time: with an hour's linger, each still goes at
+	// once (a wait would time the test out).
+	alone, err := natsbus.New(ctx, nc, natsbus.Config{AckWait: time.Second, PublishBatch: 64, PublishLinger: time.Hour}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(alone.Close)
+	for i := n; i < n+20; i++ {
+		if err := alone.Enqueue(ctx, event(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if msgs, events := alone.Published(); msgs != 20 || events != 20 {
+		t.Errorf("sequential placements: %d in %d messages, want 20 in 20", events, msgs)
+	}
+}

@@ -63,6 +63,13 @@ type Config struct {
 	// PublishInFlight is how many batches may await their acknowledgement
 	// at once. If zero, 2 is used.
 	PublishInFlight int
+	// PublishLinger, if positive, is how long a batch may wait for more
+	// placements once the previous batch carried more than one (so never
+	// under light traffic). Each message costs the stream server a store,
+	// an ack, a delivery and a consumer ack whatever it carries: a NATS
+	// server shared by several instances, each sending small batches,
+	// spends more on messages than the instances save in latency.
+	PublishLinger time.Duration
 	// OrphanSweep is how often a worker looks for events the consumer will
 	// never deliver (see sweepOrphans). If zero, 10s is used.
 	OrphanSweep time.Duration
