@@ -277,6 +277,12 @@ func (t Ticket) DroppedLatency() time.Duration {
 
 // Measures reports whether t was taken from a limiter, which measures its
 // latency: false for the zero Ticket.
+// Crowded reports whether the request was admitted with at least half of
+// the limit in flight: requests were then queuing for the dependency, so
+// its latency says something of the dependency even when something else
+// (a saturated CPU) also slowed it.
+func (t Ticket) Crowded() bool { return t.a != nil && 2*t.inflight >= t.a.caps[Critical].Load() }
+
 func (t Ticket) Measures() bool { return t.a != nil }
 
 // How a ticket finished.

@@ -392,3 +392,28 @@ func TestAdaptiveProbedStallDoesNotCut(t *testing.T) {
 		t.Errorf("limit after a stall = %d, want it near 256: a stall is not a queue", got)
 	}
 }
+
+// TestTicketCrowded: a ticket admitted with at least half the limit in
+// flight is crowded.
+func TestTicketCrowded(t *testing.T) {
+	a := resilience.NewAdaptive(resilience.AdaptiveConfig{InitialLimit: 10, MinLimit: 10, MaxLimit: 10})
+	var crowded []bool
+	var tickets []resilience.Ticket
+	for range 6 {
+		tk, ok := a.Acquire(resilience.Critical)
+		if !ok {
+			t.Fatal("shed below the limit")
+		}
+		tickets = append(tickets, tk)
+		crowded = append(crowded, tk.Crowded())
+	}
+	if want := []bool{false, false, false, false, true, true}; !slices.Equal(crowded, want) {
+		t.Errorf("Crowded of the 1st to 6th in flight of 10 = %v, want %v", crowded, want)
+	}
+	for _, tk := range tickets {
+		tk.Ignore()
+	}
+	if (resilience.Ticket{}).Crowded() {
+		t.Error("the zero Ticket is crowded")
+	}
+}

@@ -256,7 +256,9 @@ type Config struct {
 	IsAnswer func(error) bool
 	// Saturated reports whether the CPU is saturated (see
 	// resilience.CPUSaturation): calls' latencies then say nothing of the
-	// dependency and the adaptive limit ignores them. Nil means never.
+	// dependency and the adaptive limit ignores them, but for calls
+	// admitted with half the limit or more in flight (resilience.Ticket.
+	// Crowded), which were queuing for the dependency. Nil means never.
 	Saturated func() bool
 	// Metrics exports the guard and logs its breaker's changes; nil
 	// exports nothing.
@@ -319,6 +321,11 @@ func New(dep Dependency, cfg Config) *Guard {
 	}
 	return g
 }
+
+// CPUIgnored returns how many calls' latencies the adaptive limit ignored
+// because the CPU was saturated (Config.Saturated) and they did not crowd
+// the limit.
+func (g *Guard) CPUIgnored() uint64 { return g.ignored.Load() }
 
 // Dependency returns the guarded dependency.
 func (g *Guard) Dependency() Dependency { return g.dep }
@@ -393,10 +400,12 @@ func (g *Guard) guard(ctx context.Context, fn func(context.Context) error) error
 	}
 	if g.limit != nil {
 		switch {
-		case g.cpuBusy != nil && g.cpuBusy():
+		case g.cpuBusy != nil && !ticket.Crowded() && g.cpuBusy():
 			// Latency now rises with the CPU's queue, not the
 			// dependency's: shrinking the limit would refuse calls for
-			// nothing.
+			// nothing. Unless the calls crowd the limit: then they are
+			// queuing for the dependency too (a slow stream on a busy
+			// host), and the limit must learn it.
 			g.ignored.Add(1)
 			ticket.Ignore()
 		case err == nil:

@@ -255,3 +255,39 @@ func TestDoConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestSaturatedCrowdedCounts: while the CPU is saturated a call's latency
+// is ignored, unless the call was admitted with half the limit or more in
+// flight: calls queuing at the dependency on a busy host still teach the
+// limit (issue 12: a slow stream beside a CPU hog).
+func TestSaturatedCrowdedCounts(t *testing.T) {
+	g := depguard.New("test", depguard.Config{Saturated: func() bool { return true }, Settings: &depguard.Settings{
+		Adaptive: &resilience.AdaptiveConfig{InitialLimit: 8, MinLimit: 8, MaxLimit: 8},
+	}})
+	for range 3 { // one at a time: in flight 1 of 8
+		if err := g.Do(bg, func(context.Context) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := g.CPUIgnored(); n != 3 {
+		t.Fatalf("ignored %d of 3 lone calls, want 3", n)
+	}
+	// Eight at once: those admitted 4th to 8th had half the limit or more
+	// in flight.
+	release := make(chan struct{})
+	var entered, wg sync.WaitGroup
+	entered.Add(8)
+	for range 8 {
+		wg.Go(func() {
+			if err := g.Do(bg, func(context.Context) error { entered.Done(); <-release; return nil }); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	entered.Wait()
+	close(release)
+	wg.Wait()
+	if n := g.CPUIgnored(); n != 3+3 {
+		t.Errorf("ignored %d calls in all, want 6: the 3 lone ones and the 3 admitted below half the limit", n)
+	}
+}

@@ -107,9 +107,9 @@ func (m *Metrics) export(g *Guard) {
 				Name: "spike_dependency_shed_total", Help: "Calls to a dependency refused by its adaptive limit.", ConstLabels: labels,
 			}, func() float64 { return float64(l.Shed()) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{
-				Name: "spike_dependency_cpu_ignored_total", Help: "Calls to a dependency whose latency its adaptive limit ignored because the CPU was saturated.",
+				Name: "spike_dependency_cpu_ignored_total", Help: "Calls to a dependency whose latency its adaptive limit ignored because the CPU was saturated (and they did not crowd the limit).",
 				ConstLabels: labels,
-			}, func() float64 { return float64(g.ignored.Load()) }),
+			}, func() float64 { return float64(g.CPUIgnored()) }),
 		)
 	}
 }

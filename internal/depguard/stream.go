@@ -24,11 +24,13 @@ import (
 // acks.
 //
 // While the CPU is saturated (Config.Saturated, resilience.CPUSaturation)
-// the limit still holds but learns nothing (the publishes' latencies are
-// ignored): publish latency then rises with the CPU's queue, not the
-// stream's, and shrinking the limit would refuse placements after their
-// reservation, wasting the work already done; the HTTP admission limit
-// sheds that overload before decoding. (Letting publishes through the limit
+// the limit still holds but learns only from publishes admitted with half
+// of it or more in flight (the rest are ignored): publish latency then
+// rises with the CPU's queue, not the stream's, and shrinking the limit
+// would refuse placements of a healthy sale after their reservation,
+// wasting the work already done; the HTTP admission limit sheds that
+// overload before decoding. Publishes crowding the limit are queuing at
+// the stream as well: a slow stream on a busy host still cuts it. (Letting publishes through the limit
 // while the CPU is saturated was tried: with a slowed stream on a busy
 // machine they queued at the stream in bursts.)
 type Stream struct {
