@@ -22,6 +22,7 @@ import (
 // comes first. The zero value is ready to use and safe for concurrent use.
 type CPUSaturation struct {
 	busy   atomic.Bool
+	goBusy atomic.Bool
 	next   atomic.Int64 // unix ns of the next refresh
 	mu     sync.Mutex
 	sample []metrics.Sample
@@ -44,6 +45,15 @@ func (c *CPUSaturation) Saturated() bool {
 	return c.busy.Load()
 }
 
+// Queued reports whether, over the last sample period, this process's own
+// goroutines queued for the CPU (the Go scheduler's run queues were long):
+// the process itself has more work than its cores, as opposed to only
+// another process taking them. It is refreshed with Saturated.
+func (c *CPUSaturation) Queued() bool {
+	c.Saturated()
+	return c.goBusy.Load()
+}
+
 func (c *CPUSaturation) refresh(now int64) {
 	c.next.Store(now + int64(cpuSampleEvery))
 	if c.sample == nil {
@@ -56,6 +66,7 @@ func (c *CPUSaturation) refresh(now int64) {
 	h := c.sample[0].Value.Float64Histogram()
 	goBusy := c.judge(h.Counts, h.Buckets)
 	osBusy := c.os.contended() // always sampled: it judges deltas
+	c.goBusy.Store(goBusy)
 	c.busy.Store(goBusy || osBusy)
 }
 

@@ -41,6 +41,7 @@ func newOrderGuards(counters order.Reserver, clustered bool, stream order.Stream
 		stream: depguard.NewStream(stream, depguard.New(depguard.OrderStream, depguard.Config{
 			Settings:  &streamLimits,
 			Saturated: func() bool { return !cpuGateOff.Load() && cpu.Saturated() },
+			Queued:    cpu.Queued,
 			Metrics:   m,
 		})),
 	}

@@ -260,6 +260,12 @@ type Config struct {
 	// admitted with half the limit or more in flight (resilience.Ticket.
 	// Crowded), which were queuing for the dependency. Nil means never.
 	Saturated func() bool
+	// Queued reports whether this process's own goroutines queue for the
+	// CPU (resilience.CPUSaturation.Queued): the overload is then the
+	// process's own, HTTP admission sheds it before any work is done, and
+	// even crowded calls are ignored (shrinking the limit would refuse
+	// placements after their reservation). Nil means never.
+	Queued func() bool
 	// Metrics exports the guard and logs its breaker's changes; nil
 	// exports nothing.
 	Metrics *Metrics
@@ -280,6 +286,7 @@ type Guard struct {
 	margin   time.Duration
 	isAnswer func(error) bool
 	cpuBusy  func() bool
+	cpuQueue func() bool
 
 	full    atomic.Uint64 // calls refused by the bulkhead
 	ignored atomic.Uint64 // calls whose latency the limit ignored: CPU saturated
@@ -309,6 +316,7 @@ func New(dep Dependency, cfg Config) *Guard {
 		margin:   s.Margin,
 		isAnswer: cfg.IsAnswer,
 		cpuBusy:  cfg.Saturated,
+		cpuQueue: cfg.Queued,
 	}
 	if s.Bulkhead > 0 {
 		g.slots = resilience.NewSemaphore(s.Bulkhead, s.BulkheadWait)
@@ -400,12 +408,13 @@ func (g *Guard) guard(ctx context.Context, fn func(context.Context) error) error
 	}
 	if g.limit != nil {
 		switch {
-		case g.cpuBusy != nil && !ticket.Crowded() && g.cpuBusy():
+		case g.cpuBusy != nil && g.cpuBusy() && (!ticket.Crowded() || g.cpuQueue != nil && g.cpuQueue()):
 			// Latency now rises with the CPU's queue, not the
 			// dependency's: shrinking the limit would refuse calls for
-			// nothing. Unless the calls crowd the limit: then they are
-			// queuing for the dependency too (a slow stream on a busy
-			// host), and the limit must learn it.
+			// nothing. Unless the calls crowd the limit while another
+			// process takes the CPU (ours is not overloaded): then they
+			// are queuing for the dependency too (a slow stream on a
+			// busy host), and the limit must learn it.
 			g.ignored.Add(1)
 			ticket.Ignore()
 		case err == nil:

@@ -3,6 +3,7 @@ package depguard_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -261,9 +262,19 @@ func TestDoConcurrent(t *testing.T) {
 // flight: calls queuing at the dependency on a busy host still teach the
 // limit (issue 12: a slow stream beside a CPU hog).
 func TestSaturatedCrowdedCounts(t *testing.T) {
-	g := depguard.New("test", depguard.Config{Saturated: func() bool { return true }, Settings: &depguard.Settings{
-		Adaptive: &resilience.AdaptiveConfig{InitialLimit: 8, MinLimit: 8, MaxLimit: 8},
-	}})
+	for _, queued := range []bool{false, true} {
+		t.Run(fmt.Sprintf("queued=%v", queued), func(t *testing.T) { testSaturatedCrowded(t, queued) })
+	}
+}
+
+// testSaturatedCrowded: with queued (this process's own goroutines queue
+// for the CPU) every latency is ignored, crowded or not: the overload is
+// the CPU's.
+func testSaturatedCrowded(t *testing.T, queued bool) {
+	g := depguard.New("test", depguard.Config{Saturated: func() bool { return true }, Queued: func() bool { return queued },
+		Settings: &depguard.Settings{
+			Adaptive: &resilience.AdaptiveConfig{InitialLimit: 8, MinLimit: 8, MaxLimit: 8},
+		}})
 	for range 3 { // one at a time: in flight 1 of 8
 		if err := g.Do(bg, func(context.Context) error { return nil }); err != nil {
 			t.Fatal(err)
@@ -287,7 +298,11 @@ func TestSaturatedCrowdedCounts(t *testing.T) {
 	entered.Wait()
 	close(release)
 	wg.Wait()
-	if n := g.CPUIgnored(); n != 3+3 {
-		t.Errorf("ignored %d calls in all, want 6: the 3 lone ones and the 3 admitted below half the limit", n)
+	want := uint64(3 + 3)
+	if queued {
+		want = 3 + 8
+	}
+	if n := g.CPUIgnored(); n != want {
+		t.Errorf("ignored %d calls in all, want %d: the 3 lone ones and the 3 admitted below half the limit (all 8 if the CPU queue is the process's own)", n, want)
 	}
 }

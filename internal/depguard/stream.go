@@ -29,8 +29,10 @@ import (
 // rises with the CPU's queue, not the stream's, and shrinking the limit
 // would refuse placements of a healthy sale after their reservation,
 // wasting the work already done; the HTTP admission limit sheds that
-// overload before decoding. Publishes crowding the limit are queuing at
-// the stream as well: a slow stream on a busy host still cuts it. (Letting publishes through the limit
+// overload before decoding. Publishes crowding the limit while another
+// process takes the CPU (this one's goroutines are not queuing for it:
+// Config.Queued) are queuing at the stream as well: a slow stream on a
+// busy host still cuts it. (Letting publishes through the limit
 // while the CPU is saturated was tried: with a slowed stream on a busy
 // machine they queued at the stream in bursts.)
 type Stream struct {
