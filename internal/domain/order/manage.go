@@ -417,8 +417,13 @@ func (l *Lifecycle) persistOverdue(ctx context.Context) {
 	earliest := l.overdueEarliest
 	events = slices.DeleteFunc(events, func(e Placed) bool {
 		deadline, known := l.pending.deadline(ctx, e)
-		if known && !deadline.Before(horizon) {
-			if !deadline.IsZero() && (earliest.IsZero() || deadline.Before(earliest)) {
+		switch {
+		case !known:
+			return false // its sale's window could not be read: may be due
+		case deadline.IsZero():
+			return true // no deadline: its worker's
+		case !deadline.Before(horizon):
+			if earliest.IsZero() || deadline.Before(earliest) {
 				earliest = deadline
 			}
 			return true

@@ -91,7 +91,12 @@ func TestOverdueScanReadsEachMessageOnce(t *testing.T) {
 	now := t0
 	store := &insertStore{}
 	svc := order.NewService(&fakeReserver{}, &lossyStream{}, store, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	svc.PaymentWindow = func(context.Context, string) (time.Duration, error) { return time.Minute, nil }
+	svc.PaymentWindow = func(_ context.Context, sale string) (time.Duration, error) {
+		if sale == "windowless" {
+			return 0, nil // no deadline: never the sweep's to persist
+		}
+		return time.Minute, nil
+	}
 	stream := &overdueStream{reads: map[uint64]int{}}
 	l := order.NewLifecycle(nil, svc, order.LifecycleConfig{Overdue: stream, Now: func() time.Time { return now },
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -103,7 +108,9 @@ func TestOverdueScanReadsEachMessageOnce(t *testing.T) {
 	stream.add(t0.Add(-5*time.Second), placed("far-1", t0.Add(-5*time.Second)))
 	urgent := placed("urgent", t0.Add(-4*time.Second))
 	urgent.PaymentDeadline = t0.Add(3 * time.Second)
-	stream.add(t0.Add(-3*time.Second), placed("far-2", t0.Add(-3*time.Second)), urgent)
+	free := placed("no-deadline", t0.Add(-4*time.Second))
+	free.SaleID = "windowless"
+	stream.add(t0.Add(-3*time.Second), placed("far-2", t0.Add(-3*time.Second)), urgent, free)
 
 	l.PersistOverdue(ctx)
 	if got := store.ids(); !slices.Equal(got, []string{"urgent"}) {
