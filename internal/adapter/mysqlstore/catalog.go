@@ -197,8 +197,6 @@ func (s *Store) Sale(ctx context.Context, id string) (sale.Sale, error) {
 	return read(s.main.primary)
 }
 
-// Sales implements sale.Store. It reads from the primary: stock counters
-// are rebuilt from this list, and a replica could miss a new sale.
 // MinPaymentWindow returns the shortest payment window of any sale;
 // ok is false when no sale has one. The deadline sweep's overdue scan
 // reads only placements that could be due soon (order.LifecycleConfig).
@@ -210,6 +208,8 @@ func (s *Store) MinPaymentWindow(ctx context.Context) (w time.Duration, ok bool,
 	return time.Duration(secs.Int64) * time.Second, secs.Valid, nil
 }
 
+// Sales implements sale.Store. It reads from the primary: stock counters
+// are rebuilt from this list, and a replica could miss a new sale.
 func (s *Store) Sales(ctx context.Context) ([]sale.Sale, error) {
 	rows, err := s.main.primary.QueryContext(ctx, `SELECT `+saleColumns+` FROM sales ORDER BY id`)
 	if err != nil {

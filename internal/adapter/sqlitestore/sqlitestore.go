@@ -305,7 +305,6 @@ func (s *Store) Sale(ctx context.Context, id string) (sale.Sale, error) {
 	return sl, nil
 }
 
-// Sales implements sale.Store.
 // MinPaymentWindow returns the shortest payment window of any sale;
 // ok is false when no sale has one. The deadline sweep's overdue scan
 // reads only placements that could be due soon (order.LifecycleConfig).
@@ -317,6 +316,7 @@ func (s *Store) MinPaymentWindow(ctx context.Context) (w time.Duration, ok bool,
 	return time.Duration(secs.Int64) * time.Second, secs.Valid, nil
 }
 
+// Sales implements sale.Store.
 func (s *Store) Sales(ctx context.Context) ([]sale.Sale, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT `+saleColumns+` FROM sales ORDER BY id`)
 	if err != nil {
