@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,21 @@ import (
 
 	"github.com/spikehq/spike/internal/testkit/apitest"
 )
+
+// testLog is a test server's logger: nothing, or with SPIKE_TEST_LOGDIR
+// set, a file there per test, to see afterwards why a run failed.
+func testLog(t *testing.T) *slog.Logger {
+	dir := os.Getenv("SPIKE_TEST_LOGDIR")
+	if dir == "" {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	f, err := os.CreateTemp(dir, strings.ReplaceAll(t.Name(), "/", "_")+"-*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return slog.New(slog.NewTextHandler(f, nil))
+}
 
 // startLifecycleApp runs an embedded Spike whose sandbox gateway delivers
 // webhooks twice and out of order, as real providers do, and whose sales
@@ -26,7 +42,7 @@ func startLifecycleApp(t *testing.T) *app {
 	cfg.Payments.Sandbox.DuplicateRate = 0.5
 	cfg.Payments.Sandbox.ReorderRate = 0.5
 	cfg.Payments.SettleAfter = 500 * time.Millisecond
-	a, err := start(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a, err := start(context.Background(), cfg, testLog(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +276,7 @@ func TestPaymentProviderFailing(t *testing.T) {
 	cfg.Data = t.TempDir()
 	cfg.Payments.Sandbox.FailureRate = 1
 	cfg.Payments.Sandbox.Latency = 20 * time.Millisecond
-	a, err := start(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a, err := start(context.Background(), cfg, testLog(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -359,10 +359,15 @@ func TestBound(t *testing.T) {
 		if err := lim.Wait(wctx); err != nil {
 			t.Fatalf("Wait: %v", err)
 		}
+		// A token every 10 s: no pause of a loaded machine between the
+		// Allow that empties the bucket and the Wait refills it.
+		var slow resilience.Limiter = redislimit.New(client, redislimit.Config{Name: randomName(t), Rate: 0.1, Burst: 1}).For("all")
+		if !slow.Allow() {
+			t.Fatal("first Allow of the slow bucket = false")
+		}
 		short, cancel2 := context.WithTimeout(ctx, time.Millisecond)
 		defer cancel2()
-		lim.Allow()
-		if err := lim.Wait(short); !errors.Is(err, resilience.ErrRateLimited) && !errors.Is(err, context.DeadlineExceeded) {
+		if err := slow.Wait(short); !errors.Is(err, resilience.ErrRateLimited) && !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("Wait past deadline = %v, want ErrRateLimited", err)
 		}
 	})

@@ -32,6 +32,11 @@ func placeholders(n int) string {
 // one writer, so transitions (and ExpireDue) are serialised.
 func (s *Store) Transition(ctx context.Context, id string, from []order.Status, c order.Change) (order.Order, bool, error) {
 	c.At = changeTime(c.At)
+	done, err := s.writing(ctx, false)
+	if err != nil {
+		return order.Order{}, false, fmt.Errorf("transition order %s: %w", id, err)
+	}
+	defer done()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return order.Order{}, false, fmt.Errorf("transition order %s: %w", id, err)
@@ -114,6 +119,11 @@ func (s *Store) ExpireDue(ctx context.Context, now time.Time, limit int) ([]orde
 		return nil, nil
 	}
 	at := changeTime(now)
+	done, err := s.writing(ctx, true)
+	if err != nil {
+		return nil, fmt.Errorf("expire orders: %w", err)
+	}
+	defer done()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("expire orders: %w", err)
@@ -164,6 +174,11 @@ func (s *Store) StockToReturn(ctx context.Context, limit int) ([]order.Order, er
 
 // MarkStockReturned implements order.LifecycleStore.
 func (s *Store) MarkStockReturned(ctx context.Context, id, to string) error {
+	done, err := s.writing(ctx, false)
+	if err != nil {
+		return fmt.Errorf("mark stock returned %s: %w", id, err)
+	}
+	defer done()
 	res, err := s.w.ExecContext(ctx, `UPDATE orders SET stock_returned_to = CASE WHEN stock_returned = 1 THEN stock_returned_to ELSE ? END, stock_returned = 1 WHERE order_id = ?`, to, id)
 	if err != nil {
 		return fmt.Errorf("mark stock returned %s: %w", id, err)

@@ -54,6 +54,11 @@ var errPaymentConflict = spike.Errorf(spike.ErrConflict, "a payment with this id
 // CreatePayment implements payment.Store.
 func (s *Store) CreatePayment(ctx context.Context, p payment.Payment) (payment.Payment, bool, error) {
 	p = normalPayment(p)
+	done, err := s.writing(ctx, false)
+	if err != nil {
+		return payment.Payment{}, false, fmt.Errorf("create payment: %w", err)
+	}
+	defer done()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return payment.Payment{}, false, fmt.Errorf("create payment: %w", err)
@@ -153,6 +158,11 @@ func (s *Store) Payments(ctx context.Context, after string, limit int) ([]paymen
 // stored status.
 func (s *Store) UpdatePayment(ctx context.Context, p payment.Payment, from []payment.Status) (payment.Payment, bool, error) {
 	p = normalPayment(p)
+	done, err := s.writing(ctx, false)
+	if err != nil {
+		return payment.Payment{}, false, fmt.Errorf("update payment %s: %w", p.ID, err)
+	}
+	defer done()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return payment.Payment{}, false, fmt.Errorf("update payment %s: %w", p.ID, err)

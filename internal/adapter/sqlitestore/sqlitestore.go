@@ -38,6 +38,7 @@ type Store struct {
 
 	insertMu    sync.Mutex
 	insertStmts map[int]*sql.Stmt // multi-row order inserts by row count
+	gate        writeGate         // takes turns on w's one connection
 }
 
 var (
@@ -180,6 +181,11 @@ func isUniqueViolation(err error) bool {
 // CreateProduct implements catalog.Store: the product and the move of its
 // initial stock (catalog.MoveCreate, even of 0 units) in one transaction.
 func (s *Store) CreateProduct(ctx context.Context, p catalog.Product) error {
+	done, err := s.writing(ctx, false)
+	if err != nil {
+		return fmt.Errorf("create product %s: %w", p.SKU, err)
+	}
+	defer done()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("create product %s: %w", p.SKU, err)
@@ -221,6 +227,11 @@ func scanProduct(row *sql.Row) (catalog.Product, error) {
 
 // UpdateProduct implements catalog.Store.
 func (s *Store) UpdateProduct(ctx context.Context, sku string, u catalog.ProductUpdate) (catalog.Product, error) {
+	done, err := s.writing(ctx, false)
+	if err != nil {
+		return catalog.Product{}, fmt.Errorf("update product %s: %w", sku, err)
+	}
+	defer done()
 	return scanProduct(s.w.QueryRowContext(ctx, `
 		UPDATE products SET name = coalesce(?, name), price_cents = coalesce(?, price_cents)
 		WHERE sku = ? RETURNING sku, name, price_cents, stock`, u.Name, u.PriceCents, sku))
@@ -229,6 +240,11 @@ func (s *Store) UpdateProduct(ctx context.Context, sku string, u catalog.Product
 // CreateSale implements sale.Store: the sale, the units taken from the
 // product and their move (catalog.MoveSale) in one transaction.
 func (s *Store) CreateSale(ctx context.Context, sl sale.Sale) (err error) {
+	done, err := s.writing(ctx, false)
+	if err != nil {
+		return fmt.Errorf("create sale %s: %w", sl.ID, err)
+	}
+	defer done()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("create sale %s: %w", sl.ID, err)
@@ -352,6 +368,11 @@ func (s *Store) InsertOrders(ctx context.Context, orders []order.Order) error {
 			return fmt.Errorf("insert orders: %w", err)
 		}
 	}
+	done, err := s.writing(ctx, true)
+	if err != nil {
+		return fmt.Errorf("insert orders: %w", err)
+	}
+	defer done()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("insert orders: %w", err)

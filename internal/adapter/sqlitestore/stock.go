@@ -24,6 +24,11 @@ const productColumns = `sku, name, price_cents, stock`
 // AdjustStock implements catalog.StockLedger. The writer is one connection
 // and transactions begin IMMEDIATE, so adjustments are serialised.
 func (s *Store) AdjustStock(ctx context.Context, m catalog.StockMove) (catalog.Product, bool, error) {
+	done, err := s.writing(ctx, false)
+	if err != nil {
+		return catalog.Product{}, false, fmt.Errorf("adjust stock of %s: %w", m.SKU, err)
+	}
+	defer done()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return catalog.Product{}, false, fmt.Errorf("adjust stock of %s: %w", m.SKU, err)
@@ -104,6 +109,11 @@ func (s *Store) Products(ctx context.Context) ([]catalog.Product, error) {
 // EndSale implements sale.Ender.
 func (s *Store) EndSale(ctx context.Context, id string, at time.Time) (sale.Sale, error) {
 	ms := at.UnixMilli()
+	done, err := s.writing(ctx, false)
+	if err != nil {
+		return sale.Sale{}, fmt.Errorf("end sale %s: %w", id, err)
+	}
+	defer done()
 	sl, err := scanSale(s.w.QueryRowContext(ctx, `UPDATE sales SET ends_at = CASE WHEN ends_at IS NULL OR ends_at > ? THEN ? ELSE ends_at END
 		WHERE id = ? RETURNING `+saleColumns, ms, ms, id))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -120,6 +130,11 @@ func (s *Store) EndSale(ctx context.Context, id string, at time.Time) (sale.Sale
 // in one transaction.
 func (s *Store) SettleSale(ctx context.Context, id string, unsold int64, at time.Time) (sale.Sale, bool, error) {
 	at = changeTime(at)
+	done, err := s.writing(ctx, false)
+	if err != nil {
+		return sale.Sale{}, false, fmt.Errorf("settle sale %s: %w", id, err)
+	}
+	defer done()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return sale.Sale{}, false, fmt.Errorf("settle sale %s: %w", id, err)
