@@ -261,3 +261,39 @@ func (s blockedStream) Enqueue(ctx context.Context, e order.Placed) error {
 	<-ctx.Done()
 	return ctx.Err()
 }
+
+// failingInserts fails every insert and counts them.
+type failingInserts struct {
+	order.Store
+	calls atomic.Int64
+}
+
+func (s *failingInserts) InsertOrders(context.Context, []order.Order) error {
+	s.calls.Add(1)
+	return errors.New("database down")
+}
+
+// TestDeadlineInsertsPassAnOpenBreaker: once failing inserts have opened
+// the order_writes breaker, the workers' inserts are refused without
+// reaching the database, but the deadline sweep's still reach it.
+func TestDeadlineInsertsPassAnOpenBreaker(t *testing.T) {
+	store := &failingInserts{}
+	g := depguard.NewOrderStore(store, depguard.OrderStoreConfig{})
+	batch := []order.Order{{ID: "o1"}}
+	for range 10 {
+		g.InsertOrders(bg, batch)
+	}
+	before := store.calls.Load()
+	if err := g.InsertOrders(bg, batch); !errors.Is(err, depguard.ErrOrderWritesOpen) {
+		t.Fatalf("after 10 failed inserts: %v, want the breaker open", err)
+	}
+	if store.calls.Load() != before {
+		t.Fatal("an insert refused by the open breaker reached the database")
+	}
+	if err := g.InsertOrders(order.WithDeadlineWork(bg), batch); err == nil || errors.Is(err, depguard.ErrOrderWritesOpen) {
+		t.Fatalf("the deadline sweep's insert: %v, want the database's own error", err)
+	}
+	if store.calls.Load() != before+1 {
+		t.Fatal("the deadline sweep's insert did not reach the database")
+	}
+}

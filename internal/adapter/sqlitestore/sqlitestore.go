@@ -368,7 +368,10 @@ func (s *Store) InsertOrders(ctx context.Context, orders []order.Order) error {
 			return fmt.Errorf("insert orders: %w", err)
 		}
 	}
-	done, err := s.writing(ctx, true)
+	// The workers' inserts wait their turn like any other write: made
+	// urgent, they took the turns of payments (and with them buyers'
+	// payments missed their deadlines); only the deadline sweep's go first.
+	done, err := s.writing(ctx, order.IsDeadlineWork(ctx))
 	if err != nil {
 		return fmt.Errorf("insert orders: %w", err)
 	}

@@ -367,6 +367,21 @@ func (l *Lifecycle) RunDeadlines(ctx context.Context, interval time.Duration) er
 	}
 }
 
+type deadlineWorkKey struct{}
+
+// WithDeadlineWork marks ctx as carrying the deadline sweep's writes
+// (persisting a placement whose deadline is near so that the sweep can
+// cancel it): a store with one writer may serve them before the others.
+func WithDeadlineWork(ctx context.Context) context.Context {
+	return context.WithValue(ctx, deadlineWorkKey{}, true)
+}
+
+// IsDeadlineWork reports whether ctx carries the deadline sweep's writes.
+func IsDeadlineWork(ctx context.Context) bool {
+	v, _ := ctx.Value(deadlineWorkKey{}).(bool)
+	return v
+}
+
 // persistOverdue persists the placements that have waited too long for
 // their worker (idempotent: the worker's later insert of the same order is
 // a no-op), so that the sweep sees their deadlines. Only orders whose
@@ -436,7 +451,7 @@ func (l *Lifecycle) persistOverdue(ctx context.Context) {
 		return false
 	})
 	if len(events) > 0 {
-		if err := l.pending.Persist(ctx, events); err != nil {
+		if err := l.pending.Persist(WithDeadlineWork(ctx), events); err != nil {
 			if ctx.Err() == nil {
 				l.log.Warn("persist overdue placements", "count", len(events), "err", err)
 			}

@@ -61,9 +61,14 @@ type insertStore struct {
 	failing  bool
 }
 
-func (s *insertStore) InsertOrders(_ context.Context, orders []order.Order) error {
+func (s *insertStore) InsertOrders(ctx context.Context, orders []order.Order) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !order.IsDeadlineWork(ctx) {
+		// The sweep's inserts must be marked: the stores serve them first
+		// and no breaker sheds them (I6).
+		return errors.New("an overdue insert not marked as the deadline sweep's")
+	}
 	if s.failing {
 		return errors.New("database down")
 	}
