@@ -32,16 +32,11 @@ func placeholders(n int) string {
 // one writer, so transitions (and ExpireDue) are serialised.
 func (s *Store) Transition(ctx context.Context, id string, from []order.Status, c order.Change) (order.Order, bool, error) {
 	c.At = changeTime(c.At)
-	done, err := s.writing(ctx, false)
+	tx, end, err := s.beginWrite(ctx, false)
 	if err != nil {
 		return order.Order{}, false, fmt.Errorf("transition order %s: %w", id, err)
 	}
-	defer done()
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return order.Order{}, false, fmt.Errorf("transition order %s: %w", id, err)
-	}
-	defer tx.Rollback()
+	defer end()
 	o, err := scanOrder(tx.QueryRowContext(ctx, `SELECT `+orderColumns+` FROM orders WHERE order_id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return order.Order{}, false, order.ErrOrderNotFound
@@ -119,16 +114,11 @@ func (s *Store) ExpireDue(ctx context.Context, now time.Time, limit int) ([]orde
 		return nil, nil
 	}
 	at := changeTime(now)
-	done, err := s.writing(ctx, true)
+	tx, end, err := s.beginWrite(ctx, true)
 	if err != nil {
 		return nil, fmt.Errorf("expire orders: %w", err)
 	}
-	defer done()
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, fmt.Errorf("expire orders: %w", err)
-	}
-	defer tx.Rollback()
+	defer end()
 	rows, err := tx.QueryContext(ctx, expireDueSQL, at.UnixMicro(), at.UnixMicro(), limit)
 	out, err := collectOrders(rows, err)
 	if err != nil {

@@ -54,16 +54,11 @@ var errPaymentConflict = spike.Errorf(spike.ErrConflict, "a payment with this id
 // CreatePayment implements payment.Store.
 func (s *Store) CreatePayment(ctx context.Context, p payment.Payment) (payment.Payment, bool, error) {
 	p = normalPayment(p)
-	done, err := s.writing(ctx, false)
+	tx, end, err := s.beginWrite(ctx, false)
 	if err != nil {
 		return payment.Payment{}, false, fmt.Errorf("create payment: %w", err)
 	}
-	defer done()
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return payment.Payment{}, false, fmt.Errorf("create payment: %w", err)
-	}
-	defer tx.Rollback()
+	defer end()
 	res, err := tx.ExecContext(ctx, `INSERT INTO payments (`+paymentColumns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 		ON CONFLICT DO NOTHING`,
 		p.ID, p.OrderID, p.UserID, p.Provider, p.AmountCents, string(p.Status), p.IdempotencyKey, p.ProviderRef,
@@ -158,16 +153,11 @@ func (s *Store) Payments(ctx context.Context, after string, limit int) ([]paymen
 // stored status.
 func (s *Store) UpdatePayment(ctx context.Context, p payment.Payment, from []payment.Status) (payment.Payment, bool, error) {
 	p = normalPayment(p)
-	done, err := s.writing(ctx, false)
+	tx, end, err := s.beginWrite(ctx, false)
 	if err != nil {
 		return payment.Payment{}, false, fmt.Errorf("update payment %s: %w", p.ID, err)
 	}
-	defer done()
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return payment.Payment{}, false, fmt.Errorf("update payment %s: %w", p.ID, err)
-	}
-	defer tx.Rollback()
+	defer end()
 	var n int64
 	if len(from) > 0 {
 		args := []any{string(p.Status), p.ProviderRef, p.CheckoutURL, p.RefundedCents, p.RefundRef, micros(p.RefundedAt), p.UpdatedAt.UnixMicro(), p.ID}

@@ -181,16 +181,11 @@ func isUniqueViolation(err error) bool {
 // CreateProduct implements catalog.Store: the product and the move of its
 // initial stock (catalog.MoveCreate, even of 0 units) in one transaction.
 func (s *Store) CreateProduct(ctx context.Context, p catalog.Product) error {
-	done, err := s.writing(ctx, false)
+	tx, end, err := s.beginWrite(ctx, false)
 	if err != nil {
 		return fmt.Errorf("create product %s: %w", p.SKU, err)
 	}
-	defer done()
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("create product %s: %w", p.SKU, err)
-	}
-	defer tx.Rollback()
+	defer end()
 	_, err = tx.ExecContext(ctx, `INSERT INTO products (sku, name, price_cents, stock) VALUES (?, ?, ?, ?)`,
 		p.SKU, p.Name, p.PriceCents, p.Stock)
 	if isUniqueViolation(err) {
@@ -240,20 +235,11 @@ func (s *Store) UpdateProduct(ctx context.Context, sku string, u catalog.Product
 // CreateSale implements sale.Store: the sale, the units taken from the
 // product and their move (catalog.MoveSale) in one transaction.
 func (s *Store) CreateSale(ctx context.Context, sl sale.Sale) (err error) {
-	done, err := s.writing(ctx, false)
+	tx, end, err := s.beginWrite(ctx, false)
 	if err != nil {
 		return fmt.Errorf("create sale %s: %w", sl.ID, err)
 	}
-	defer done()
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("create sale %s: %w", sl.ID, err)
-	}
-	defer func() {
-		if err != nil {
-			tx.Rollback()
-		}
-	}()
+	defer end()
 	var stock int64
 	switch err := tx.QueryRowContext(ctx, `SELECT stock FROM products WHERE sku = ?`, sl.SKU).Scan(&stock); {
 	case errors.Is(err, sql.ErrNoRows):
@@ -371,16 +357,11 @@ func (s *Store) InsertOrders(ctx context.Context, orders []order.Order) error {
 	// The workers' inserts wait their turn like any other write: made
 	// urgent, they took the turns of payments (and with them buyers'
 	// payments missed their deadlines); only the deadline sweep's go first.
-	done, err := s.writing(ctx, order.IsDeadlineWork(ctx))
+	tx, end, err := s.beginWrite(ctx, order.IsDeadlineWork(ctx))
 	if err != nil {
 		return fmt.Errorf("insert orders: %w", err)
 	}
-	defer done()
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("insert orders: %w", err)
-	}
-	defer tx.Rollback()
+	defer end()
 	args := make([]any, 0, insertColumns*min(insertChunk, len(orders)))
 	var bx boxer
 	for start := 0; start < len(orders); start += insertChunk {

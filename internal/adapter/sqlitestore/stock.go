@@ -24,16 +24,11 @@ const productColumns = `sku, name, price_cents, stock`
 // AdjustStock implements catalog.StockLedger. The writer is one connection
 // and transactions begin IMMEDIATE, so adjustments are serialised.
 func (s *Store) AdjustStock(ctx context.Context, m catalog.StockMove) (catalog.Product, bool, error) {
-	done, err := s.writing(ctx, false)
+	tx, end, err := s.beginWrite(ctx, false)
 	if err != nil {
 		return catalog.Product{}, false, fmt.Errorf("adjust stock of %s: %w", m.SKU, err)
 	}
-	defer done()
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return catalog.Product{}, false, fmt.Errorf("adjust stock of %s: %w", m.SKU, err)
-	}
-	defer tx.Rollback()
+	defer end()
 	p, err := scanProduct(tx.QueryRowContext(ctx, `SELECT `+productColumns+` FROM products WHERE sku = ?`, m.SKU))
 	if err != nil {
 		return catalog.Product{}, false, err
@@ -130,16 +125,11 @@ func (s *Store) EndSale(ctx context.Context, id string, at time.Time) (sale.Sale
 // in one transaction.
 func (s *Store) SettleSale(ctx context.Context, id string, unsold int64, at time.Time) (sale.Sale, bool, error) {
 	at = changeTime(at)
-	done, err := s.writing(ctx, false)
+	tx, end, err := s.beginWrite(ctx, false)
 	if err != nil {
 		return sale.Sale{}, false, fmt.Errorf("settle sale %s: %w", id, err)
 	}
-	defer done()
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return sale.Sale{}, false, fmt.Errorf("settle sale %s: %w", id, err)
-	}
-	defer tx.Rollback()
+	defer end()
 	res, err := tx.ExecContext(ctx, `UPDATE sales SET settled_at = ? WHERE id = ? AND settled_at IS NULL`, at.UnixMicro(), id)
 	if err != nil {
 		return sale.Sale{}, false, fmt.Errorf("settle sale %s: %w", id, err)

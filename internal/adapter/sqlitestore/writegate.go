@@ -2,23 +2,19 @@ package sqlitestore
 
 import (
 	"context"
+	"database/sql"
 	"math/rand/v2"
 	"slices"
 	"sync"
 )
 
 // writeGate decides which write gets the single write connection next:
-// the deadline sweep's (its cancellations, and the inserts of placements
-// whose deadline is near: order.IsDeadlineWork) before the others, in
-// arrival order, but never two of them in a row while another write
-// waits. The others are served in random order, as database/sql serves
-// its waiters. Without the gate the sweep was one of a few dozen waiters
-// (payments, cancels, webhooks, inserts under load) and waited up to 4 s
-// for its turn, so orders were cancelled 5-6 s after their deadlines (I6
-// allows 5). Serving the others in arrival order too was tried: buyers'
-// payments then missed their deadlines more often (each waits the whole
-// queue), and so was putting every order insert first: the inserts took
-// the payments' turns.
+// the deadline sweep's (ExpireDue, and inserts marked
+// order.WithDeadlineWork) first, in arrival order, but never two of them
+// in a row while another write waits; the others in random order, as
+// database/sql serves its waiters. Behind a few dozen waiting writes the
+// sweep had waited 4 s for its turn and cancelled orders late (I6); why
+// not arrival order for all, nor every insert first: docs/lifecycle.md.
 type writeGate struct {
 	mu         sync.Mutex
 	held       bool
@@ -81,10 +77,24 @@ func (g *writeGate) release() {
 	close(ch)
 }
 
-// writing takes the gate for one write; the returned func releases it.
+// writing takes the gate for one statement; done releases it.
 func (s *Store) writing(ctx context.Context, urgent bool) (done func(), err error) {
 	if err := s.gate.acquire(ctx, urgent); err != nil {
 		return nil, err
 	}
 	return s.gate.release, nil
+}
+
+// beginWrite takes the gate and begins a write transaction; end rolls it
+// back unless it was committed, then releases the gate.
+func (s *Store) beginWrite(ctx context.Context, urgent bool) (tx *sql.Tx, end func(), err error) {
+	done, err := s.writing(ctx, urgent)
+	if err != nil {
+		return nil, nil, err
+	}
+	if tx, err = s.w.BeginTx(ctx, nil); err != nil {
+		done()
+		return nil, nil, err
+	}
+	return tx, func() { tx.Rollback(); done() }, nil
 }
