@@ -7,6 +7,7 @@
 #   scripts/bench-wrk.sh                 # wrk -t1 -c64, 3 s runs, 5 rounds, 150 000 buyers per run
 #   SECS=2 ROUNDS=1 scripts/bench-wrk.sh # a quick look
 #   PROFILE=/tmp/cpu.pprof scripts/bench-wrk.sh   # also a CPU profile of round 1's placements
+#   PROFILE_RUN=sold-out PROFILE=... scripts/bench-wrk.sh  # ... or of its sold-out run
 #   SPIKE_BIN=/tmp/spike-before scripts/bench-wrk.sh   # a prebuilt binary (e.g. of another commit)
 #   DRAIN_EACH=1 scripts/bench-wrk.sh    # also drain the persistence backlog before sold-out and reads
 #
@@ -14,7 +15,8 @@
 # BUYERS (150000: distinct buyers per placement run and per sold-out run,
 # fresh ones every run), SMALL_BUYERS (200: the old shape, as a second
 # line; 0 skips it), MAX_ERRORS (1: percent of a run's requests that may
-# fail), PORT (18500; PORT+1 is the trivial handler, PORT+2 pprof).
+# fail), PORT (18500; PORT+1 is the trivial handler, PORT+2 pprof),
+# ORDERED (unset: each run's buyers arrive in random order; 1: by user id).
 #
 # Two shapes of buyers, each measured in every round:
 #  - distinct: every request of a placement or sold-out run comes from a
@@ -151,13 +153,23 @@ unexpected() {
 
 errlog=$dir/errors
 : >"$errlog"
+# CPU the serving process spent during each run (utime + stime, in clock
+# ticks), per request: a cost that the machine's other load (or a
+# hypervisor's steal) moves less than it moves requests/s.
+cpulog=$dir/cpu
+: >"$cpulog"
+cputicks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # run NAME URL MODE SALE TOKENS ROUTE OKSTATUSES: one wrk run; prints its
 # requests/s, and records its errors in $errlog.
 run() {
   local name=$1 target=$2 mode=$3 sale=$4 tokens=$5 route=$6 ok=$7 before="" out
   [ -n "$route" ] && before=$(statuses "$route")
+  local pid=$spid c0
+  [ "$target" = "http://127.0.0.1:$tport" ] && pid=$tpid
+  c0=$(cputicks "$pid")
   out=$(wrk -t"$threads" -c"$conns" -d"${secs}s" -s "$dir/bench.lua" "$target" -- "$mode" "$sale" "$tokens")
-  local rps reqs sock status bad=0
+  local rps reqs sock status bad=0 c1
+  c1=$(cputicks "$pid")
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   read -r reqs sock status < <(awk '/^WRKSUM/ {print $2, $3, $4}' <<<"$out")
   if [ -n "$route" ]; then
@@ -173,6 +185,7 @@ run() {
   # wrk's own non-2xx count covers what the server's counter cannot see.
   if [ "$ok" = 202 ] || [ "$ok" = 200 ]; then [ "$status" -gt "$bad" ] && bad=$status; fi
   echo "$name $reqs $sock $bad" >>"$errlog"
+  echo "$name $reqs $((c1 - c0))" >>"$cpulog"
   echo "${rps:-0}"
 }
 
@@ -189,7 +202,14 @@ drain() {
   done
   sleep 1
 }
-tokens() { "$dir/spike-tools" token --users "$1-$(($1 + $2 - 1))" --out "$3"; }
+# The buyers of a distinct-shape run arrive in random order, as a real
+# sale's do (ORDERED=1: in the order of their ids, which lets the buyer-
+# keyed indexes of the orders table take each page once, and flatters
+# persistence).
+tokens() {
+  "$dir/spike-tools" token --users "$1-$(($1 + $2 - 1))" --out "$3"
+  if [ -z "${ORDERED:-}" ]; then shuf -o "$3" "$3"; fi
+}
 # User ids: 1 is the admin; the distinct shape's run k (0, 1, ... over all
 # rounds) has ids 2 + k*BUYERS onwards; the small shape's come after all of them.
 tokens $((2 + 2 * rounds * buyers)) "$((small > 0 ? small : 1))" "$dir/small.tok"
@@ -198,6 +218,11 @@ ratios=$dir/ratios
 printf "%-5s %8s %8s | %-22s %9s %9s %6s %6s | %-22s %9s %9s %6s %6s | %8s %6s\n" round load trivial \
   "shape" placements sold_out p× s× "shape" placements sold_out p× s× reads r×
 ratio() { echo "$1 / $2" | bc -l; }
+# profile: a CPU profile of the next run's middle, in the background.
+profile() {
+  (sleep 1; curl -fs -o "$PROFILE" "http://127.0.0.1:$pport/debug/pprof/profile?seconds=$((secs > 2 ? secs - 2 : 1))") &
+  profiler=$!
+}
 for r in $(seq "$rounds"); do
   tokens $((2 + (2 * r - 2) * buyers)) "$buyers" "$dir/place.tok"
   tokens $((2 + (2 * r - 1) * buyers)) "$buyers" "$dir/soldout.tok"
@@ -205,13 +230,13 @@ for r in $(seq "$rounds"); do
   load=$(cut -d' ' -f1 /proc/loadavg)
   t=$(run "r$r-trivial" http://127.0.0.1:$tport order big "$dir/place.tok" "" 202)
   profiler=""
-  if [ -n "${PROFILE:-}" ] && [ "$r" = 1 ]; then
+  if [ -n "${PROFILE:-}" ] && [ "$r" = 1 ] && [ "${PROFILE_RUN:-placements}" = placements ]; then
     # CPU profile of the placement run (PROFILE=file): go tool pprof "$PROFILE"
-    (sleep 1; curl -fs -o "$PROFILE" "http://127.0.0.1:$pport/debug/pprof/profile?seconds=$((secs > 2 ? secs - 2 : 1))") &
-    profiler=$!
+    profile
   fi
   p=$(run "r$r-distinct-placements" $url order big "$dir/place.tok" place_order 202)
   if [ -n "${DRAIN_EACH:-}" ]; then drain; fi
+  if [ -n "${PROFILE:-}" ] && [ "$r" = 1 ] && [ "${PROFILE_RUN:-}" = sold-out ]; then profile; fi
   s=$(run "r$r-distinct-sold-out" $url order tiny "$dir/soldout.tok" place_order "202 409")
   if [ -n "${DRAIN_EACH:-}" ]; then drain; fi
   rd=$(run "r$r-reads" $url read "" "" get_product 200)
@@ -244,9 +269,20 @@ if [ "$small" -gt 0 ]; then
   echo "  $small buyers round-robin:  placements $(stat 4)   sold-out $(stat 5)"
 fi
 echo "  cached product reads:      $(stat 3)"
+# Server CPU µs per request (trivial handler; Spike's distinct placements
+# and sold-out runs), median over the rounds; work a run defers (the
+# persistence the pacer holds back) lands in the runs after it.
+hz=$(getconf CLK_TCK)
+cpu_us() { awk -v pat="$1" -v hz="$hz" '$1 ~ pat && $2 > 0 { print 1e6 * $3 / hz / $2 }' "$cpulog" | sort -g |
+  awk '{v[NR] = $1} END { if (NR) printf "%.1f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; else printf "-" }'; }
+ct=$(cpu_us '-trivial$') cp=$(cpu_us '-distinct-placements$') cs=$(cpu_us '-distinct-sold-out$')
+echo "server CPU µs per request (median of runs): trivial $ct, distinct placements $cp, distinct sold-out $cs" \
+  "(trivial ÷ Spike: $(echo "$ct $cp" | awk '{ printf "%.2f", $1 / $2 }') / $(echo "$ct $cs" | awk '{ printf "%.2f", $1 / $2 }'))"
 
 # The distinct shape promises each token once or twice per run.
 maxuse=$(awk -v b="$buyers" '$1 ~ /distinct/ { u = int(($2 + $3 + b - 1) / b); if (u > m) m = u } END { print m + 0 }' "$errlog")
+echo "placements per stream message (mean batch): $(curl -fs $url/metrics | awk '$1 == "spike_stream_published_messages_total" { m = $2 }
+  $1 == "spike_stream_published_events_total" { e = $2 } END { printf "%.1f", m ? e / m : 0 }')"
 echo "uses per distinct buyer's token in one run: at most $maxuse$([ "$maxuse" -gt 2 ] && echo " (more than twice: raise BUYERS)")"
 
 result=PASS

@@ -111,6 +111,38 @@ func BenchmarkExpireDue(b *testing.B) {
 // (the subquery names it with INDEXED BY, so SQLite fails rather than
 // scan) and updates the orders it found by primary key, without a sort.
 func TestExpireDuePlan(t *testing.T) {
+	db := migratedDB(t)
+	got := queryPlan(t, db, sqlitestore.ExpireDueSQL, 1, 1, 10)
+	if !strings.Contains(got, "SEARCH orders USING PRIMARY KEY (order_id=?)") ||
+		!strings.Contains(got, "SEARCH orders USING COVERING INDEX orders_by_deadline (status=? AND payment_deadline<?)") ||
+		strings.Contains(got, "TEMP B-TREE") || strings.Contains(got, "SCAN") || strings.Count(got, "orders_by_deadline") != 1 {
+		t.Errorf("plan = %q, want a range search of orders_by_deadline, then lookups by primary key, and no sort", got)
+	}
+}
+
+// TestListOrdersPlan: a buyer's orders are found through the unique
+// (user_id, sale_id, idempotency_key) index, never by scanning the table
+// (the only other buyer-keyed index was dropped: every persisted order
+// paid a random page write for it).
+func TestListOrdersPlan(t *testing.T) {
+	db := migratedDB(t)
+	for _, tc := range []struct {
+		sql  string
+		args []any
+	}{
+		{sqlitestore.ListOrdersSQL, []any{7, 20}},
+		{sqlitestore.ListOrdersAfterSQL, []any{7, 1, 1, "x", 20}},
+	} {
+		got := queryPlan(t, db, tc.sql, tc.args...)
+		if !strings.Contains(got, "SEARCH orders USING INDEX sqlite_autoindex_orders_2 (user_id=?)") || strings.Contains(got, "SCAN") {
+			t.Errorf("plan = %q, want a search of the buyer's index entries", got)
+		}
+	}
+}
+
+// migratedDB opens a database file that sqlitestore.Open has migrated.
+func migratedDB(t *testing.T) *sql.DB {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "spike.db")
 	s, err := sqlitestore.Open(context.Background(), path)
 	if err != nil {
@@ -121,8 +153,14 @@ func TestExpireDuePlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	rows, err := db.Query(`EXPLAIN QUERY PLAN `+sqlitestore.ExpireDueSQL, 1, 1, 10)
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// queryPlan returns the details of EXPLAIN QUERY PLAN of query, joined.
+func queryPlan(t *testing.T, db *sql.DB, query string, args ...any) string {
+	t.Helper()
+	rows, err := db.Query(`EXPLAIN QUERY PLAN `+query, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,12 +174,10 @@ func TestExpireDuePlan(t *testing.T) {
 		}
 		plan = append(plan, detail)
 	}
-	got := strings.Join(plan, "; ")
-	if !strings.Contains(got, "SEARCH orders USING PRIMARY KEY (order_id=?)") ||
-		!strings.Contains(got, "SEARCH orders USING COVERING INDEX orders_by_deadline (status=? AND payment_deadline<?)") ||
-		strings.Contains(got, "TEMP B-TREE") || strings.Contains(got, "SCAN") || strings.Count(got, "orders_by_deadline") != 1 {
-		t.Errorf("plan = %q, want a range search of orders_by_deadline, then lookups by primary key, and no sort", got)
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
 	}
+	return strings.Join(plan, "; ")
 }
 
 // benchDir holds databases shared by benchmark runs; TestMain removes it.

@@ -540,18 +540,27 @@ func (s *Store) Order(ctx context.Context, id string) (order.Order, error) {
 	return o, nil
 }
 
+// A buyer's orders, newest first. They are found through the unique
+// (user_id, sale_id, idempotency_key) index and sorted: a buyer holds a
+// handful, and a second buyer-keyed index would cost every persisted
+// order a write to a random page (migrations/004_one_buyer_index.sql).
+const (
+	listOrdersSQL = `SELECT ` + orderColumns + ` FROM orders WHERE user_id = ?
+		ORDER BY created_at DESC, order_id DESC LIMIT ?`
+	listOrdersAfterSQL = `SELECT ` + orderColumns + ` FROM orders WHERE user_id = ?
+		AND (created_at < ? OR (created_at = ? AND order_id < ?))
+		ORDER BY created_at DESC, order_id DESC LIMIT ?`
+)
+
 // ListOrders implements order.Store.
 func (s *Store) ListOrders(ctx context.Context, userID int64, after order.Cursor, limit int) ([]order.Order, error) {
 	var rows *sql.Rows
 	var err error
 	if after.IsZero() {
-		rows, err = s.r.QueryContext(ctx, `SELECT `+orderColumns+` FROM orders WHERE user_id = ?
-			ORDER BY created_at DESC, order_id DESC LIMIT ?`, userID, limit)
+		rows, err = s.r.QueryContext(ctx, listOrdersSQL, userID, limit)
 	} else {
 		ts := after.CreatedAt.UnixMicro()
-		rows, err = s.r.QueryContext(ctx, `SELECT `+orderColumns+` FROM orders WHERE user_id = ?
-			AND (created_at < ? OR (created_at = ? AND order_id < ?))
-			ORDER BY created_at DESC, order_id DESC LIMIT ?`, userID, ts, ts, after.ID, limit)
+		rows, err = s.r.QueryContext(ctx, listOrdersAfterSQL, userID, ts, ts, after.ID, limit)
 	}
 	return collectOrders(rows, err)
 }
