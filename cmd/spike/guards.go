@@ -32,8 +32,9 @@ type orderGuards struct {
 	breakers map[depguard.Dependency]*resilience.Breaker
 }
 
-func newOrderGuards(counters order.Reserver, clustered bool, stream order.Stream, store order.Store, limits LimitsConfig, m *depguard.Metrics, log *slog.Logger) orderGuards {
-	var cpu resilience.CPUSaturation
+// cpu is the process's CPU saturation, shared with the pacer (newPacer):
+// each refresh reads every thread's schedstat.
+func newOrderGuards(counters order.Reserver, clustered bool, stream order.Stream, store order.Store, limits LimitsConfig, cpu *resilience.CPUSaturation, m *depguard.Metrics, log *slog.Logger) orderGuards {
 	streamLimits := depguard.StreamLimits(limits.StreamMin, limits.StreamMax, limits.StreamTolerance, limits.StreamSlack)
 	g := orderGuards{
 		reserver: depguard.TraceReserver(counters), // spans of the in-process counters (the guard's own otherwise)
@@ -114,8 +115,7 @@ func sharedPerUser(r *redisStock, board *switches.Board, instances int) httpapi.
 // newPacer returns the order workers' pacer (order.Pacer): they give way
 // for up to maxLag while placements arrive at 500/s or more and the CPU is
 // saturated. Its waits are exported as metrics.
-func newPacer(maxLag time.Duration, reg prometheus.Registerer) *order.Pacer {
-	var cpu resilience.CPUSaturation
+func newPacer(maxLag time.Duration, cpu *resilience.CPUSaturation, reg prometheus.Registerer) *order.Pacer {
 	p := &order.Pacer{Busy: cpu.Saturated, MaxLag: maxLag, MinRate: 500}
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "spike_order_persist_held_seconds_total",

@@ -300,7 +300,8 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	// Operators can force each breaker open or closed at runtime with the
 	// breaker.<dependency> switches (depguard.FollowSwitches, once the
 	// notifier's breaker exists too).
-	og := newOrderGuards(counters, a.redis != nil, stream, a.store, cfg.Limits, guards, log)
+	cpu := new(resilience.CPUSaturation) // the process's: one sampler for the stream's guard and the pacer
+	og := newOrderGuards(counters, a.redis != nil, stream, a.store, cfg.Limits, cpu, guards, log)
 	breakers := og.breakers
 	breakers[depguard.CatalogDB] = a.products.Breaker()
 	if r, ok := saleRecords.(*salecache.Records); ok {
@@ -318,7 +319,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 	a.orders.Lookup = a.bus
 	a.orders.Restore(a.restored)
 	a.orders.PaymentWindow = paymentWindow(a.store)
-	a.orders.Pacer = newPacer(cfg.Limits.PersistYield, reg)
+	a.orders.Pacer = newPacer(cfg.Limits.PersistYield, cpu, reg)
 
 	// The listener comes first: the sandbox gateway's webhooks and checkout
 	// pages need the address.

@@ -157,9 +157,7 @@ func (b *Bus) publishLoop() {
 		// A fresh buffer each time: the future keeps the message for retries.
 		data := appendBatch(make([]byte, 0, 256*len(batch)), batch)
 		first := batch[0].e.OrderID
-		for _, r := range batch {
-			b.index.publishing(r.e)
-		}
+		b.index.publishing(batch)
 		f, err := b.js.PublishMsgAsync(signedMsg(b.cfg.Keys, purposePlaced, b.cfg.Subject+".b."+first, data), jetstream.WithMsgID(batchMsgID(batch)))
 		waiters := append([]*publishRequest(nil), batch...)
 		if err != nil {
@@ -220,9 +218,8 @@ func batchMsgID(batch []*publishRequest) string {
 func (b *Bus) settled(waiters []*publishRequest, seq uint64) {
 	b.publishedMsgs.Add(1)
 	b.publishedEvents.Add(uint64(len(waiters)))
-	now := time.Now()
+	b.index.confirm(waiters, seq, time.Now())
 	for _, r := range waiters {
-		b.index.confirm(r.e.OrderID, seq, now)
 		r.done <- nil
 	}
 }
@@ -255,10 +252,14 @@ type indexEntry struct {
 
 func (x *storedIndex) init() { x.entries = make(map[string]*indexEntry) }
 
-func (x *storedIndex) publishing(e order.Placed) {
+// publishing indexes a batch's events before it is published (one lock
+// per batch: the placements' own lookups take it too).
+func (x *storedIndex) publishing(batch []*publishRequest) {
 	x.mu.Lock()
-	if _, ok := x.entries[e.OrderID]; !ok {
-		x.entries[e.OrderID] = &indexEntry{e: e}
+	for _, r := range batch {
+		if _, ok := x.entries[r.e.OrderID]; !ok {
+			x.entries[r.e.OrderID] = &indexEntry{e: r.e}
+		}
 	}
 	x.mu.Unlock()
 }
@@ -270,10 +271,13 @@ func (x *storedIndex) restored(e order.Placed) {
 	x.mu.Unlock()
 }
 
-func (x *storedIndex) confirm(id string, seq uint64, at time.Time) {
+// confirm marks a batch's events stored in the message at seq.
+func (x *storedIndex) confirm(batch []*publishRequest, seq uint64, at time.Time) {
 	x.mu.Lock()
-	if en, ok := x.entries[id]; ok {
-		en.stored, en.seq, en.at = true, seq, at
+	for _, r := range batch {
+		if en, ok := x.entries[r.e.OrderID]; ok {
+			en.stored, en.seq, en.at = true, seq, at
+		}
 	}
 	x.mu.Unlock()
 }
