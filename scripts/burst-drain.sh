@@ -21,6 +21,8 @@ trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
 if [ -n "${SPIKE_BIN:-}" ]; then cp "$SPIKE_BIN" "$dir/spike"; else go build -o "$dir/spike" ./cmd/spike; fi
 export SPIKE_JWT_SECRET=burst-drain-secret-0123456789abcdef012345
 "$dir/spike" token --users "2-$((buyers + 1))" --out "$dir/buyers.tok"
+# In random order, as a sale's buyers arrive (ORDERED=1: by user id).
+if [ -z "${ORDERED:-}" ]; then shuf -o "$dir/buyers.tok" "$dir/buyers.tok"; fi
 cat >"$dir/burst.lua" <<'LUA'
 local tokens, counter, prefix = {}, 0, ""
 local headers = {["Content-Type"] = "application/json"}

@@ -14,6 +14,8 @@ go build -o "$dir/spike-tools" ./cmd/spike
 if [ -n "${SPIKE_BIN:-}" ]; then cp "$SPIKE_BIN" "$dir/spike"; else cp "$dir/spike-tools" "$dir/spike"; fi
 export SPIKE_JWT_SECRET=busy-host-secret-0123456789abcdef0123456
 "$dir/spike-tools" token --users 2-120001 --out "$dir/buyers.tok"
+# In random order, as a sale's buyers arrive (ORDERED=1: by user id).
+if [ -z "${ORDERED:-}" ]; then shuf -o "$dir/buyers.tok" "$dir/buyers.tok"; fi
 cat >"$dir/place.lua" <<'LUA'
 local tokens, counter, prefix = {}, 0, ""
 local headers = {["Content-Type"] = "application/json"}

@@ -8,6 +8,7 @@
 #   BEFORE=<rev> scripts/cluster-bench.sh   # "before" binary (default: main)
 #   BEFORE=none scripts/cluster-bench.sh    # this tree only
 #   PROFILE=/tmp/prof scripts/cluster-bench.sh  # CPU profile of instance 1 per phase
+#   ORDERED=1 scripts/cluster-bench.sh      # buyers in user-id order (default: random)
 #
 # Uses the machine's MariaDB (a fresh database per phase), Redis and NATS
 # on their default loopback ports. For each instance count it starts one
@@ -115,6 +116,9 @@ GO
 export SPIKE_JWT_SECRET=cluster-bench-secret-0123456789abcdef0123
 export SPIKE_EVENTS_HMAC_KEY=cluster-bench-event-key-0123456789abcdef
 "$dir/tokens" "$buyers" >"$dir/tokens.txt"
+# In random order, as a sale's buyers arrive (ORDERED=1: by user id, which
+# lets the buyer-keyed indexes take each new entry on the same few pages).
+if [ -z "${ORDERED:-}" ]; then shuf -o "$dir/tokens.txt" "$dir/tokens.txt"; fi
 cat >"$dir/place.lua" <<LUA
 -- Each thread walks its own share of the tokens: every request is a
 -- different buyer's (while the phase sends fewer requests than BUYERS).
