@@ -604,7 +604,7 @@ func (c *cluster) startSpike(t *testing.T, i int) {
 }
 
 // haproxyConfig is the load balancer of the test: like
-// deploy/haproxy.cfg, with shorter timeouts and checks.
+// deploy/haproxy.cfg, with shorter checks and timeouts (but http-request).
 const haproxyConfig = `global
     maxconn 4096
     nbthread 1
@@ -615,10 +615,13 @@ defaults
     timeout connect 1s
     timeout client  30s
     timeout server  15s
-    timeout http-request 10s
-    # Longer than the client's idle timeout: a connection the proxy closes
-    # while the client sends on it answers 408 (without this, http-request's
-    # 10 s applies to idle connections too).
+    # Both longer than the test client's idle timeout (20 s): a connection
+    # the proxy times out answers 408 and closes, and a client that sends on
+    # it at that moment reads the 408 as its answer. http-request covers a
+    # new connection's wait for its first request too: the client dials
+    # connections that then wait unused in its pool (another one freed up
+    # first), and at 10 s those got 408s (CI, TestCluster/InstanceKilled).
+    timeout http-request 25s
     timeout http-keep-alive 30s
     timeout queue 5s
     # Only a failed connection is retried (the request was never sent), on
