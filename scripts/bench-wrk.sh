@@ -259,9 +259,11 @@ for r in $(seq "$rounds"); do
 done
 
 # Median and spread (min-max) of each column of per-round ratios.
-stat() { cut -d' ' -f"$1" "$ratios" | sort -g | awk '{v[NR] = $1} END {
-  m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-  printf "%.2f (%.2f–%.2f)", m, v[1], v[NR] }'; }
+# median FORMAT: the median of the numbers on stdin (one a line), then
+# their min and max, printed with FORMAT ("-" when there are none).
+median() { sort -g | awk -v f="$1" '{v[NR] = $1} END { if (!NR) { printf "-"; exit }
+  printf f, NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2, v[1], v[NR] }'; }
+stat() { cut -d' ' -f"$1" "$ratios" | median "%.2f (%.2f–%.2f)"; }
 echo
 echo "median (min–max) over $rounds rounds of the per-round ratios to the trivial handler:"
 echo "  $buyers distinct buyers:    placements $(stat 1)   sold-out $(stat 2)"
@@ -273,16 +275,15 @@ echo "  cached product reads:      $(stat 3)"
 # and sold-out runs), median over the rounds; work a run defers (the
 # persistence the pacer holds back) lands in the runs after it.
 hz=$(getconf CLK_TCK)
-cpu_us() { awk -v pat="$1" -v hz="$hz" '$1 ~ pat && $2 > 0 { print 1e6 * $3 / hz / $2 }' "$cpulog" | sort -g |
-  awk '{v[NR] = $1} END { if (NR) printf "%.1f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; else printf "-" }'; }
+cpu_us() { awk -v pat="$1" -v hz="$hz" '$1 ~ pat && $2 > 0 { print 1e6 * $3 / hz / $2 }' "$cpulog" | median "%.1f"; }
 ct=$(cpu_us '-trivial$') cp=$(cpu_us '-distinct-placements$') cs=$(cpu_us '-distinct-sold-out$')
 echo "server CPU µs per request (median of runs): trivial $ct, distinct placements $cp, distinct sold-out $cs" \
   "(trivial ÷ Spike: $(echo "$ct $cp" | awk '{ printf "%.2f", $1 / $2 }') / $(echo "$ct $cs" | awk '{ printf "%.2f", $1 / $2 }'))"
 
-# The distinct shape promises each token once or twice per run.
-maxuse=$(awk -v b="$buyers" '$1 ~ /distinct/ { u = int(($2 + $3 + b - 1) / b); if (u > m) m = u } END { print m + 0 }' "$errlog")
 echo "placements per stream message (mean batch): $(curl -fs $url/metrics | awk '$1 == "spike_stream_published_messages_total" { m = $2 }
   $1 == "spike_stream_published_events_total" { e = $2 } END { printf "%.1f", m ? e / m : 0 }')"
+# The distinct shape promises each token once or twice per run.
+maxuse=$(awk -v b="$buyers" '$1 ~ /distinct/ { u = int(($2 + $3 + b - 1) / b); if (u > m) m = u } END { print m + 0 }' "$errlog")
 echo "uses per distinct buyer's token in one run: at most $maxuse$([ "$maxuse" -gt 2 ] && echo " (more than twice: raise BUYERS)")"
 
 result=PASS
