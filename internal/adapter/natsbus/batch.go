@@ -30,6 +30,11 @@ import (
 // asks it over core NATS, and reads the stream itself only when nobody
 // answers for that node any more (its instance died).
 
+// gatherMax bounds how long an embedded batch waits behind one in flight
+// (publishLoop): far above the in-process stream's acknowledgement under
+// load, far below what a caller waits for its placement.
+const gatherMax = 5 * time.Millisecond
+
 // publishRequest is one Enqueue waiting for its batch.
 type publishRequest struct {
 	e     order.Placed
@@ -105,6 +110,9 @@ func (b *Bus) publishLoop() {
 	var waiting sync.WaitGroup
 	defer waiting.Wait()
 	slots := make(chan struct{}, b.cfg.PublishInFlight)
+	// freed wakes a batch gathering behind one in flight (below).
+	freed := make(chan struct{}, 1)
+	var gatherTimer *time.Timer
 	var batch []*publishRequest
 	var linger *time.Timer // PublishLinger's, reused
 	last := 0              // placements in the previous batch
@@ -149,6 +157,42 @@ func (b *Bus) publishLoop() {
 			}
 			linger.Stop()
 		}
+		// Embedded, while an earlier batch awaits its acknowledgement, one
+		// that is not full waits for it (up to gatherMax), gathering more
+		// placements, rather than going out beside it: a message costs the
+		// stream server a store, an acknowledgement, a delivery and an ack
+		// whatever it carries, and the in-process stream acknowledges
+		// within a millisecond or two (docs/benchmarks.md: 9.3 → 13.7
+		// placements per message, 4 % less CPU per placement). A full
+		// batch, or one behind an acknowledgement that is late (a slowed
+		// stream), goes at once: up to PublishInFlight stay on their way.
+		// Clustered, the stream is a network round trip away and
+		// PublishLinger does the gathering.
+		late := false // the acknowledgement awaited took longer than gatherMax
+		if !b.cfg.Clustered && len(batch) > 0 && len(batch) < b.cfg.PublishBatch && len(slots) > 1 {
+			if gatherTimer == nil {
+				gatherTimer = time.NewTimer(gatherMax)
+			} else {
+				gatherTimer.Reset(gatherMax)
+			}
+		gather:
+			for len(batch) < b.cfg.PublishBatch && len(slots) > 1 {
+				select {
+				case r := <-b.requests:
+					batch = appendTaken(batch, r)
+				case <-freed:
+				case <-gatherTimer.C:
+					late = true
+					break gather
+				case <-b.closed:
+					break gather // the batch still goes out
+				}
+			}
+			gatherTimer.Stop()
+		}
+		if !late && len(batch) > 0 && len(batch) < b.cfg.PublishBatch && len(slots) > 1 {
+			b.publishedBeside.Add(1)
+		}
 		last = len(batch)
 		if len(batch) == 0 {
 			<-slots
@@ -167,7 +211,13 @@ func (b *Bus) publishLoop() {
 			continue
 		}
 		waiting.Go(func() {
-			defer func() { <-slots }()
+			defer func() {
+				<-slots
+				select {
+				case freed <- struct{}{}:
+				default:
+				}
+			}()
 			select {
 			case ack := <-f.Ok():
 				b.settled(waiters, ack.Sequence)

@@ -217,3 +217,47 @@ func TestBatchedLinger(t *testing.T) {
 		t.Errorf("sequential placements: %d in %d messages, want 20 in 20", events, msgs)
 	}
 }
+
+// TestBatchedGatherBehindInFlight: embedded, a batch that is not full
+// never goes out while another awaits its acknowledgement (it gathers
+// more placements instead), and full batches still do, so placements keep
+// flowing when every batch is full.
+func TestBatchedGatherBehindInFlight(t *testing.T) {
+	ctx := context.Background()
+	nc := mustEmbedded(t)
+	for _, size := range []int{64, 2} {
+		bus, err := natsbus.New(ctx, nc, natsbus.Config{AckWait: time.Second, PublishBatch: size}, quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// 64 buyers placing one order after another, as a load generator's
+		// connections do: batches of several, one after another.
+		const buyers, each = 64, 20
+		var wg sync.WaitGroup
+		errs := make(chan error, buyers*each)
+		for b := range buyers {
+			wg.Go(func() {
+				for i := range each {
+					errs <- bus.Enqueue(ctx, event(size*100000+b*each+i))
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		msgs, events := bus.Published()
+		t.Logf("batch size %d: %d placements in %d messages", size, events, msgs)
+		if events != buyers*each {
+			t.Fatalf("batch size %d: %d placements published, want %d", size, events, buyers*each)
+		}
+		if n := bus.PublishedBeside(); n != 0 {
+			t.Errorf("batch size %d: %d batches that were not full went out beside one in flight", size, n)
+		}
+		persistAll(t, bus, nil)
+		bus.Close()
+	}
+}

@@ -106,6 +106,7 @@ type Bus struct {
 
 	// Batched publishing's counters (Published).
 	publishedMsgs, publishedEvents atomic.Uint64
+	publishedBeside                atomic.Uint64 // batches not full sent beside one in flight, not for its lateness
 
 	// Clustered batched publishing: the nodes this bus answers for.
 	lookupMu   sync.Mutex
