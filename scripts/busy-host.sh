@@ -48,3 +48,5 @@ for r in 1 2 3; do
 done
 kill "${hogs[@]}"
 curl -fs $url/metrics | grep -E '^spike_http_requests_total\{route="place_order",status="(202|429|503)"\}|^spike_dependency_(cpu_ignored|shed)_total\{dependency="order_stream"\}'
+# Why anything was refused: the server's warnings and errors, if any.
+grep -E '"level":"(WARN|ERROR)"|level=(WARN|ERROR)' "$dir/serve.log" | tail -5 | cut -c1-300 || true
