@@ -84,13 +84,11 @@ for _ in $(seq "$pairs"); do
 done
 echo
 echo "medians over $pairs runs each:"
+# median COLUMN NAME: the median of one column of NAME's rows.
+median() { awk -v n="$2" -v c="$1" '$1 == n { print $c }' "$results" | sort -g |
+  awk '{ v[NR] = $1 } END { print NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 for bin in "$@"; do
   name=$(short "$bin")
-  awk -v n="$name" '$1 == n' "$results" | awk -v n="$name" '
-    { for (i = 2; i <= 6; i++) v[i, NR] = $i }
-    END { printf "%-16s", n
-      for (i = 2; i <= 6; i++) { k = 0; for (j = 1; j <= NR; j++) a[++k] = v[i, j]
-        asort(a); m = NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
-        printf (i == 2 ? " %6.1f" : (i % 2 ? " %10.0f" : " %8.1f")), m; delete a }
-      printf "\n" }'
+  printf "%-16s %6.1f %10.0f %8.1f %10.0f %8.1f\n" "$name" \
+    "$(median 2 "$name")" "$(median 3 "$name")" "$(median 4 "$name")" "$(median 5 "$name")" "$(median 6 "$name")"
 done

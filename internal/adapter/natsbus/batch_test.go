@@ -40,13 +40,7 @@ func TestBatchedConcurrentEnqueue(t *testing.T) {
 	for i := range n {
 		wg.Go(func() { errs <- bus.Enqueue(ctx, event(i)) })
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	waitNoErrors(t, &wg, errs)
 	msgs, err := bus.Backlog(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -182,13 +176,7 @@ func TestBatchedLinger(t *testing.T) {
 			time.Sleep(200 * time.Microsecond)
 		}
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	waitNoErrors(t, &wg, errs)
 	msgs, events := busy.Published()
 	t.Logf("%d placements in %d messages", events, msgs)
 	if events != n || msgs > n/8 {
@@ -220,8 +208,8 @@ func TestBatchedLinger(t *testing.T) {
 
 // TestBatchedGatherBehindInFlight: embedded, a batch that is not full
 // never goes out while another awaits its acknowledgement (it gathers
-// more placements instead), and full batches still do, so placements keep
-// flowing when every batch is full.
+// more placements instead), and every placement is published, with batches
+// of 64 (rarely full here) and of 2 (mostly full).
 func TestBatchedGatherBehindInFlight(t *testing.T) {
 	ctx := context.Background()
 	nc := mustEmbedded(t)
@@ -242,13 +230,7 @@ func TestBatchedGatherBehindInFlight(t *testing.T) {
 				}
 			})
 		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
+		waitNoErrors(t, &wg, errs)
 		msgs, events := bus.Published()
 		t.Logf("batch size %d: %d placements in %d messages", size, events, msgs)
 		if events != buyers*each {
@@ -259,5 +241,18 @@ func TestBatchedGatherBehindInFlight(t *testing.T) {
 		}
 		persistAll(t, bus, nil)
 		bus.Close()
+	}
+}
+
+// waitNoErrors waits for wg, then fails the test on the first error that
+// its goroutines sent on errs.
+func waitNoErrors(t *testing.T, wg *sync.WaitGroup, errs chan error) {
+	t.Helper()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 }
