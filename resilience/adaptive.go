@@ -107,9 +107,11 @@ const (
 	// the probed latency too, and does not shrink the limit. Suited to a
 	// dependency whose capacity is a number of calls at a time (a
 	// connection pool, a stream), with MinLimit at or below that number.
-	// A window whose mean latency is within Slack (when Slack is set) is
-	// taken as the baseline without a probe: the limit could not shrink
-	// for it anyway, and a healthy burst is never shed by a probe.
+	// A window whose mean latency is within Slack (when Slack is set)
+	// stands in for a probe (the limit could not shrink for it anyway, and
+	// a healthy burst is never shed by a probe): it becomes the baseline
+	// if none is known, and otherwise only lowers it, since its calls may
+	// have queued.
 	Probed
 )
 
@@ -128,9 +130,14 @@ type Adaptive struct {
 	inflight atomic.Int64
 	caps     [numPriorities]atomic.Int64 // in-flight cap per priority
 	shed     atomic.Uint64
+	// completed counts finished calls, ignored ones included: the rate at
+	// which the dependency completes calls, whether or not their latency
+	// is a sample.
+	completed atomic.Uint64
 	// winShedMark is shed at the start of the window: a window with more
-	// refused calls than that had its limit binding.
-	winShedMark uint64
+	// refused calls than that had its limit binding. winDoneMark is
+	// completed then.
+	winShedMark, winDoneMark uint64
 
 	mu        sync.Mutex
 	cfg       AdaptiveConfig
@@ -296,6 +303,7 @@ const (
 // ignored call outside a probe, which reads no clock).
 func (a *Adaptive) finish(t Ticket, outcome int) time.Duration {
 	a.inflight.Add(-1)
+	a.completed.Add(1)
 	if outcome == finishIgnore && !a.probingFlag.Load() {
 		return 0
 	}
@@ -467,10 +475,17 @@ func (a *Adaptive) updateProbed(old, shortRTT float64, used bool) (changed bool,
 		a.baseline, a.sinceProbe = shortRTT, 0
 	case a.cfg.Slack > 0 && shortRTT <= float64(a.cfg.Slack):
 		// A window within Slack: whatever queue there is, the limit could
-		// not shrink for it, so its latency serves as the baseline without
-		// a probe (which would shed every call above MinLimit: a healthy
-		// burst, such as a flash sale opening, must not pay for that).
-		a.baseline, a.sinceProbe, a.probed = shortRTT, 0, true
+		// not shrink for it, so no probe is needed (it would shed every
+		// call above MinLimit: a healthy burst, such as a flash sale
+		// opening, must not pay for that). Its latency may include a
+		// queue, so it only ever lowers a known baseline: taken as the
+		// baseline, a queue of up to Slack raised the tolerated latency
+		// to Tolerance × Slack, and the limit let admitted calls queue
+		// that long.
+		if a.baseline == 0 || shortRTT < a.baseline {
+			a.baseline = shortRTT
+		}
+		a.sinceProbe, a.probed = 0, true
 	}
 	if a.baseline > 0 {
 		newLimit = a.gradient(old, a.baseline, shortRTT)
@@ -496,11 +511,14 @@ func (a *Adaptive) updateProbed(old, shortRTT float64, used bool) (changed bool,
 func (a *Adaptive) resetWindow() {
 	if now := a.clock.nanos(); now > a.winStart && a.winStart != 0 {
 		// A decaying maximum: one window slowed by a stall does not make
-		// the next stalled calls look like a queue.
-		a.lastRate = max(float64(a.winCount)/float64(now-a.winStart), a.lastRate*0.7)
+		// the next stalled calls look like a queue. Every completion
+		// counts, ignored ones too: while most latencies are ignored (a
+		// saturated CPU) the window's samples alone made the rate look
+		// low, and a call slowed by the CPU then passed for a queued one.
+		a.lastRate = max(float64(a.completed.Load()-a.winDoneMark)/float64(now-a.winStart), a.lastRate*0.7)
 	}
 	a.winCount, a.winSum, a.winMaxIn, a.winDrops = 0, 0, 0, 0
-	a.winShedMark = a.shed.Load()
+	a.winShedMark, a.winDoneMark = a.shed.Load(), a.completed.Load()
 	a.winStart = a.clock.nanos()
 }
 

@@ -30,6 +30,42 @@ func runWindow(clk *fakeClock, a *resilience.Adaptive, latency time.Duration) {
 	}
 }
 
+// newStreamLimit returns a Probed limiter with the order stream's
+// settings (cmd/spike: min 4, max 8192, tolerance 3, slack 20 ms).
+func newStreamLimit(clk *fakeClock, initial int) *resilience.Adaptive {
+	return resilience.NewAdaptive(resilience.AdaptiveConfig{
+		InitialLimit: initial, MinLimit: 4, MaxLimit: 8192,
+		Baseline: resilience.Probed, Tolerance: 3, Slack: 20 * time.Millisecond, Now: clk.Now,
+	})
+}
+
+// runUnqueued runs n rounds of two calls at a time, each taking latency:
+// load light enough to measure the unqueued latency.
+func runUnqueued(clk *fakeClock, a *resilience.Adaptive, n int, latency time.Duration) {
+	for range n {
+		t1, _ := a.Acquire(resilience.Critical)
+		t2, _ := a.Acquire(resilience.Critical)
+		clk.Advance(latency)
+		t1.Success()
+		t2.Success()
+	}
+}
+
+// runTogether admits n calls at once (as far as the limit lets) and
+// finishes them all after latency.
+func runTogether(clk *fakeClock, a *resilience.Adaptive, n int, latency time.Duration) {
+	var tickets []resilience.Ticket
+	for range n {
+		if tk, ok := a.Acquire(resilience.Critical); ok {
+			tickets = append(tickets, tk)
+		}
+	}
+	clk.Advance(latency)
+	for _, tk := range tickets {
+		tk.Success()
+	}
+}
+
 func TestAdaptiveLimitFollowsLatency(t *testing.T) {
 	clk := newFakeClock()
 	a := resilience.NewAdaptive(resilience.AdaptiveConfig{
@@ -299,6 +335,69 @@ func TestAdaptiveProbeEndsWhenLatenciesIgnored(t *testing.T) {
 	}
 }
 
+// TestAdaptiveProbedSlackWindowKeepsBaseline: a window of queued calls
+// whose mean latency is within Slack does not become the baseline. It
+// did, and then the tolerated latency was Tolerance × that queued latency:
+// against a dependency whose unqueued latency is 8 ms, a queue of 18 ms
+// let admitted calls wait 54 ms before the limit shrank (the overload
+// experiment's p99 settled near 60 ms, 5.9 × the unloaded p99).
+func TestAdaptiveProbedSlackWindowKeepsBaseline(t *testing.T) {
+	clk := newFakeClock()
+	a := newStreamLimit(clk, 64)
+	// Unqueued: two calls at a time, 8 ms each, for 2 s (baseline 8 ms).
+	runUnqueued(clk, a, 250, 8*time.Millisecond)
+	// Queued within Slack: the limit full, 18 ms a call, for 0.5 s.
+	for range 28 {
+		runWindow(clk, a, 18*time.Millisecond)
+	}
+	start := a.Limit()
+	// Queued beyond 3 × 8 ms and 8 ms + Slack: 40 ms a call, for 2 s.
+	for range 50 {
+		runWindow(clk, a, 40*time.Millisecond)
+	}
+	if got := a.Limit(); got >= start {
+		t.Errorf("limit after 2 s of calls queued 40 ms (unqueued 8 ms, tolerated 28 ms) = %d, was %d: it should shrink", got, start)
+	}
+}
+
+// TestAdaptiveProbedIgnoredCallsCountForRate: while most calls are
+// ignored (a saturated CPU: their latencies say nothing), they still
+// complete, and the rate they complete at is what tells a queued call from
+// one slowed by something else. Counted from the samples alone, the rate
+// looked forty times lower, and one call slowed by the CPU cut the limit
+// from 256 to 22: the CPU-bound overload experiment's closed-loop peak
+// then got 25 706 placements refused (none with the fix).
+func TestAdaptiveProbedIgnoredCallsCountForRate(t *testing.T) {
+	clk := newFakeClock()
+	a := newStreamLimit(clk, 64)
+	// Light: two calls at a time, 1 ms each, for 1 s (baseline 1 ms).
+	runUnqueued(clk, a, 1000, time.Millisecond)
+	// Saturated: 40 calls at a time, 2 ms each (20 000/s), all but one
+	// in 40 ignored, for 1 s.
+	for range 500 {
+		var tickets []resilience.Ticket
+		for range 40 {
+			tk, ok := a.Acquire(resilience.Critical)
+			if !ok {
+				t.Fatal("a call refused under a limit of 64 with 40 in flight")
+			}
+			tickets = append(tickets, tk)
+		}
+		clk.Advance(2 * time.Millisecond)
+		tickets[0].Success()
+		for _, tk := range tickets[1:] {
+			tk.Ignore()
+		}
+	}
+	before := a.Limit()
+	// One burst of calls slowed to 25 ms (tolerated: 21 ms) by the CPU, 24
+	// in flight: 1 000/s if it were a queue, against 20 000/s completed.
+	runTogether(clk, a, 24, 25*time.Millisecond)
+	if got := a.Limit(); got < before*3/4 {
+		t.Errorf("limit after calls slowed by the CPU = %d, was %d: a stall passed for a queue", got, before)
+	}
+}
+
 // TestAdaptiveProbedNoProbeWithinSlack: a fast dependency under a burst
 // (latency within Slack) is never probed, so no call is shed; a slow one is.
 func TestAdaptiveProbedNoProbeWithinSlack(t *testing.T) {
@@ -365,29 +464,12 @@ func TestAdaptiveProbedSurgeOnset(t *testing.T) {
 // dependency far slower than the completion rate just measured.
 func TestAdaptiveProbedStallDoesNotCut(t *testing.T) {
 	clk := newFakeClock()
-	a := resilience.NewAdaptive(resilience.AdaptiveConfig{
-		InitialLimit: 256, MinLimit: 4, MaxLimit: 8192,
-		Baseline: resilience.Probed, Tolerance: 3, Slack: 20 * time.Millisecond, Now: clk.Now,
-	})
+	a := newStreamLimit(clk, 256)
 	// Light load: two calls at a time, 8 ms each, for 2 s (baseline 8 ms,
 	// 250 calls/s).
-	for range 250 {
-		t1, _ := a.Acquire(resilience.Critical)
-		t2, _ := a.Acquire(resilience.Critical)
-		clk.Advance(8 * time.Millisecond)
-		t1.Success()
-		t2.Success()
-	}
+	runUnqueued(clk, a, 250, 8*time.Millisecond)
 	// A 300 ms stall with 16 calls in flight.
-	var held []resilience.Ticket
-	for range 16 {
-		tk, _ := a.Acquire(resilience.Critical)
-		held = append(held, tk)
-	}
-	clk.Advance(300 * time.Millisecond)
-	for _, tk := range held {
-		tk.Success()
-	}
+	runTogether(clk, a, 16, 300*time.Millisecond)
 	if got := a.Limit(); got < 200 {
 		t.Errorf("limit after a stall = %d, want it near 256: a stall is not a queue", got)
 	}

@@ -48,5 +48,12 @@ for r in 1 2 3; do
 done
 kill "${hogs[@]}"
 curl -fs $url/metrics | grep -E '^spike_http_requests_total\{route="place_order",status="(202|429|503)"\}|^spike_dependency_(cpu_ignored|shed)_total\{dependency="order_stream"\}'
-# Why anything was refused: the server's warnings and errors, if any.
-grep -E '"level":"(WARN|ERROR)"|level=(WARN|ERROR)' "$dir/serve.log" | tail -5 | cut -c1-300 || true
+# Why anything was refused: the server's warnings and errors, if any,
+# counted by message and cause ("enqueue in doubt ... context canceled":
+# wrk closed a connection at the end of a round with a placement in
+# flight, and the server counted a 503 that nobody received), then the
+# last few in full.
+grep -E '"level":"(WARN|ERROR)"|level=(WARN|ERROR)' "$dir/serve.log" |
+  sed -E 's/.*msg="([^"]*)".*err="([^"]*)".*/\1: \2/; t; s/.*msg="([^"]*)".*/\1/' |
+  sed -E 's/^([^:]*): .*: ([^:]*)$/\1: ... \2/' | sort | uniq -c | sort -rn | head -10 || true
+grep -E '"level":"(WARN|ERROR)"|level=(WARN|ERROR)' "$dir/serve.log" | tail -3 | cut -c1-300 || true

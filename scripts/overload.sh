@@ -3,6 +3,7 @@
 #
 #   scripts/overload.sh cpu   # placements offered at 3x the measured peak
 #   scripts/overload.sh dep   # a slowed dependency: 3x its reduced capacity
+#   SPIKE_BIN=/tmp/spike-before scripts/overload.sh dep   # a prebuilt binary
 #
 # The server runs on core 0 and the load generator on core 1 (taskset), on
 # loopback only, for a bounded time. Prints every figure the targets are
@@ -30,7 +31,8 @@ cd "$(dirname "$0")/.."
 kind=${1:-cpu}
 secs=${SECS:-15}
 bin=$(mktemp -d)/spike
-go build -o "$bin" ./cmd/spike
+# SPIKE_BIN: a prebuilt binary (e.g. of another commit) instead of this tree.
+if [ -n "${SPIKE_BIN:-}" ]; then cp "$SPIKE_BIN" "$bin"; else go build -o "$bin" ./cmd/spike; fi
 dir=$(mktemp -d)
 port=${PORT:-18300}
 export SPIKE_JWT_SECRET=overload-experiment-secret-0123456789abcdef
