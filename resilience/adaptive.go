@@ -91,7 +91,8 @@ const (
 	LongAverage Baseline = iota
 	// Probed compares with the latency of calls that did not queue: the
 	// mean latency of a window in which at most MinLimit calls were in
-	// flight (or, with Slack set, whose mean latency is within Slack), or
+	// flight (or, with Slack set, whose mean latency is within Slack: see
+	// below), or
 	// else measured as BBR's ProbeRTT does: in a window where the limit
 	// binds (it was reached, or refused calls) while the baseline is
 	// unknown, and then every ProbeEvery updates while it binds, the limit
@@ -110,8 +111,8 @@ const (
 	// A window whose mean latency is within Slack (when Slack is set)
 	// stands in for a probe (the limit could not shrink for it anyway, and
 	// a healthy burst is never shed by a probe): it becomes the baseline
-	// if none is known, and otherwise only lowers it, since its calls may
-	// have queued.
+	// if none is known or the limit did not bind in it, and otherwise only
+	// lowers it, since its calls may have queued behind the limit.
 	Probed
 )
 
@@ -130,9 +131,10 @@ type Adaptive struct {
 	inflight atomic.Int64
 	caps     [numPriorities]atomic.Int64 // in-flight cap per priority
 	shed     atomic.Uint64
-	// completed counts finished calls, ignored ones included: the rate at
-	// which the dependency completes calls, whether or not their latency
-	// is a sample.
+	// completed counts finished calls that did not time out, ignored ones
+	// included (those that failed fast too): about the rate at which the
+	// dependency completes calls, whether or not their latency is a
+	// sample.
 	completed atomic.Uint64
 	// winShedMark is shed at the start of the window: a window with more
 	// refused calls than that had its limit binding. winDoneMark is
@@ -303,7 +305,9 @@ const (
 // ignored call outside a probe, which reads no clock).
 func (a *Adaptive) finish(t Ticket, outcome int) time.Duration {
 	a.inflight.Add(-1)
-	a.completed.Add(1)
+	if outcome != finishDrop {
+		a.completed.Add(1)
+	}
 	if outcome == finishIgnore && !a.probingFlag.Load() {
 		return 0
 	}
@@ -470,6 +474,8 @@ func (a *Adaptive) cutOnQueue(t Ticket, latency int64) (changed bool, limit int)
 func (a *Adaptive) updateProbed(old, shortRTT float64, used bool) (changed bool, limit int) {
 	newLimit := old
 	a.sinceProbe++
+	reached := a.winMaxIn >= int64(old)
+	bound := reached || a.shed.Load() > a.winShedMark
 	switch {
 	case a.winMaxIn <= int64(a.cfg.MinLimit):
 		a.baseline, a.sinceProbe = shortRTT, 0
@@ -477,12 +483,14 @@ func (a *Adaptive) updateProbed(old, shortRTT float64, used bool) (changed bool,
 		// A window within Slack: whatever queue there is, the limit could
 		// not shrink for it, so no probe is needed (it would shed every
 		// call above MinLimit: a healthy burst, such as a flash sale
-		// opening, must not pay for that). Its latency may include a
-		// queue, so it only ever lowers a known baseline: taken as the
-		// baseline, a queue of up to Slack raised the tolerated latency
-		// to Tolerance × Slack, and the limit let admitted calls queue
-		// that long.
-		if a.baseline == 0 || shortRTT < a.baseline {
+		// opening, must not pay for that). While the limit binds, its
+		// latency may be a queue the limit let in, so it only lowers a
+		// known baseline: taken as the baseline, such a queue raised the
+		// tolerated latency to Tolerance × Slack under a standing
+		// overload, and admitted calls queued that long. While the limit
+		// does not bind it is the dependency's own latency, and may raise
+		// the baseline too (a dependency, or a CPU, slowing down).
+		if a.baseline == 0 || shortRTT < a.baseline || !bound {
 			a.baseline = shortRTT
 		}
 		a.sinceProbe, a.probed = 0, true
@@ -494,11 +502,9 @@ func (a *Adaptive) updateProbed(old, shortRTT float64, used bool) (changed bool,
 		}
 	}
 	newLimit = min(max(newLimit, float64(a.cfg.MinLimit)), float64(a.cfg.MaxLimit))
-	reached := a.winMaxIn >= int64(old)
 	// A probe sheds every call above MinLimit, so it starts only while the
 	// limit already binds (calls are being refused anyway): measuring must
 	// never turn a dependency that is keeping up into one that sheds.
-	bound := reached || a.shed.Load() > a.winShedMark
 	stale := bound && (!a.probed || a.baseline == 0 || a.sinceProbe >= a.cfg.ProbeEvery)
 	if stale && a.winMaxIn > int64(a.cfg.MinLimit) && old > float64(a.cfg.MinLimit) {
 		a.resetWindow()

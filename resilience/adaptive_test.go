@@ -360,6 +360,37 @@ func TestAdaptiveProbedSlackWindowKeepsBaseline(t *testing.T) {
 	}
 }
 
+// TestAdaptiveProbedSlackWindowFollowsDrift: while the limit does not
+// bind, a window within Slack is the dependency's own latency and may
+// raise the baseline: a dependency slowing down by 1 ms a second, 16 calls
+// in flight under a limit of 256, no queue, is never refused. (Were such
+// windows only to lower the baseline, the tolerated latency would stay
+// at 1 ms + Slack and the limit would fall to its floor at 22 ms.)
+func TestAdaptiveProbedSlackWindowFollowsDrift(t *testing.T) {
+	clk := newFakeClock()
+	a := newStreamLimit(clk, 256)
+	refused := 0
+	for latency := time.Millisecond; latency <= 26*time.Millisecond; latency += time.Millisecond {
+		for elapsed := time.Duration(0); elapsed < time.Second; elapsed += latency {
+			var tickets []resilience.Ticket
+			for range 16 {
+				if tk, ok := a.Acquire(resilience.Critical); ok {
+					tickets = append(tickets, tk)
+				} else {
+					refused++
+				}
+			}
+			clk.Advance(latency)
+			for _, tk := range tickets {
+				tk.Success()
+			}
+		}
+	}
+	if refused > 0 || a.Limit() < 16 {
+		t.Errorf("a dependency slowing from 1 to 26 ms, 16 calls in flight: %d refused, limit %d; want none refused", refused, a.Limit())
+	}
+}
+
 // TestAdaptiveProbedIgnoredCallsCountForRate: while most calls are
 // ignored (a saturated CPU: their latencies say nothing), they still
 // complete, and the rate they complete at is what tells a queued call from
@@ -372,8 +403,10 @@ func TestAdaptiveProbedIgnoredCallsCountForRate(t *testing.T) {
 	a := newStreamLimit(clk, 64)
 	// Light: two calls at a time, 1 ms each, for 1 s (baseline 1 ms).
 	runUnqueued(clk, a, 1000, time.Millisecond)
-	// Saturated: 40 calls at a time, 2 ms each (20 000/s), all but one
-	// in 40 ignored, for 1 s.
+	// Saturated: 40 calls at a time, 2 ms each (20 000/s), for 1 s; as
+	// depguard does while the CPU is saturated, only a call admitted with
+	// half the limit or more in flight counts (the last), the rest are
+	// ignored.
 	for range 500 {
 		var tickets []resilience.Ticket
 		for range 40 {
@@ -384,14 +417,15 @@ func TestAdaptiveProbedIgnoredCallsCountForRate(t *testing.T) {
 			tickets = append(tickets, tk)
 		}
 		clk.Advance(2 * time.Millisecond)
-		tickets[0].Success()
-		for _, tk := range tickets[1:] {
+		for _, tk := range tickets[:39] {
 			tk.Ignore()
 		}
+		tickets[39].Success()
 	}
 	before := a.Limit()
-	// One burst of calls slowed to 25 ms (tolerated: 21 ms) by the CPU, 24
-	// in flight: 1 000/s if it were a queue, against 20 000/s completed.
+	// One burst of calls slowed to 25 ms by the CPU (tolerated: 22 ms, the
+	// baseline 2 ms), 24 in flight: 1 000/s if it were a queue, against
+	// 20 000/s completed.
 	runTogether(clk, a, 24, 25*time.Millisecond)
 	if got := a.Limit(); got < before*3/4 {
 		t.Errorf("limit after calls slowed by the CPU = %d, was %d: a stall passed for a queue", got, before)
