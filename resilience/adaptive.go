@@ -112,7 +112,9 @@ const (
 	// stands in for a probe (the limit could not shrink for it anyway, and
 	// a healthy burst is never shed by a probe): it becomes the baseline
 	// if none is known or the limit did not bind in it, and otherwise only
-	// lowers it, since its calls may have queued behind the limit.
+	// lowers it, since its calls may have queued behind the limit; one
+	// that neither sets the baseline nor is within Tolerance of it does
+	// not postpone the next probe.
 	Probed
 )
 
@@ -481,19 +483,27 @@ func (a *Adaptive) updateProbed(old, shortRTT float64, used bool) (changed bool,
 		a.baseline, a.sinceProbe = shortRTT, 0
 	case a.cfg.Slack > 0 && shortRTT <= float64(a.cfg.Slack):
 		// A window within Slack: whatever queue there is, the limit could
-		// not shrink for it, so no probe is needed (it would shed every
-		// call above MinLimit: a healthy burst, such as a flash sale
+		// not shrink for it, so it may stand in for a probe (which sheds
+		// every call above MinLimit: a healthy burst, such as a flash sale
 		// opening, must not pay for that). While the limit binds, its
 		// latency may be a queue the limit let in, so it only lowers a
 		// known baseline: taken as the baseline, such a queue raised the
 		// tolerated latency to Tolerance × Slack under a standing
 		// overload, and admitted calls queued that long. While the limit
-		// does not bind it is the dependency's own latency, and may raise
-		// the baseline too (a dependency, or a CPU, slowing down).
-		if a.baseline == 0 || shortRTT < a.baseline || !bound {
+		// does not bind it is taken as the dependency's own latency (a
+		// dependency, or a CPU, slowing down raises it).
+		set := a.baseline == 0 || shortRTT < a.baseline || !bound
+		if set {
 			a.baseline = shortRTT
 		}
-		a.sinceProbe, a.probed = 0, true
+		// A window that measured nothing postpones the probe only while
+		// it is within Tolerance of the baseline: a dependency slowing
+		// down while the limit binds must still be probed, or the
+		// baseline stays where it was and the limit collapses once calls
+		// pass it by Slack.
+		if set || shortRTT <= a.cfg.Tolerance*a.baseline {
+			a.sinceProbe, a.probed = 0, true
+		}
 	}
 	if a.baseline > 0 {
 		newLimit = a.gradient(old, a.baseline, shortRTT)

@@ -391,6 +391,30 @@ func TestAdaptiveProbedSlackWindowFollowsDrift(t *testing.T) {
 	}
 }
 
+// TestAdaptiveProbedDriftWhileBinding: a dependency that serves every
+// call at once slows down by 1 ms a second while the limit binds (a
+// healthy burst at the limit, no queue). Windows within Slack may then
+// only lower the baseline, so the probe must still come and measure it
+// again: were those windows to keep postponing the probe, the tolerated
+// latency would stay at 1 ms + Slack and the limit would collapse to its
+// floor once calls took 22 ms.
+func TestAdaptiveProbedDriftWhileBinding(t *testing.T) {
+	clk := newFakeClock()
+	a := newStreamLimit(clk, 256)
+	lowest := a.Limit()
+	for latency := time.Millisecond; latency <= 30*time.Millisecond; latency += time.Millisecond {
+		for elapsed := time.Duration(0); elapsed < time.Second; elapsed += latency {
+			runWindow(clk, a, latency)
+			if l := a.Limit(); l > 4 { // 4: probing
+				lowest = min(lowest, l)
+			}
+		}
+	}
+	if lowest < 64 {
+		t.Errorf("a dependency slowing from 1 to 30 ms with no queue, the limit binding: the limit fell to %d (outside probes); want it kept near 256", lowest)
+	}
+}
+
 // TestAdaptiveProbedIgnoredCallsCountForRate: while most calls are
 // ignored (a saturated CPU: their latencies say nothing), they still
 // complete, and the rate they complete at is what tells a queued call from
