@@ -92,10 +92,9 @@ const (
 	// Probed compares with the latency of calls that did not queue: the
 	// mean latency of a window in which at most MinLimit calls were in
 	// flight (or, with Slack set, whose mean latency is within Slack: see
-	// below), or
-	// else measured as BBR's ProbeRTT does: in a window where the limit
-	// binds (it was reached, or refused calls) while the baseline is
-	// unknown, and then every ProbeEvery updates while it binds, the limit
+	// below), or else measured as BBR's ProbeRTT does: in a window where
+	// the limit binds (it was reached, or refused calls) while the baseline
+	// is unknown, and then every ProbeEvery updates while it binds, the limit
 	// drops to MinLimit until 2 × WindowSamples calls admitted under it have
 	// completed; their mean latency becomes the baseline and the limit is
 	// restored. A probe never starts while the limit refuses nothing: it
@@ -136,7 +135,9 @@ type Adaptive struct {
 	// completed counts finished calls that did not time out, ignored ones
 	// included (those that failed fast too): about the rate at which the
 	// dependency completes calls, whether or not their latency is a
-	// sample.
+	// sample. Only Probed uses that rate (cutOnQueue), so only Probed
+	// counts: the admission limit in front of every request does not pay
+	// for it.
 	completed atomic.Uint64
 	// winShedMark is shed at the start of the window: a window with more
 	// refused calls than that had its limit binding. winDoneMark is
@@ -307,7 +308,7 @@ const (
 // ignored call outside a probe, which reads no clock).
 func (a *Adaptive) finish(t Ticket, outcome int) time.Duration {
 	a.inflight.Add(-1)
-	if outcome != finishDrop {
+	if outcome != finishDrop && a.cfg.Baseline == Probed {
 		a.completed.Add(1)
 	}
 	if outcome == finishIgnore && !a.probingFlag.Load() {
@@ -476,8 +477,7 @@ func (a *Adaptive) cutOnQueue(t Ticket, latency int64) (changed bool, limit int)
 func (a *Adaptive) updateProbed(old, shortRTT float64, used bool) (changed bool, limit int) {
 	newLimit := old
 	a.sinceProbe++
-	reached := a.winMaxIn >= int64(old)
-	bound := reached || a.shed.Load() > a.winShedMark
+	bound := a.winMaxIn >= int64(old) || a.shed.Load() > a.winShedMark // reached, or refused calls
 	switch {
 	case a.winMaxIn <= int64(a.cfg.MinLimit):
 		a.baseline, a.sinceProbe = shortRTT, 0

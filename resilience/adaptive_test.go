@@ -51,19 +51,36 @@ func runUnqueued(clk *fakeClock, a *resilience.Adaptive, n int, latency time.Dur
 	}
 }
 
-// runTogether admits n calls at once (as far as the limit lets) and
-// finishes them all after latency.
-func runTogether(clk *fakeClock, a *resilience.Adaptive, n int, latency time.Duration) {
+// runTogether admits n calls at once (as far as the limit lets), finishes
+// them all after latency, and returns how many the limit refused.
+func runTogether(clk *fakeClock, a *resilience.Adaptive, n int, latency time.Duration) (refused int) {
 	var tickets []resilience.Ticket
 	for range n {
 		if tk, ok := a.Acquire(resilience.Critical); ok {
 			tickets = append(tickets, tk)
+		} else {
+			refused++
 		}
 	}
 	clk.Advance(latency)
 	for _, tk := range tickets {
 		tk.Success()
 	}
+	return refused
+}
+
+// acquireAll admits n calls, failing the test if the limit refuses one.
+func acquireAll(t *testing.T, a *resilience.Adaptive, n int) []resilience.Ticket {
+	t.Helper()
+	tickets := make([]resilience.Ticket, 0, n)
+	for i := range n {
+		tk, ok := a.Acquire(resilience.Critical)
+		if !ok {
+			t.Fatalf("call %d of %d refused under a limit of %d", i+1, n, a.Limit())
+		}
+		tickets = append(tickets, tk)
+	}
+	return tickets
 }
 
 func TestAdaptiveLimitFollowsLatency(t *testing.T) {
@@ -372,18 +389,7 @@ func TestAdaptiveProbedSlackWindowFollowsDrift(t *testing.T) {
 	refused := 0
 	for latency := time.Millisecond; latency <= 26*time.Millisecond; latency += time.Millisecond {
 		for elapsed := time.Duration(0); elapsed < time.Second; elapsed += latency {
-			var tickets []resilience.Ticket
-			for range 16 {
-				if tk, ok := a.Acquire(resilience.Critical); ok {
-					tickets = append(tickets, tk)
-				} else {
-					refused++
-				}
-			}
-			clk.Advance(latency)
-			for _, tk := range tickets {
-				tk.Success()
-			}
+			refused += runTogether(clk, a, 16, latency)
 		}
 	}
 	if refused > 0 || a.Limit() < 16 {
@@ -432,14 +438,7 @@ func TestAdaptiveProbedIgnoredCallsCountForRate(t *testing.T) {
 	// half the limit or more in flight counts (the last), the rest are
 	// ignored.
 	for range 500 {
-		var tickets []resilience.Ticket
-		for range 40 {
-			tk, ok := a.Acquire(resilience.Critical)
-			if !ok {
-				t.Fatal("a call refused under a limit of 64 with 40 in flight")
-			}
-			tickets = append(tickets, tk)
-		}
+		tickets := acquireAll(t, a, 40)
 		clk.Advance(2 * time.Millisecond)
 		for _, tk := range tickets[:39] {
 			tk.Ignore()
@@ -540,10 +539,7 @@ func TestTicketCrowded(t *testing.T) {
 	var crowded []bool
 	var tickets []resilience.Ticket
 	for range 6 {
-		tk, ok := a.Acquire(resilience.Critical)
-		if !ok {
-			t.Fatal("shed below the limit")
-		}
+		tk := acquireAll(t, a, 1)[0]
 		tickets = append(tickets, tk)
 		crowded = append(crowded, tk.Crowded())
 	}
