@@ -8,6 +8,7 @@
 #   SECS=2 ROUNDS=1 scripts/bench-wrk.sh # a quick look
 #   PROFILE=/tmp/cpu.pprof scripts/bench-wrk.sh   # also a CPU profile of round 1's placements
 #   PROFILE_RUN=sold-out PROFILE=... scripts/bench-wrk.sh  # ... or of its sold-out run
+#   PROFILE_RUN=drain PROFILE=... scripts/bench-wrk.sh     # ... or of persisting its placements after them
 #   SPIKE_BIN=/tmp/spike-before scripts/bench-wrk.sh   # a prebuilt binary (e.g. of another commit)
 #   DRAIN_EACH=1 scripts/bench-wrk.sh    # also drain the persistence backlog before sold-out and reads
 #
@@ -195,11 +196,25 @@ echo "method: wrk -t$threads -c$conns, ${secs} s per run, $rounds rounds; distin
 # Before each round, let the server finish persisting the previous round's
 # placements: its workers would otherwise take CPU from the trivial
 # handler's run and flatter every ratio of the round.
+# Each drain of 1 000 orders or more also records what persisting cost:
+# the orders pending at its start, the server's CPU ticks and the
+# milliseconds until none was pending (reported at the end). The CPU
+# includes answering the drain's own /metrics polls, ten a second, which
+# scan the pending index: about 8 % of a 80 000-order drain's.
+drainlog=$dir/drains
+: >"$drainlog"
 drain() {
+  local p0 c0 t0 p
+  p0=$(curl -fs $url/metrics | awk '$1 == "spike_orders_pending" {printf "%d", $2}')
+  c0=$(cputicks "$spid") t0=$(date +%s%N)
   for _ in $(seq 600); do
-    [ "$(curl -fs $url/metrics | awk '$1 == "spike_orders_pending" {print $2}')" = 0 ] && break
+    p=$(curl -fs $url/metrics | awk '$1 == "spike_orders_pending" {print $2}')
+    [ "$p" = 0 ] && break
     sleep 0.1
   done
+  if [ "${p0:-0}" -ge 1000 ] && [ "$p" = 0 ]; then
+    echo "$p0 $(($(cputicks "$spid") - c0)) $((($(date +%s%N) - t0) / 1000000))" >>"$drainlog"
+  fi
   sleep 1
 }
 # The buyers of a distinct-shape run arrive in random order, as a real
@@ -235,7 +250,12 @@ for r in $(seq "$rounds"); do
     profile
   fi
   p=$(run "r$r-distinct-placements" $url order big "$dir/place.tok" place_order 202)
-  if [ -n "${DRAIN_EACH:-}" ]; then drain; fi
+  if [ -n "${PROFILE:-}" ] && [ "$r" = 1 ] && [ "${PROFILE_RUN:-}" = drain ]; then
+    # CPU profile of the first second persisting the run's placements.
+    curl -fs -o "$PROFILE" "http://127.0.0.1:$pport/debug/pprof/profile?seconds=1" &
+    profiler=$!
+    drain
+  elif [ -n "${DRAIN_EACH:-}" ]; then drain; fi
   if [ -n "${PROFILE:-}" ] && [ "$r" = 1 ] && [ "${PROFILE_RUN:-}" = sold-out ]; then profile; fi
   s=$(run "r$r-distinct-sold-out" $url order tiny "$dir/soldout.tok" place_order "202 409")
   if [ -n "${DRAIN_EACH:-}" ]; then drain; fi
@@ -280,6 +300,12 @@ ct=$(cpu_us '-trivial$') cp=$(cpu_us '-distinct-placements$') cs=$(cpu_us '-dist
 echo "server CPU µs per request (median of runs): trivial $ct, distinct placements $cp, distinct sold-out $cs" \
   "(trivial ÷ Spike: $(echo "$ct $cp" | awk '{ printf "%.2f", $1 / $2 }') / $(echo "$ct $cs" | awk '{ printf "%.2f", $1 / $2 }'))"
 
+# Persisting: the drains of a backlog (DRAIN_EACH=1 drains each run's
+# placements right after it; otherwise what the runs after left over).
+if [ -s "$drainlog" ]; then
+  echo "persisting a backlog (median of $(wc -l <"$drainlog") drains): $(awk -v hz="$hz" '{ print 1e6 * $2 / hz / $1 }' "$drainlog" | median "%.1f") server CPU µs per order," \
+    "$(awk '$3 > 0 { print 1000 * $1 / $3 }' "$drainlog" | median "%.0f") orders/s (the largest: $(sort -n "$drainlog" | tail -1 | awk '{ printf "%d orders in %.1f s", $1, $3 / 1000 }'))"
+fi
 echo "placements per stream message (mean batch): $(curl -fs $url/metrics | awk '$1 == "spike_stream_published_messages_total" { m = $2 }
   $1 == "spike_stream_published_events_total" { e = $2 } END { printf "%.1f", m ? e / m : 0 }')"
 # The distinct shape promises each token once or twice per run.
