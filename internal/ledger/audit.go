@@ -90,14 +90,25 @@ func (a *Auditor) audit(ctx context.Context) (Report, error) {
 	var oversold, dupes, overLimit, leaks []string
 	unloaded := 0
 	remaining := make(map[string]int64, len(r.Sales))
-	known := make(map[string]bool)
+	// The acknowledged orders not yet found in the record: a set of the
+	// pending ids, emptied as the record is read, not a set of every order.
+	missing := make(map[string]bool, len(pending))
+	for _, id := range pending {
+		missing[id] = true
+	}
+	type userKey struct {
+		user int64
+		key  string
+	}
 	for _, s := range r.Sales {
 		var live, counted int64 // counted: units the counters count as held
 		perUser := make(map[int64]int64)
-		keys := make(map[string]string) // user/key → order id
+		keys := make(map[userKey]string) // → order id
 		for _, o := range r.Orders[s.ID] {
-			known[o.ID] = true
-			k := fmt.Sprintf("%d/%s", o.UserID, o.IdempotencyKey)
+			if len(missing) > 0 {
+				delete(missing, o.ID)
+			}
+			k := userKey{o.UserID, o.IdempotencyKey}
 			if prev, ok := keys[k]; ok && prev != o.ID {
 				dupes = append(dupes, fmt.Sprintf("%s: user %d key %q has orders %s and %s", s.ID, o.UserID, o.IdempotencyKey, prev, o.ID))
 			}
@@ -128,7 +139,7 @@ func (a *Auditor) audit(ctx context.Context) (Report, error) {
 	}
 	var lost []string
 	for _, id := range pending {
-		if !known[id] {
+		if missing[id] {
 			lost = append(lost, id)
 		}
 	}

@@ -39,20 +39,30 @@ func ReadRecord(ctx context.Context, sales sale.Store, orders order.Store, event
 		return nil, err
 	}
 	r := &Record{Sales: all, Orders: make(map[string][]order.Order, len(all))}
-	stored := make(map[string]bool)
+	// Only the events need matching against the persisted orders: a set of
+	// their ids (a few while traffic flows) rather than of every order, which
+	// after a sale of a million orders was tens of megabytes per read.
+	seen := make(map[string]bool, len(queued)) // event id → persisted or taken
+	for _, e := range queued {
+		seen[e.OrderID] = false
+	}
 	for _, s := range all {
 		os, err := orders.SaleOrders(ctx, s.ID)
 		if err != nil {
 			return nil, err
 		}
-		for _, o := range os {
-			stored[o.ID] = true
+		if len(seen) > 0 {
+			for _, o := range os {
+				if _, ok := seen[o.ID]; ok {
+					seen[o.ID] = true
+				}
+			}
 		}
 		r.Orders[s.ID] = os
 	}
 	for _, e := range queued {
-		if !stored[e.OrderID] {
-			stored[e.OrderID] = true
+		if !seen[e.OrderID] {
+			seen[e.OrderID] = true
 			r.Queued = append(r.Queued, e)
 			r.Orders[e.SaleID] = append(r.Orders[e.SaleID], e.Order())
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/spikehq/spike/internal/domain/catalog"
 	"github.com/spikehq/spike/internal/domain/inventory"
 	"github.com/spikehq/spike/internal/domain/order"
+	"github.com/spikehq/spike/internal/domain/payment"
 	"github.com/spikehq/spike/internal/domain/sale"
 	"github.com/spikehq/spike/internal/ledger"
 )
@@ -97,7 +98,13 @@ func TestRebuildCountsEachOrderOnce(t *testing.T) {
 
 func audit(t *testing.T, st *sqlitestore.Store, ev *events, c *inventory.Counters) map[string]ledger.Check {
 	t.Helper()
-	a := &ledger.Auditor{Sales: st, Orders: st, Events: ev, Counters: c, Pending: noPending{}}
+	return auditWith(t, &ledger.Auditor{Sales: st, Orders: st, Events: ev, Counters: c, Pending: noPending{}})
+}
+
+// auditWith runs a's audit once and returns its checks by the first word
+// of their names.
+func auditWith(t *testing.T, a *ledger.Auditor) map[string]ledger.Check {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond) // no retries needed
 	defer cancel()
 	rep, err := a.Audit(ctx)
@@ -139,6 +146,71 @@ func TestAuditPassesAndCatchesViolations(t *testing.T) {
 	}
 	if got["I3"].OK || !strings.Contains(got["I3"].Detail, "user 1 holds 3") {
 		t.Errorf("I3 should name user 1: %+v", got["I3"])
+	}
+}
+
+type pendingIDs []string
+
+func (p pendingIDs) PendingIDs() []string { return p }
+
+// TestAuditFindsLostDuplicatedAndUnpaid: the checks that match orders by
+// id across the stream, the store, the pending index and the payments
+// (I2, I3, I7) name what they find, and a healthy record passes them and
+// product conservation.
+func TestAuditFindsLostDuplicatedAndUnpaid(t *testing.T) {
+	ctx := context.Background()
+	st, s := setup(t, 10)
+	// O0001 created, O0002 paid (one payment), O0003 on the stream only.
+	persist(t, st, placed(1, 1))
+	persistAs(t, st, order.Paid, placed(2, 2))
+	ev := &events{queued: []order.Placed{placed(3, 3)}}
+	c := inventory.New(spike.NewIDGenerator())
+	c.Restore(ctx, s, []inventory.Holding{{OrderID: "O0001", UserID: 1, Key: "k1", Quantity: 1},
+		{OrderID: "O0002", UserID: 2, Key: "k2", Quantity: 1}, {OrderID: "O0003", UserID: 3, Key: "k3", Quantity: 1}})
+	pay := func(id, orderID string) {
+		t.Helper()
+		now := time.Now()
+		if _, _, err := st.CreatePayment(ctx, payment.Payment{ID: id, OrderID: orderID, UserID: 1, Provider: "sandbox",
+			AmountCents: 5, Status: payment.Succeeded, IdempotencyKey: id, CreatedAt: now, UpdatedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pay("P1", "O0002")
+	run := func(pending ...string) map[string]ledger.Check {
+		t.Helper()
+		return auditWith(t, &ledger.Auditor{Sales: st, Orders: st, Events: ev, Counters: c, Pending: pendingIDs(pending),
+			Lifecycle: &ledger.LifecycleAudit{Products: st, Payments: st}})
+	}
+	got := run("O0001", "O0003")
+	for _, name := range []string{"I1", "I2", "I3", "I4", "I7", "product"} {
+		if !got[name].OK {
+			t.Errorf("%s failed on a healthy record: %s", name, got[name].Detail)
+		}
+	}
+
+	// An acknowledged order neither persisted nor on the stream.
+	if got := run("O0001", "O0009"); got["I2"].OK || !strings.Contains(got["I2"].Detail, "O0009") || strings.Contains(got["I2"].Detail, "O0001") {
+		t.Errorf("I2 should name O0009 alone: %+v", got["I2"])
+	}
+	// The same buyer and key on the stream under another order id.
+	dup := placed(4, 1)
+	dup.Key = "k1"
+	ev.queued = append(ev.queued, dup)
+	if got := run(); got["I3"].OK || !strings.Contains(got["I3"].Detail, "O0001 and O0004") {
+		t.Errorf("I3 should name O0001 and O0004: %+v", got["I3"])
+	}
+	ev.queued = ev.queued[:1]
+
+	// Money: a payment for an unpaid order, a paid order without one, one
+	// captured twice.
+	pay("P2", "O0001")
+	persistAs(t, st, order.Shipped, placed(5, 5))
+	pay("P3", "O0002")
+	detail := run()["I7"].Detail
+	for _, want := range []string{"payment P2 succeeded for order O0001 (created)", "order O0005 is shipped without a succeeded payment", "order O0002 captured 2 times"} {
+		if !strings.Contains(detail, want) {
+			t.Errorf("I7 detail %q lacks %q", detail, want)
+		}
 	}
 }
 

@@ -74,10 +74,17 @@ func (l *LifecycleAudit) checks(ctx context.Context, r *Record, remaining map[st
 		grace = 5 * time.Second
 	}
 	var late, unreturned []string
-	bySKU := make(map[string][]order.Order)
+	// One pass over the record, keeping sums and the paid side only: a
+	// copy of every order per product, and another by id, made the audit
+	// of a sale of a million orders hold three copies of it.
+	heldBySKU := make(map[string]int64)
+	paidSide := make(map[string]order.Status) // paid, shipped, delivered or refunded orders
 	for _, os := range r.Orders {
 		for _, o := range os {
-			bySKU[o.SKU] = append(bySKU[o.SKU], o)
+			heldBySKU[o.SKU] += heldByOrder(o)
+			if paidStatus(o.Status) || o.Status == order.Refunded {
+				paidSide[o.ID] = o.Status
+			}
 			if o.Status == order.Created && !o.PaymentDeadline.IsZero() && now.Sub(o.PaymentDeadline) > grace {
 				late = append(late, fmt.Sprintf("%s unpaid %s past its deadline", o.ID, now.Sub(o.PaymentDeadline).Round(time.Millisecond)))
 			}
@@ -133,9 +140,7 @@ func (l *LifecycleAudit) checks(ctx context.Context, r *Record, remaining map[st
 			unknown++
 			continue
 		}
-		for _, o := range bySKU[p.SKU] {
-			in += heldByOrder(o)
-		}
+		in += heldBySKU[p.SKU]
 		if in != added {
 			leaks = append(leaks, fmt.Sprintf("%s: %d units added, %d found (stock %d + sales' remaining + orders)", p.SKU, added, in, p.Stock))
 		}
@@ -147,14 +152,9 @@ func (l *LifecycleAudit) checks(ctx context.Context, r *Record, remaining map[st
 		return checks, nil
 	}
 	var money []string
-	orders := make(map[string]order.Order)
-	for _, os := range r.Orders {
-		for _, o := range os {
-			orders[o.ID] = o
-		}
-	}
 	captured := make(map[string]int) // order id → succeeded payments not refunded
 	paidBy := make(map[string]bool)
+	var stray []payment.Payment // succeeded, not refunded, for an order not paid
 	after := ""
 	for {
 		ps, err := l.Payments.Payments(ctx, after, 1000)
@@ -175,13 +175,29 @@ func (l *LifecycleAudit) checks(ctx context.Context, r *Record, remaining map[st
 				continue
 			}
 			captured[p.OrderID]++
-			o, ok := orders[p.OrderID]
-			if !ok || !(o.Status == order.Paid || o.Status == order.Shipped || o.Status == order.Delivered) {
-				money = append(money, fmt.Sprintf("payment %s succeeded for order %s (%s) and is not refunded", p.ID, p.OrderID, o.Status))
+			if !paidStatus(paidSide[p.OrderID]) {
+				stray = append(stray, p)
 			}
 		}
 		if len(ps) < 1000 {
 			break
+		}
+	}
+	if len(stray) > 0 {
+		// Rare: look up the statuses of these orders only.
+		status := make(map[string]order.Status, len(stray))
+		for _, p := range stray {
+			status[p.OrderID] = ""
+		}
+		for _, os := range r.Orders {
+			for _, o := range os {
+				if _, ok := status[o.ID]; ok {
+					status[o.ID] = o.Status
+				}
+			}
+		}
+		for _, p := range stray {
+			money = append(money, fmt.Sprintf("payment %s succeeded for order %s (%s) and is not refunded", p.ID, p.OrderID, status[p.OrderID]))
 		}
 	}
 	for id, n := range captured {
@@ -189,14 +205,20 @@ func (l *LifecycleAudit) checks(ctx context.Context, r *Record, remaining map[st
 			money = append(money, fmt.Sprintf("order %s captured %d times", id, n))
 		}
 	}
-	for _, o := range orders {
-		if (o.Status == order.Paid || o.Status == order.Shipped || o.Status == order.Delivered || o.Status == order.Refunded) && !paidBy[o.ID] {
-			money = append(money, fmt.Sprintf("order %s is %s without a succeeded payment", o.ID, o.Status))
+	for id, st := range paidSide {
+		if !paidBy[id] {
+			money = append(money, fmt.Sprintf("order %s is %s without a succeeded payment", id, st))
 		}
 	}
 	checks = append(checks, result("I7 money matches orders", money,
 		"every succeeded payment is for a paid, shipped or delivered order or refunded; no paid order without one; none captured twice"))
 	return checks, nil
+}
+
+// paidStatus reports whether an order in status st holds a captured
+// payment: paid, shipped or delivered.
+func paidStatus(st order.Status) bool {
+	return st == order.Paid || st == order.Shipped || st == order.Delivered
 }
 
 // returnedFrom is the status an order left when it reached its current
