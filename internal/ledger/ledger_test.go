@@ -153,64 +153,108 @@ type pendingIDs []string
 
 func (p pendingIDs) PendingIDs() []string { return p }
 
-// TestAuditFindsLostDuplicatedAndUnpaid: the checks that match orders by
-// id across the stream, the store, the pending index and the payments
-// (I2, I3, I7) name what they find, and a healthy record passes them and
-// product conservation.
-func TestAuditFindsLostDuplicatedAndUnpaid(t *testing.T) {
+// TestAuditMatchesOrdersAcrossSources: the checks that match orders across
+// the stream, the store, the pending index and the payments (I2, I3, I7)
+// pass a healthy record with the cases they must tell apart, and name what
+// they find when it is not.
+func TestAuditMatchesOrdersAcrossSources(t *testing.T) {
 	ctx := context.Background()
-	st, s := setup(t, 10)
-	// O0001 created, O0002 paid (one payment), O0003 on the stream only.
-	persist(t, st, placed(1, 1))
-	persistAs(t, st, order.Paid, placed(2, 2))
-	ev := &events{queued: []order.Placed{placed(3, 3)}}
-	c := inventory.New(spike.NewIDGenerator())
-	c.Restore(ctx, s, []inventory.Holding{{OrderID: "O0001", UserID: 1, Key: "k1", Quantity: 1},
-		{OrderID: "O0002", UserID: 2, Key: "k2", Quantity: 1}, {OrderID: "O0003", UserID: 3, Key: "k3", Quantity: 1}})
-	pay := func(id, orderID string) {
-		t.Helper()
-		now := time.Now()
-		if _, _, err := st.CreatePayment(ctx, payment.Payment{ID: id, OrderID: orderID, UserID: 1, Provider: "sandbox",
-			AmountCents: 5, Status: payment.Succeeded, IdempotencyKey: id, CreatedAt: now, UpdatedAt: now}); err != nil {
-			t.Fatal(err)
+	// A healthy record: O1 created (user 1, k1), O2 paid with one payment,
+	// O6 (user 1 again, another key) and O7 (user 7, k1 like user 1) on the
+	// stream, O2 on the stream too (persisted since), and O6 twice.
+	newRecord := func(t *testing.T) (*sqlitestore.Store, *events, func(pending ...string) map[string]ledger.Check) {
+		st, s := setup(t, 10)
+		persist(t, st, placed(1, 1))
+		persistAs(t, st, order.Paid, placed(2, 2))
+		o7 := placed(7, 7)
+		o7.Key = "k1"
+		ev := &events{queued: []order.Placed{placed(2, 2), placed(6, 1), o7, placed(6, 1)}}
+		c := inventory.New(spike.NewIDGenerator())
+		var held []inventory.Holding
+		for _, e := range []order.Placed{placed(1, 1), placed(2, 2), placed(6, 1), o7} {
+			held = append(held, inventory.Holding{OrderID: e.OrderID, UserID: e.UserID, Key: e.Key, Quantity: 1})
 		}
-	}
-	pay("P1", "O0002")
-	run := func(pending ...string) map[string]ledger.Check {
-		t.Helper()
-		return auditWith(t, &ledger.Auditor{Sales: st, Orders: st, Events: ev, Counters: c, Pending: pendingIDs(pending),
-			Lifecycle: &ledger.LifecycleAudit{Products: st, Payments: st}})
-	}
-	got := run("O0001", "O0003")
-	for _, name := range []string{"I1", "I2", "I3", "I4", "I7", "product"} {
-		if !got[name].OK {
-			t.Errorf("%s failed on a healthy record: %s", name, got[name].Detail)
+		c.Restore(ctx, s, held)
+		pay(t, st, "P1", "O0002", 0)
+		return st, ev, func(pending ...string) map[string]ledger.Check {
+			t.Helper()
+			return auditWith(t, &ledger.Auditor{Sales: st, Orders: st, Events: ev, Counters: c, Pending: pendingIDs(pending),
+				Lifecycle: &ledger.LifecycleAudit{Products: st, Payments: st}})
 		}
 	}
 
-	// An acknowledged order neither persisted nor on the stream.
-	if got := run("O0001", "O0009"); got["I2"].OK || !strings.Contains(got["I2"].Detail, "O0009") || strings.Contains(got["I2"].Detail, "O0001") {
-		t.Errorf("I2 should name O0009 alone: %+v", got["I2"])
-	}
-	// The same buyer and key on the stream under another order id.
-	dup := placed(4, 1)
-	dup.Key = "k1"
-	ev.queued = append(ev.queued, dup)
-	if got := run(); got["I3"].OK || !strings.Contains(got["I3"].Detail, "O0001 and O0004") {
-		t.Errorf("I3 should name O0001 and O0004: %+v", got["I3"])
-	}
-	ev.queued = ev.queued[:1]
-
-	// Money: a payment for an unpaid order, a paid order without one, one
-	// captured twice.
-	pay("P2", "O0001")
-	persistAs(t, st, order.Shipped, placed(5, 5))
-	pay("P3", "O0002")
-	detail := run()["I7"].Detail
-	for _, want := range []string{"payment P2 succeeded for order O0001 (created)", "order O0005 is shipped without a succeeded payment", "order O0002 captured 2 times"} {
-		if !strings.Contains(detail, want) {
-			t.Errorf("I7 detail %q lacks %q", detail, want)
+	t.Run("healthy", func(t *testing.T) {
+		_, _, run := newRecord(t)
+		got := run("O0001", "O0006", "O0007")
+		for _, name := range []string{"I1", "I2", "I3", "I4", "I7", "product"} {
+			if !got[name].OK {
+				t.Errorf("%s failed on a healthy record: %s", name, got[name].Detail)
+			}
 		}
+	})
+	t.Run("I2 lost", func(t *testing.T) {
+		_, _, run := newRecord(t)
+		if got := run("O0001", "O0009", "O0006"); got["I2"].OK || !strings.Contains(got["I2"].Detail, "O0009") ||
+			strings.Contains(got["I2"].Detail, "O0001") || strings.Contains(got["I2"].Detail, "O0006") {
+			t.Errorf("I2 should name O0009 alone: %+v", got["I2"])
+		}
+	})
+	t.Run("I3 duplicate", func(t *testing.T) {
+		_, ev, run := newRecord(t)
+		dup := placed(4, 1) // user 1's key k1 again, under another order id
+		dup.Key = "k1"
+		ev.queued = append(ev.queued, dup)
+		if got := run(); got["I3"].OK || !strings.Contains(got["I3"].Detail, "O0001 and O0004") {
+			t.Errorf("I3 should name O0001 and O0004: %+v", got["I3"])
+		}
+	})
+	t.Run("I7 money", func(t *testing.T) {
+		st, _, run := newRecord(t)
+		persistAs(t, st, order.Shipped, placed(5, 5))
+		persistAs(t, st, order.Refunded, placed(8, 8), placed(9, 9))
+		pay(t, st, "P2", "O0001", 0) // for a created order
+		pay(t, st, "P3", "O0002", 0) // O2's second capture
+		pay(t, st, "P4", "O0002", 9) // refunded 9 of 5 cents
+		pay(t, st, "P5", "O0008", 0) // for a refunded order, not refunded
+		pay(t, st, "P6", "O0099", 0) // for no order at all
+		detail := run()["I7"].Detail
+		want := []string{
+			"payment P2 succeeded for order O0001 (created) and is not refunded",
+			"payment P4 refunded 9 of 5 cents",
+			"payment P5 succeeded for order O0008 (refunded) and is not refunded",
+			"payment P6 succeeded for order O0099 () and is not refunded",
+			"order O0002 captured 2 times",
+			"order O0005 is shipped without a succeeded payment",
+			"order O0009 is refunded without a succeeded payment",
+		}
+		at := -1
+		for i, w := range want {
+			j := strings.Index(detail, w)
+			if j < 0 {
+				t.Errorf("I7 detail %q lacks %q", detail, w)
+			} else if i < 4 && j < at { // the payments' messages in payment order
+				t.Errorf("I7 detail %q: %q out of payment order", detail, w)
+			}
+			at = max(at, j)
+		}
+		if strings.Contains(detail, "O0008 is refunded without") {
+			t.Errorf("I7 detail %q: O0008 has a succeeded payment", detail)
+		}
+	})
+}
+
+// pay records a succeeded payment of 5 cents for orderID, refunded by
+// refunded cents (0: not refunded).
+func pay(t *testing.T, st *sqlitestore.Store, id, orderID string, refunded int64) {
+	t.Helper()
+	now := time.Now()
+	p := payment.Payment{ID: id, OrderID: orderID, UserID: 1, Provider: "sandbox", AmountCents: 5, Status: payment.Succeeded,
+		IdempotencyKey: id, CreatedAt: now, UpdatedAt: now}
+	if refunded > 0 {
+		p.RefundedCents, p.RefundRef, p.RefundedAt = refunded, "r-"+id, now
+	}
+	if _, _, err := st.CreatePayment(context.Background(), p); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -154,7 +154,13 @@ func (l *LifecycleAudit) checks(ctx context.Context, r *Record, remaining map[st
 	var money []string
 	captured := make(map[string]int) // order id → succeeded payments not refunded
 	paidBy := make(map[string]bool)
-	var stray []payment.Payment // succeeded, not refunded, for an order not paid
+	// Succeeded, not refunded, for an order not paid: their messages are
+	// written once the orders' statuses are known, at the places kept.
+	type strayPayment struct {
+		at          int // index in money
+		id, orderID string
+	}
+	var stray []strayPayment
 	after := ""
 	for {
 		ps, err := l.Payments.Payments(ctx, after, 1000)
@@ -176,7 +182,8 @@ func (l *LifecycleAudit) checks(ctx context.Context, r *Record, remaining map[st
 			}
 			captured[p.OrderID]++
 			if !paidStatus(paidSide[p.OrderID]) {
-				stray = append(stray, p)
+				stray = append(stray, strayPayment{len(money), p.ID, p.OrderID})
+				money = append(money, "")
 			}
 		}
 		if len(ps) < 1000 {
@@ -187,7 +194,7 @@ func (l *LifecycleAudit) checks(ctx context.Context, r *Record, remaining map[st
 		// Rare: look up the statuses of these orders only.
 		status := make(map[string]order.Status, len(stray))
 		for _, p := range stray {
-			status[p.OrderID] = ""
+			status[p.orderID] = ""
 		}
 		for _, os := range r.Orders {
 			for _, o := range os {
@@ -197,7 +204,7 @@ func (l *LifecycleAudit) checks(ctx context.Context, r *Record, remaining map[st
 			}
 		}
 		for _, p := range stray {
-			money = append(money, fmt.Sprintf("payment %s succeeded for order %s (%s) and is not refunded", p.ID, p.OrderID, status[p.OrderID]))
+			money[p.at] = fmt.Sprintf("payment %s succeeded for order %s (%s) and is not refunded", p.id, p.orderID, status[p.orderID])
 		}
 	}
 	for id, n := range captured {
