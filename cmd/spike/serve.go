@@ -65,7 +65,6 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	log := cfg.logger(stderr)
 	log.Info("starting", "version", versionString())
 	logConfig(log, cfg)
-	tuneGC(getenv, log)
 	// Fault injection for experiments (scripts/overload.sh dep): every
 	// publish to the stream waits SPIKE_FAULT_STREAM_DELAY first.
 	if wrap, d, err := fault.StreamFromEnv(getenv); err != nil {
@@ -79,6 +78,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
+	// After start: the startup rebuild reads the whole record, and at
+	// Go's default the garbage it leaves stays near the live data (a
+	// restart after 270 000 orders peaked at 320 MB with GOGC=400).
+	tuneGC(getenv, log)
 	mode := "embedded mode"
 	if !cfg.Embedded() {
 		mode = "clustered backends"

@@ -80,16 +80,49 @@ func SaleHoldings(ctx context.Context, orders order.Store, events EventSource, s
 	if err != nil {
 		return nil, fmt.Errorf("read stream: %w", err)
 	}
-	stored, err := orders.SaleOrders(ctx, saleID)
-	if err != nil {
-		return nil, err
-	}
+	var mine []order.Placed
 	for _, e := range queued {
 		if e.SaleID == saleID {
-			stored = append(stored, e.Order())
+			mine = append(mine, e)
 		}
 	}
-	return holdings(stored), nil
+	hs, _, err := saleHoldings(ctx, orders, saleID, mine)
+	return hs, err
+}
+
+// saleHoldings converts a sale's persisted orders, scanned as they are
+// read, then its events in queued that are not persisted, to holdings,
+// each order id once (the first wins: a persisted order before its
+// event). It returns the events it took.
+func saleHoldings(ctx context.Context, orders order.Store, saleID string, queued []order.Placed) ([]inventory.Holding, []order.Placed, error) {
+	seen := make(map[string]bool, len(queued)) // event id → persisted or taken
+	for _, e := range queued {
+		seen[e.OrderID] = false
+	}
+	var out []inventory.Holding
+	err := orders.ScanSaleOrders(ctx, saleID, func(o *order.Order) error {
+		if taken, ok := seen[o.ID]; ok {
+			if taken {
+				return nil
+			}
+			seen[o.ID] = true
+		}
+		out = append(out, holding(o))
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	var took []order.Placed
+	for _, e := range queued {
+		if !seen[e.OrderID] {
+			seen[e.OrderID] = true
+			o := e.Order()
+			out = append(out, holding(&o))
+			took = append(took, e)
+		}
+	}
+	return out, took, nil
 }
 
 // backInSale reports whether a rebuild counts o's units as back in its
@@ -108,34 +141,62 @@ func backInSale(o order.Order) bool {
 	return !o.Status.Live() && (o.Status == order.Cancelled || o.ShippedAt.IsZero())
 }
 
-// holdings converts a sale's orders, each id once (the first wins: a
-// persisted order before its event), to holdings.
-func holdings(orders []order.Order) []inventory.Holding {
-	seen := make(map[string]bool, len(orders))
-	out := make([]inventory.Holding, 0, len(orders))
-	for _, o := range orders {
-		if seen[o.ID] {
-			continue
-		}
-		seen[o.ID] = true
-		out = append(out, inventory.Holding{OrderID: o.ID, UserID: o.UserID, Key: o.IdempotencyKey, Quantity: o.Quantity,
-			PlacedAt: o.CreatedAt, Returned: backInSale(o)})
-	}
-	return out
+// holding is what the stock counters keep of o.
+func holding(o *order.Order) inventory.Holding {
+	return inventory.Holding{OrderID: o.ID, UserID: o.UserID, Key: o.IdempotencyKey, Quantity: o.Quantity,
+		PlacedAt: o.CreatedAt, Returned: backInSale(*o)}
 }
 
 // Rebuild restores every sale's stock counters from the record and returns
 // the events still queued, so the caller can index them as pending orders.
-// Nothing may place orders meanwhile (embedded mode, at start).
+// It reads the record sale by sale and order by order (ScanSaleOrders)
+// rather than all of it at once: a restart after a sale of a million
+// orders holds their holdings, not the orders. Nothing may place orders
+// meanwhile (embedded mode, at start).
 func Rebuild(ctx context.Context, sales sale.Store, orders order.Store, events EventSource, stock inventory.Stock) ([]order.Placed, error) {
-	r, err := ReadRecord(ctx, sales, orders, events)
+	queued, err := events.Unpersisted(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("rebuild stock counters: read stream: %w", err)
+	}
+	all, err := sales.Sales(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("rebuild stock counters: %w", err)
 	}
-	for _, s := range r.Sales {
-		if err := stock.Restore(ctx, s, holdings(r.Orders[s.ID])); err != nil {
+	bySale := make(map[string][]order.Placed)
+	for _, e := range queued {
+		bySale[e.SaleID] = append(bySale[e.SaleID], e)
+	}
+	// skip: an event that is persisted, or already in the result. Every
+	// event starts skipped; those a sale took, or of no known sale, not.
+	skip := make(map[string]bool, len(queued))
+	for _, e := range queued {
+		skip[e.OrderID] = true
+	}
+	for _, s := range all {
+		hs, took, err := saleHoldings(ctx, orders, s.ID, bySale[s.ID])
+		if err != nil {
+			return nil, fmt.Errorf("rebuild stock counters: %w", err)
+		}
+		for _, e := range took {
+			skip[e.OrderID] = false
+		}
+		delete(bySale, s.ID)
+		if err := stock.Restore(ctx, s, hs); err != nil {
 			return nil, fmt.Errorf("rebuild stock counters: %w", err)
 		}
 	}
-	return r.Queued, nil
+	for _, es := range bySale { // events of no known sale
+		for _, e := range es {
+			skip[e.OrderID] = false
+		}
+	}
+	// The events not persisted, each once, in the stream's order.
+	var out []order.Placed
+	for _, e := range queued {
+		if !skip[e.OrderID] {
+			skip[e.OrderID] = true
+			out = append(out, e)
+		}
+	}
+	return out, nil
 }

@@ -257,6 +257,41 @@ func (s *Store) SaleOrders(ctx context.Context, saleID string) ([]order.Order, e
 	return out, nil
 }
 
+// ScanSaleOrders implements order.Store: every shard's primary, one after
+// the other.
+func (s *Store) ScanSaleOrders(ctx context.Context, saleID string, fn func(*order.Order) error) error {
+	for _, n := range s.shards {
+		stop, err := scanShard(ctx, n.primary, saleID, fn)
+		if stop != nil {
+			return stop
+		}
+		if err != nil {
+			return lost(fmt.Errorf("list orders of sale %s: %s: %w", saleID, n.name, err))
+		}
+	}
+	return nil
+}
+
+// scanShard calls fn with each of the sale's orders on db; stop is fn's
+// error, err the database's.
+func scanShard(ctx context.Context, db *sql.DB, saleID string, fn func(*order.Order) error) (stop, err error) {
+	rows, err := db.QueryContext(ctx, `SELECT `+orderColumns+` FROM orders WHERE sale_id = ?`, saleID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		o, err := scanOrder(rows)
+		if err != nil {
+			return nil, err
+		}
+		if err := fn(&o); err != nil {
+			return err, nil
+		}
+	}
+	return nil, rows.Err()
+}
+
 func collectOrders(rows *sql.Rows, err error) ([]order.Order, error) {
 	if err != nil {
 		return nil, err

@@ -567,8 +567,34 @@ func (s *Store) ListOrders(ctx context.Context, userID int64, after order.Cursor
 
 // SaleOrders implements order.Store.
 func (s *Store) SaleOrders(ctx context.Context, saleID string) ([]order.Order, error) {
+	var out []order.Order
+	err := s.ScanSaleOrders(ctx, saleID, func(o *order.Order) error {
+		out = append(out, *o)
+		return nil
+	})
+	return out, err
+}
+
+// ScanSaleOrders implements order.Store.
+func (s *Store) ScanSaleOrders(ctx context.Context, saleID string, fn func(*order.Order) error) error {
 	rows, err := s.r.QueryContext(ctx, `SELECT `+orderColumns+` FROM orders WHERE sale_id = ?`, saleID)
-	return collectOrders(rows, err)
+	if err != nil {
+		return fmt.Errorf("list orders: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		o, err := scanOrder(rows)
+		if err != nil {
+			return fmt.Errorf("list orders: %w", err)
+		}
+		if err := fn(&o); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("list orders: %w", err)
+	}
+	return nil
 }
 
 func collectOrders(rows *sql.Rows, err error) ([]order.Order, error) {

@@ -75,6 +75,9 @@ func (emptyStore) ListOrders(context.Context, int64, order.Cursor, int) ([]order
 	return nil, nil
 }
 func (emptyStore) SaleOrders(context.Context, string) ([]order.Order, error) { return nil, nil }
+func (emptyStore) ScanSaleOrders(context.Context, string, func(*order.Order) error) error {
+	return nil
+}
 
 func newTestService() (*order.Service, *fakeReserver, *lossyStream) {
 	r, s := &fakeReserver{}, &lossyStream{}

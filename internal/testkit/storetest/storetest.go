@@ -576,4 +576,25 @@ func testSaleOrders(t *testing.T, s Stores) {
 	if got := saleOrders(t, s, "SALE-A"); len(got) != 0 {
 		t.Errorf("SaleOrders(SALE-A) = %d orders, want none: ids are case-sensitive", len(got))
 	}
+
+	// ScanSaleOrders: the same orders, in any order; fn's error stops it.
+	var scanned []order.Order
+	if err := s.Orders.ScanSaleOrders(context.Background(), "sale-a", func(o *order.Order) error {
+		scanned = append(scanned, *o)
+		return nil
+	}); err != nil {
+		t.Fatalf("ScanSaleOrders(sale-a) = %v", err)
+	}
+	if diff := cmp.Diff(sortByID(a), sortByID(scanned)); diff != "" {
+		t.Errorf("ScanSaleOrders(sale-a) mismatch (-want +got):\n%s", diff)
+	}
+	stop := errors.New("enough")
+	calls := 0
+	err := s.Orders.ScanSaleOrders(context.Background(), "sale-a", func(*order.Order) error {
+		calls++
+		return stop
+	})
+	if !errors.Is(err, stop) || calls != 1 {
+		t.Errorf("ScanSaleOrders with fn failing at once = %v after %d calls, want fn's error after 1", err, calls)
+	}
 }
