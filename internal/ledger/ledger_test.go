@@ -72,15 +72,18 @@ func persistAs(t *testing.T, st *sqlitestore.Store, status order.Status, evs ...
 func TestRebuildCountsEachOrderOnce(t *testing.T) {
 	st, _ := setup(t, 10)
 	persist(t, st, placed(1, 1), placed(2, 2), placed(3, 3))
-	// 3 is persisted but not yet acknowledged: on the stream too.
-	ev := &events{queued: []order.Placed{placed(3, 3), placed(4, 4)}}
+	// 3 is persisted but not yet acknowledged: on the stream too; 4 is on
+	// the stream twice (redelivered); 8 is of a sale the store does not know.
+	other := placed(8, 8)
+	other.SaleID = "gone"
+	ev := &events{queued: []order.Placed{placed(3, 3), placed(4, 4), other, placed(4, 4)}}
 	c := inventory.New(spike.NewIDGenerator())
 	queued, err := ledger.Rebuild(context.Background(), st, st, ev, c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(queued) != 1 || queued[0].OrderID != "O0004" {
-		t.Errorf("queued %v, want only O0004", queued)
+	if len(queued) != 2 || queued[0].OrderID != "O0004" || queued[1].OrderID != "O0008" {
+		t.Errorf("queued %v, want O0004 then O0008", queued)
 	}
 	if rem, _, _ := c.Remaining(context.Background(), "s"); rem != 6 {
 		t.Errorf("remaining %d, want 10 - 4 = 6", rem)
