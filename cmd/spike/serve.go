@@ -495,7 +495,8 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error
 // while the live heap stays small, and at GOGC=100 the collector took
 // about a tenth of the CPU of a flash sale. The heap may grow to five times
 // the live data between collections (a few hundred MB for a million
-// buyers); GOMEMLIMIT, if set, still caps it.
+// buyers); GOMEMLIMIT, if set, still caps it. serve calls it once the
+// startup rebuild is done.
 func tuneGC(getenv func(string) string, log *slog.Logger) {
 	if getenv("GOGC") != "" {
 		return
