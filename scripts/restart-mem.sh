@@ -3,7 +3,8 @@
 # (every request a different buyer), let the server persist them, stop it,
 # start it again on the same data and print its peak memory (VmHWM) once it
 # answers /healthz, and how long that took. The startup rebuild reads every
-# order of the record, so both grow with the orders.
+# order of the record, so both grow with the orders (the KB per order
+# printed include the server's own baseline, ~45 MB).
 #
 #   scripts/restart-mem.sh                        # this tree, 12 s of placements
 #   SPIKE_BIN=/tmp/spike-before SECS=20 scripts/restart-mem.sh
@@ -26,7 +27,8 @@ serve() {
   "$bin" serve --data "$dir/data" --addr 127.0.0.1:$port >>"$dir/serve.log" 2>&1 &
   pid=$!
   for _ in $(seq 600); do curl -fs $url/healthz >/dev/null && return; sleep 0.05; done
-  echo "the server did not answer /healthz" >&2
+  echo "the server did not answer /healthz; its log ends:" >&2
+  tail -20 "$dir/serve.log" >&2
   exit 1
 }
 stop() { kill -TERM $pid; wait $pid || true; pid=""; }
@@ -49,10 +51,13 @@ function request()
 end
 LUA
 wrk -t1 -c64 -d"${secs}s" -s "$dir/place.lua" $url -- "$dir/tok" >"$dir/wrk.out"
+pending=""
 for _ in $(seq 600); do
-  [ "$(curl -fs $url/metrics | awk '$1 == "spike_orders_pending" {print $2}')" = 0 ] && break
+  pending=$(curl -fs $url/metrics | awk '$1 == "spike_orders_pending" {print $2}')
+  [ "$pending" = 0 ] && break
   sleep 0.2
 done
+[ "$pending" = 0 ] || echo "warning: $pending orders still pending after 120 s; restarting anyway" >&2
 placed=$(curl -fs $url/metrics | awk '/^spike_http_requests_total\{/ && /route="place_order"/ && /status="202"/ {n += $NF} END {printf "%d", n}')
 echo "placed $placed orders in ${secs} s; first run's peak: $(awk '/VmHWM/ {printf "%.0f MB", $2 / 1024}' /proc/$pid/status)"
 stop

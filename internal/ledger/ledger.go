@@ -172,6 +172,7 @@ func Rebuild(ctx context.Context, sales sale.Store, orders order.Store, events E
 	for _, e := range queued {
 		skip[e.OrderID] = true
 	}
+	known := make(map[string]bool, len(all))
 	for _, s := range all {
 		hs, took, err := saleHoldings(ctx, orders, s.ID, bySale[s.ID])
 		if err != nil {
@@ -180,14 +181,16 @@ func Rebuild(ctx context.Context, sales sale.Store, orders order.Store, events E
 		for _, e := range took {
 			skip[e.OrderID] = false
 		}
-		delete(bySale, s.ID)
+		known[s.ID] = true
 		if err := stock.Restore(ctx, s, hs); err != nil {
 			return nil, fmt.Errorf("rebuild stock counters: %w", err)
 		}
 	}
-	for _, es := range bySale { // events of no known sale
-		for _, e := range es {
-			skip[e.OrderID] = false
+	for id, es := range bySale {
+		if !known[id] { // events of no known sale
+			for _, e := range es {
+				skip[e.OrderID] = false
+			}
 		}
 	}
 	// The events not persisted, each once, in the stream's order.

@@ -9,6 +9,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -257,19 +258,39 @@ func (s *Store) SaleOrders(ctx context.Context, saleID string) ([]order.Order, e
 	return out, nil
 }
 
-// ScanSaleOrders implements order.Store: every shard's primary, one after
-// the other.
+// ScanSaleOrders implements order.Store: every shard's primary at once (a
+// fenced sale waits for this rebuild), fn called by one shard at a time.
 func (s *Store) ScanSaleOrders(ctx context.Context, saleID string, fn func(*order.Order) error) error {
+	var mu sync.Mutex
+	var stop error // fn's
+	g, gctx := errgroup.WithContext(ctx)
 	for _, n := range s.shards {
-		stop, err := scanShard(ctx, n.primary, saleID, fn)
-		if stop != nil {
-			return stop
-		}
-		if err != nil {
-			return lost(fmt.Errorf("list orders of sale %s: %s: %w", saleID, n.name, err))
-		}
+		g.Go(func() error {
+			st, err := scanShard(gctx, n.primary, saleID, func(o *order.Order) error {
+				mu.Lock()
+				defer mu.Unlock()
+				if stop != nil {
+					return stop
+				}
+				if stop = fn(o); stop != nil {
+					return stop
+				}
+				return nil
+			})
+			if st != nil {
+				return st
+			}
+			if err != nil {
+				return lost(fmt.Errorf("list orders of sale %s: %s: %w", saleID, n.name, err))
+			}
+			return nil
+		})
 	}
-	return nil
+	err := g.Wait()
+	if stop != nil {
+		return stop
+	}
+	return err
 }
 
 // scanShard calls fn with each of the sale's orders on db; stop is fn's

@@ -124,7 +124,8 @@ type Store interface {
 	// ScanSaleOrders calls fn with every order of the sale, in no
 	// particular order, as it reads them: a rebuild of a sale of a million
 	// orders then holds none of them at once. An error from fn stops the
-	// scan and is returned. fn must not keep the pointer.
+	// scan and is returned. fn is never called concurrently and must not
+	// keep the pointer.
 	ScanSaleOrders(ctx context.Context, saleID string, fn func(*Order) error) error
 }
 
