@@ -19,57 +19,6 @@ type EventSource interface {
 	Backlog(ctx context.Context) (uint64, error)
 }
 
-// Record is everything known to be placed, per sale: persisted orders and
-// events on the stream, each order id once (a persisted order wins).
-type Record struct {
-	Sales  []sale.Sale
-	Orders map[string][]order.Order // by sale id
-	Queued []order.Placed           // events on the stream, not yet persisted
-}
-
-// ReadRecord reads the record. The stream is read before the database, so
-// an event persisted in between is seen at least once.
-func ReadRecord(ctx context.Context, sales sale.Store, orders order.Store, events EventSource) (*Record, error) {
-	queued, err := events.Unpersisted(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("read stream: %w", err)
-	}
-	all, err := sales.Sales(ctx)
-	if err != nil {
-		return nil, err
-	}
-	r := &Record{Sales: all, Orders: make(map[string][]order.Order, len(all))}
-	// Only the events need matching against the persisted orders: a set of
-	// their ids (a few while traffic flows) rather than of every order, which
-	// after a sale of a million orders was tens of megabytes per read.
-	seen := make(map[string]bool, len(queued)) // event id → persisted or taken
-	for _, e := range queued {
-		seen[e.OrderID] = false
-	}
-	for _, s := range all {
-		os, err := orders.SaleOrders(ctx, s.ID)
-		if err != nil {
-			return nil, err
-		}
-		if len(seen) > 0 {
-			for _, o := range os {
-				if _, ok := seen[o.ID]; ok {
-					seen[o.ID] = true
-				}
-			}
-		}
-		r.Orders[s.ID] = os
-	}
-	for _, e := range queued {
-		if !seen[e.OrderID] {
-			seen[e.OrderID] = true
-			r.Queued = append(r.Queued, e)
-			r.Orders[e.SaleID] = append(r.Orders[e.SaleID], e.Order())
-		}
-	}
-	return r, nil
-}
-
 // SaleHoldings reads one sale's holdings from the record: its persisted
 // orders and its events still on the stream (read first), each order id
 // once; orders that are no longer live (cancelled, refunded) are marked
@@ -90,16 +39,30 @@ func SaleHoldings(ctx context.Context, orders order.Store, events EventSource, s
 	return hs, err
 }
 
-// saleHoldings converts a sale's persisted orders, scanned as they are
-// read, then its events in queued that are not persisted, to holdings,
-// each order id once (the first wins: a persisted order before its
-// event). It returns the events it took.
+// saleHoldings converts a sale's orders (scanSale) to holdings, and
+// returns the events it took.
 func saleHoldings(ctx context.Context, orders order.Store, saleID string, queued []order.Placed) ([]inventory.Holding, []order.Placed, error) {
+	var out []inventory.Holding
+	took, err := scanSale(ctx, orders, saleID, queued, func(o *order.Order) {
+		out = append(out, holding(o))
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return out, took, nil
+}
+
+// scanSale calls visit with each of a sale's persisted orders as it is
+// read (ScanSaleOrders), then with each of its events in queued that is
+// not persisted, each order id once (the first wins: a persisted order
+// before its event); it returns the events it took. The record is never
+// held whole: rebuilds and audits of a sale of a million orders keep what
+// they need of each order, not the orders.
+func scanSale(ctx context.Context, orders order.Store, saleID string, queued []order.Placed, visit func(*order.Order)) ([]order.Placed, error) {
 	seen := make(map[string]bool, len(queued)) // event id → persisted or taken
 	for _, e := range queued {
 		seen[e.OrderID] = false
 	}
-	var out []inventory.Holding
 	err := orders.ScanSaleOrders(ctx, saleID, func(o *order.Order) error {
 		if taken, ok := seen[o.ID]; ok {
 			if taken {
@@ -107,22 +70,22 @@ func saleHoldings(ctx context.Context, orders order.Store, saleID string, queued
 			}
 			seen[o.ID] = true
 		}
-		out = append(out, holding(o))
+		visit(o)
 		return nil
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	var took []order.Placed
 	for _, e := range queued {
 		if !seen[e.OrderID] {
 			seen[e.OrderID] = true
 			o := e.Order()
-			out = append(out, holding(&o))
+			visit(&o)
 			took = append(took, e)
 		}
 	}
-	return out, took, nil
+	return took, nil
 }
 
 // backInSale reports whether a rebuild counts o's units as back in its

@@ -220,12 +220,14 @@ func TestAuditMatchesOrdersAcrossSources(t *testing.T) {
 		pay(t, st, "P4", "O0002", 9) // refunded 9 of 5 cents
 		pay(t, st, "P5", "O0008", 0) // for a refunded order, not refunded
 		pay(t, st, "P6", "O0099", 0) // for no order at all
+		pay(t, st, "P7", "O0006", 0) // for an order still on the stream
 		detail := run()["I7"].Detail
 		want := []string{
 			"payment P2 succeeded for order O0001 (created) and is not refunded",
 			"payment P4 refunded 9 of 5 cents",
 			"payment P5 succeeded for order O0008 (refunded) and is not refunded",
 			"payment P6 succeeded for order O0099 () and is not refunded",
+			"payment P7 succeeded for order O0006 (pending) and is not refunded",
 			"order O0002 captured 2 times",
 			"order O0005 is shipped without a succeeded payment",
 			"order O0009 is refunded without a succeeded payment",
@@ -235,7 +237,7 @@ func TestAuditMatchesOrdersAcrossSources(t *testing.T) {
 			j := strings.Index(detail, w)
 			if j < 0 {
 				t.Errorf("I7 detail %q lacks %q", detail, w)
-			} else if i < 4 && j < at { // the payments' messages in payment order
+			} else if i < 5 && j < at { // the payments' messages in payment order
 				t.Errorf("I7 detail %q: %q out of payment order", detail, w)
 			}
 			at = max(at, j)

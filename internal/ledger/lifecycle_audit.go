@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -64,35 +65,55 @@ func inSaleCounters(o order.Order) int64 {
 // so it may see such an order held for the moment until the outbox marks
 // it, and reads again (Audit retries).
 
-func (l *LifecycleAudit) checks(ctx context.Context, r *Record, remaining map[string]int64) ([]Check, error) {
-	now := time.Now()
+// lifecycleScan gathers what the lifecycle checks need as the audit reads
+// the record, one order at a time: the late and unreturned orders, units
+// held per product, and the paid side's statuses.
+type lifecycleScan struct {
+	l          *LifecycleAudit
+	now        time.Time
+	grace      time.Duration
+	queued     []order.Placed // the stream's events, for statuses (below)
+	late       []string
+	unreturned []string
+	heldBySKU  map[string]int64
+	paidSide   map[string]order.Status // paid, shipped, delivered or refunded orders
+}
+
+func (l *LifecycleAudit) newScan(queued []order.Placed) *lifecycleScan {
+	c := &lifecycleScan{l: l, now: time.Now(), grace: l.Grace, queued: queued,
+		heldBySKU: make(map[string]int64), paidSide: make(map[string]order.Status)}
 	if l.Now != nil {
-		now = l.Now()
+		c.now = l.Now()
 	}
-	grace := l.Grace
-	if grace <= 0 {
-		grace = 5 * time.Second
+	if c.grace <= 0 {
+		c.grace = 5 * time.Second
 	}
-	var late, unreturned []string
-	// One pass over the record, keeping sums and the paid side only: a
-	// copy of every order per product, and another by id, made the audit
-	// of a sale of a million orders hold three copies of it.
-	heldBySKU := make(map[string]int64)
-	paidSide := make(map[string]order.Status) // paid, shipped, delivered or refunded orders
-	for _, os := range r.Orders {
-		for _, o := range os {
-			heldBySKU[o.SKU] += heldByOrder(o)
-			if paidStatus(o.Status) || o.Status == order.Refunded {
-				paidSide[o.ID] = o.Status
-			}
-			if o.Status == order.Created && !o.PaymentDeadline.IsZero() && now.Sub(o.PaymentDeadline) > grace {
-				late = append(late, fmt.Sprintf("%s unpaid %s past its deadline", o.ID, now.Sub(o.PaymentDeadline).Round(time.Millisecond)))
-			}
-			if order.ReturnsStock(returnedFrom(o), o.Status) && o.StockReturnedTo == "" && now.Sub(o.UpdatedAt) > grace {
-				unreturned = append(unreturned, fmt.Sprintf("%s %s %s ago, units not back", o.ID, o.Status, now.Sub(o.UpdatedAt).Round(time.Millisecond)))
-			}
-		}
+	return c
+}
+
+// visit takes one order of the record into account; a nil scan (no
+// lifecycle checks) ignores it.
+func (c *lifecycleScan) visit(o *order.Order) {
+	if c == nil {
+		return
 	}
+	c.heldBySKU[o.SKU] += heldByOrder(*o)
+	if paidStatus(o.Status) || o.Status == order.Refunded {
+		c.paidSide[o.ID] = o.Status
+	}
+	if o.Status == order.Created && !o.PaymentDeadline.IsZero() && c.now.Sub(o.PaymentDeadline) > c.grace {
+		c.late = append(c.late, fmt.Sprintf("%s unpaid %s past its deadline", o.ID, c.now.Sub(o.PaymentDeadline).Round(time.Millisecond)))
+	}
+	if order.ReturnsStock(returnedFrom(*o), o.Status) && o.StockReturnedTo == "" && c.now.Sub(o.UpdatedAt) > c.grace {
+		c.unreturned = append(c.unreturned, fmt.Sprintf("%s %s %s ago, units not back", o.ID, o.Status, c.now.Sub(o.UpdatedAt).Round(time.Millisecond)))
+	}
+}
+
+// checks returns I6, product conservation and I7 once every order has
+// been visited; remaining holds each loaded sale's remaining units.
+func (c *lifecycleScan) checks(ctx context.Context, orders order.Store, sales []sale.Sale, remaining map[string]int64) ([]Check, error) {
+	l := c.l
+	late, unreturned, heldBySKU, paidSide := c.late, c.unreturned, c.heldBySKU, c.paidSide
 	checks := []Check{result("I6 deadlines kept", append(late, unreturned...),
 		"no order unpaid past its deadline; every cancelled order's units are back (counted once: see I4 and product conservation)")}
 
@@ -102,7 +123,7 @@ func (l *LifecycleAudit) checks(ctx context.Context, r *Record, remaining map[st
 		return nil, err
 	}
 	salesBySKU := make(map[string][]sale.Sale)
-	for _, s := range r.Sales {
+	for _, s := range sales {
 		salesBySKU[s.SKU] = append(salesBySKU[s.SKU], s)
 	}
 	var leaks []string
@@ -190,22 +211,12 @@ func (l *LifecycleAudit) checks(ctx context.Context, r *Record, remaining map[st
 			break
 		}
 	}
-	if len(stray) > 0 {
-		// Rare: look up the statuses of these orders only.
-		status := make(map[string]order.Status, len(stray))
-		for _, p := range stray {
-			status[p.orderID] = ""
+	for _, p := range stray { // rare: their orders' statuses, one lookup each
+		st, err := c.status(ctx, orders, p.orderID)
+		if err != nil {
+			return nil, err
 		}
-		for _, os := range r.Orders {
-			for _, o := range os {
-				if _, ok := status[o.ID]; ok {
-					status[o.ID] = o.Status
-				}
-			}
-		}
-		for _, p := range stray {
-			money[p.at] = fmt.Sprintf("payment %s succeeded for order %s (%s) and is not refunded", p.id, p.orderID, status[p.orderID])
-		}
+		money[p.at] = fmt.Sprintf("payment %s succeeded for order %s (%s) and is not refunded", p.id, p.orderID, st)
 	}
 	for id, n := range captured {
 		if n > 1 {
@@ -220,6 +231,24 @@ func (l *LifecycleAudit) checks(ctx context.Context, r *Record, remaining map[st
 	checks = append(checks, result("I7 money matches orders", money,
 		"every succeeded payment is for a paid, shipped or delivered order or refunded; no paid order without one; none captured twice"))
 	return checks, nil
+}
+
+// status returns the status of order id in the record: persisted, or an
+// event on the stream (pending); "" if it is in neither.
+func (c *lifecycleScan) status(ctx context.Context, orders order.Store, id string) (order.Status, error) {
+	o, err := orders.Order(ctx, id)
+	if err == nil {
+		return o.Status, nil
+	}
+	if !errors.Is(err, order.ErrOrderNotFound) {
+		return "", err
+	}
+	for _, e := range c.queued {
+		if e.OrderID == id {
+			return order.Pending, nil
+		}
+	}
+	return "", nil
 }
 
 // paidStatus reports whether an order in status st holds a captured
