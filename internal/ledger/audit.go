@@ -214,12 +214,15 @@ func prefixed(p string, items []string) []string {
 	return []string{p + strings.Join(items, ", ")}
 }
 
+// maxListed is how many problems a check's detail lists.
+const maxListed = 10
+
 func result(name string, problems []string, okDetail string) Check {
 	if len(problems) == 0 {
 		return Check{Name: name, OK: true, Detail: okDetail}
 	}
-	if len(problems) > 10 {
-		problems = append(problems[:10], fmt.Sprintf("and %d more", len(problems)-10))
+	if len(problems) > maxListed {
+		problems = append(problems[:maxListed], fmt.Sprintf("and %d more", len(problems)-maxListed))
 	}
 	return Check{Name: name, OK: false, Detail: strings.Join(problems, "; ")}
 }
