@@ -97,6 +97,25 @@ func TestCluster(t *testing.T) {
 	})
 	a := newCounters(t, client, redisstock.Config{})
 	b := newCounters(t, newClient(t, addrs...), redisstock.Config{})
+	// The checks below wait for news that a publishes and b hears: news
+	// published before b has subscribed is missed (an instance relearns it
+	// from its next reply, and b sends none while it waits), so first make
+	// sure b hears: news of a probe sale, published until b has it.
+	probe := campaign(t, 2, 1)
+	if err := a.Open(ctx, probe); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.Reserve(ctx, req(probe, 1, "k", 1)); err != nil { // b learns the sale
+		t.Fatal(err)
+	}
+	news := probe.ID + " " + strconv.FormatInt(redisstock.Epoch(a, probe.ID), 10) + " 1000001" // sold out
+	eventually(t, "b to hear news", func() bool {
+		if err := client.Do(ctx, client.B().Publish().Channel("spiketest:stock").Message(news).Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+		return redisstock.SoldOut(b, probe.ID)
+	})
 
 	// Six sales, two on each master (redis-cli gives each a third of the
 	// slots).
