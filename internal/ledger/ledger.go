@@ -129,38 +129,28 @@ func Rebuild(ctx context.Context, sales sale.Store, orders order.Store, events E
 	for _, e := range queued {
 		bySale[e.SaleID] = append(bySale[e.SaleID], e)
 	}
-	// skip: an event that is persisted, or already in the result. Every
-	// event starts skipped; those a sale took, or of no known sale, not.
-	skip := make(map[string]bool, len(queued))
-	for _, e := range queued {
-		skip[e.OrderID] = true
-	}
 	known := make(map[string]bool, len(all))
+	took := make(map[string]bool) // events not persisted
 	for _, s := range all {
-		hs, took, err := saleHoldings(ctx, orders, s.ID, bySale[s.ID])
+		hs, t, err := saleHoldings(ctx, orders, s.ID, bySale[s.ID])
 		if err != nil {
 			return nil, fmt.Errorf("rebuild stock counters: %w", err)
 		}
-		for _, e := range took {
-			skip[e.OrderID] = false
+		for _, e := range t {
+			took[e.OrderID] = true
 		}
 		known[s.ID] = true
 		if err := stock.Restore(ctx, s, hs); err != nil {
 			return nil, fmt.Errorf("rebuild stock counters: %w", err)
 		}
 	}
-	for id, es := range bySale {
-		if !known[id] { // events of no known sale
-			for _, e := range es {
-				skip[e.OrderID] = false
-			}
-		}
-	}
-	// The events not persisted, each once, in the stream's order.
+	// The events not persisted (and those of no known sale), each once,
+	// in the stream's order.
 	var out []order.Placed
+	listed := make(map[string]bool, len(took))
 	for _, e := range queued {
-		if !skip[e.OrderID] {
-			skip[e.OrderID] = true
+		if (took[e.OrderID] || !known[e.SaleID]) && !listed[e.OrderID] {
+			listed[e.OrderID] = true
 			out = append(out, e)
 		}
 	}

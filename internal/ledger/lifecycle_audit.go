@@ -113,8 +113,7 @@ func (c *lifecycleScan) visit(o *order.Order) {
 // been visited; remaining holds each loaded sale's remaining units.
 func (c *lifecycleScan) checks(ctx context.Context, orders order.Store, sales []sale.Sale, remaining map[string]int64) ([]Check, error) {
 	l := c.l
-	late, unreturned, heldBySKU, paidSide := c.late, c.unreturned, c.heldBySKU, c.paidSide
-	checks := []Check{result("I6 deadlines kept", append(late, unreturned...),
+	checks := []Check{result("I6 deadlines kept", append(c.late, c.unreturned...),
 		"no order unpaid past its deadline; every cancelled order's units are back (counted once: see I4 and product conservation)")}
 
 	// Product-level conservation.
@@ -161,7 +160,7 @@ func (c *lifecycleScan) checks(ctx context.Context, orders order.Store, sales []
 			unknown++
 			continue
 		}
-		in += heldBySKU[p.SKU]
+		in += c.heldBySKU[p.SKU]
 		if in != added {
 			leaks = append(leaks, fmt.Sprintf("%s: %d units added, %d found (stock %d + sales' remaining + orders)", p.SKU, added, in, p.Stock))
 		}
@@ -202,7 +201,7 @@ func (c *lifecycleScan) checks(ctx context.Context, orders order.Store, sales []
 				continue
 			}
 			captured[p.OrderID]++
-			if !paidStatus(paidSide[p.OrderID]) {
+			if !paidStatus(c.paidSide[p.OrderID]) {
 				stray = append(stray, strayPayment{len(money), p.ID, p.OrderID})
 				money = append(money, "")
 			}
@@ -228,7 +227,7 @@ func (c *lifecycleScan) checks(ctx context.Context, orders order.Store, sales []
 			money = append(money, fmt.Sprintf("order %s captured %d times", id, n))
 		}
 	}
-	for id, st := range paidSide {
+	for id, st := range c.paidSide {
 		if !paidBy[id] {
 			money = append(money, fmt.Sprintf("order %s is %s without a succeeded payment", id, st))
 		}

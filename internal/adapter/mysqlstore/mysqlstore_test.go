@@ -399,9 +399,14 @@ func TestReplicaRouting(t *testing.T) {
 	if got, err := s.Order(ctx, "real"); err != nil || got.IdempotencyKey != "k" {
 		t.Errorf("Order(real) = %+v, %v; want the primary's", got, err)
 	}
-	// SaleOrders reads primaries only.
-	if got, err := s.SaleOrders(ctx, "s"); err != nil || len(got) != 1 || got[0].ID != "real" {
-		t.Errorf("SaleOrders(s) = %v, %v; want only the primary's order", got, err)
+	// ScanSaleOrders reads primaries only.
+	var got []string
+	err := s.ScanSaleOrders(ctx, "s", func(o *order.Order) error {
+		got = append(got, o.ID)
+		return nil
+	})
+	if err != nil || len(got) != 1 || got[0] != "real" {
+		t.Errorf("ScanSaleOrders(s) = %v, %v; want only the primary's order", got, err)
 	}
 }
 

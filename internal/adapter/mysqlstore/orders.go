@@ -1,7 +1,6 @@
 package mysqlstore
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -232,34 +231,9 @@ func (s *Store) ListOrders(ctx context.Context, userID int64, after order.Cursor
 	return out, nil
 }
 
-// SaleOrders implements order.Store. It reads every shard's primary in
-// parallel (stock counters are rebuilt from this, so it must not lag) and
-// returns the orders sorted by id.
-func (s *Store) SaleOrders(ctx context.Context, saleID string) ([]order.Order, error) {
-	parts := make([][]order.Order, len(s.shards))
-	g, gctx := errgroup.WithContext(ctx)
-	for i, n := range s.shards {
-		g.Go(func() error {
-			rows, err := n.primary.QueryContext(gctx, `SELECT `+orderColumns+` FROM orders WHERE sale_id = ?`, saleID)
-			if parts[i], err = collectOrders(rows, err); err != nil {
-				return lost(fmt.Errorf("%s: %w", n.name, err))
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, lost(fmt.Errorf("list orders of sale %s: %w", saleID, err))
-	}
-	var out []order.Order
-	for _, p := range parts {
-		out = append(out, p...)
-	}
-	slices.SortFunc(out, func(a, b order.Order) int { return cmp.Compare(a.ID, b.ID) })
-	return out, nil
-}
-
-// ScanSaleOrders implements order.Store: every shard's primary at once (a
-// fenced sale waits for this rebuild), fn called by one shard at a time.
+// ScanSaleOrders implements order.Store: every shard's primary (stock
+// counters are rebuilt from this, so it must not lag), all at once (a
+// fenced sale waits for the rebuild), fn called by one shard at a time.
 func (s *Store) ScanSaleOrders(ctx context.Context, saleID string, fn func(*order.Order) error) error {
 	var mu sync.Mutex
 	var stop error // fn's
@@ -269,13 +243,10 @@ func (s *Store) ScanSaleOrders(ctx context.Context, saleID string, fn func(*orde
 			st, err := scanShard(gctx, n.primary, saleID, func(o *order.Order) error {
 				mu.Lock()
 				defer mu.Unlock()
-				if stop != nil {
-					return stop
+				if stop == nil {
+					stop = fn(o)
 				}
-				if stop = fn(o); stop != nil {
-					return stop
-				}
-				return nil
+				return stop
 			})
 			if st != nil {
 				return st

@@ -565,16 +565,6 @@ func (s *Store) ListOrders(ctx context.Context, userID int64, after order.Cursor
 	return collectOrders(rows, err)
 }
 
-// SaleOrders implements order.Store.
-func (s *Store) SaleOrders(ctx context.Context, saleID string) ([]order.Order, error) {
-	var out []order.Order
-	err := s.ScanSaleOrders(ctx, saleID, func(o *order.Order) error {
-		out = append(out, *o)
-		return nil
-	})
-	return out, err
-}
-
 // ScanSaleOrders implements order.Store.
 func (s *Store) ScanSaleOrders(ctx context.Context, saleID string, fn func(*order.Order) error) error {
 	rows, err := s.r.QueryContext(ctx, `SELECT `+orderColumns+` FROM orders WHERE sale_id = ?`, saleID)

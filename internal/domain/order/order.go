@@ -119,11 +119,9 @@ type Store interface {
 	// the cursor (newest first by CreatedAt, then ID); a zero Cursor starts
 	// at the newest.
 	ListOrders(ctx context.Context, userID int64, after Cursor, limit int) ([]Order, error)
-	// SaleOrders returns every order of the sale, for rebuilds and audits.
-	SaleOrders(ctx context.Context, saleID string) ([]Order, error)
 	// ScanSaleOrders calls fn with every order of the sale, in no
-	// particular order, as it reads them: a rebuild of a sale of a million
-	// orders then holds none of them at once. An error from fn stops the
+	// particular order, as it reads them, for rebuilds and audits: those
+	// of a sale of a million orders then hold none of them at once. An error from fn stops the
 	// scan and is returned. fn is never called concurrently and must not
 	// keep the pointer.
 	ScanSaleOrders(ctx context.Context, saleID string, fn func(*Order) error) error

@@ -74,7 +74,6 @@ func (emptyStore) Order(context.Context, string) (order.Order, error) {
 func (emptyStore) ListOrders(context.Context, int64, order.Cursor, int) ([]order.Order, error) {
 	return nil, nil
 }
-func (emptyStore) SaleOrders(context.Context, string) ([]order.Order, error) { return nil, nil }
 func (emptyStore) ScanSaleOrders(context.Context, string, func(*order.Order) error) error {
 	return nil
 }
